@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// backends are the services errand runs on: RabbitMQ, Redis and MongoDB,
+// or their embedded in-process stand-ins.
+type backends struct {
+	mode      string // "external" or "embedded"
+	publisher taskPublisher
+	consumer  taskConsumer
+	statuses  statusStore
+	items     itemStore
+	results   resultStore
+	health    map[string]pinger
+	closers   []func()
+}
+
+// close releases the backends in reverse order of opening.
+func (b *backends) close() {
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		b.closers[i]()
+	}
+}
+
+// openBackends connects to the configured services, or builds the embedded
+// ones when none is configured. Connections are made lazily and redialled
+// after failures, so errand starts (and reports unhealthy) even while a
+// dependency is still coming up.
+func openBackends(ctx context.Context, cfg config, log *slog.Logger) (*backends, error) {
+	if cfg.embedded() {
+		log.Warn("no AMQP_URL, REDIS_URL or MONGODB_URI set: running on embedded in-process backends " +
+			"(queue, status and storage live in this process and vanish when it stops); " +
+			"set all three to use RabbitMQ, Redis and MongoDB")
+		broker := newMemoryBroker()
+		store := newMemoryStore()
+		statuses := newMemoryStatusStore()
+		return &backends{
+			mode: "embedded", publisher: broker, consumer: broker, statuses: statuses, items: store, results: store,
+			health:  map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": store},
+			closers: []func(){broker.close},
+		}, nil
+	}
+
+	redisOpts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(redisOpts)
+	mongoStore, err := connectMongo(ctx, cfg.MongoURI, cfg.MongoDatabase)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	broker := newAMQPBroker(cfg.AMQPURL, cfg.QueueName, cfg.PublishTimeout, log.With("component", "amqp"))
+	statuses := newRedisStatusStore(rdb, cfg.KeyPrefix)
+	b := &backends{
+		mode: "external", publisher: broker, consumer: broker, statuses: statuses,
+		items: mongoStore, results: mongoStore,
+		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
+		closers: []func(){
+			func() { rdb.Close() },
+			func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				mongoStore.close(ctx)
+			},
+			broker.close,
+		},
+	}
+	// A first look at each dependency, so the log says at once what is
+	// missing; errand keeps starting either way.
+	for name, dep := range b.health {
+		pingCtx, cancel := context.WithTimeout(ctx, cfg.HealthTimeout)
+		if err := dep.ping(pingCtx); err != nil {
+			log.Warn("dependency not reachable yet", "service", name, "error", err)
+		}
+		cancel()
+	}
+	return b, nil
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// taskMessage is the body of a task on the queue.
+type taskMessage struct {
+	ID         string          `json:"id"`
+	Type       string          `json:"type"`
+	Args       json.RawMessage `json:"args"`
+	Priority   string          `json:"priority"`
+	EnqueuedAt time.Time       `json:"enqueued_at"`
+}
+
+// Priorities by name, mapped onto AMQP message priorities as the guide's
+// Celery configuration maps them (a higher number is served first).
+var priorityLevels = map[string]uint8{"low": 1, "normal": 5, "high": 9}
+
+// maxPriority is the queue's x-max-priority. RabbitMQ's classic queues
+// keep one sub-queue per level, so it stays small.
+const maxPriority = 10
+
+func decodeTaskMessage(body []byte) (taskMessage, error) {
+	var m taskMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return taskMessage{}, fmt.Errorf("decode task message: %w", err)
+	}
+	if m.ID == "" || m.Type == "" {
+		return taskMessage{}, errors.New("decode task message: id and type are required")
+	}
+	return m, nil
+}
+
+// delivery is one task handed to the worker pool by a broker. Exactly one
+// of ack or reject must be called. The functions belong to the connection
+// the message arrived on: after a reconnect they fail rather than settle a
+// different message, and the broker redelivers the original.
+type delivery struct {
+	body        []byte
+	redelivered bool
+	ack         func() error
+	reject      func(requeue bool) error
+}
+
+// errBrokerUnavailable means the broker could not take a message now; the
+// API answers 503 and the client may try again.
+var errBrokerUnavailable = errors.New("broker unavailable")
+
+func encodeTaskMessage(m taskMessage) ([]byte, error) {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode task message %s: %w", m.ID, err)
+	}
+	return body, nil
+}

@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// amqpBroker publishes tasks to RabbitMQ and consumes them.
+//
+// It never uses amqp091's automatic recovery: each consumer session dials
+// its own connection, and a delivery can only be settled on the channel it
+// arrived on, so an ack can never land on a different message after a
+// reconnect. The publisher redials lazily, and every wait for a confirm
+// has its own deadline.
+type amqpBroker struct {
+	url            string
+	queue          string
+	deadQueue      string
+	publishTimeout time.Duration
+	log            *slog.Logger
+
+	mu          sync.Mutex // guards the fields below
+	pub         *amqpPublisher
+	lastDialErr error
+	lastDialAt  time.Time
+	consumers   map[*amqp.Connection]struct{}
+}
+
+// redialPause is how long publishes fail fast after a failed dial, so a
+// broker outage answers 503 at once instead of queueing every request
+// behind a dial timeout.
+const redialPause = time.Second
+
+func newAMQPBroker(url, queue string, publishTimeout time.Duration, log *slog.Logger) *amqpBroker {
+	return &amqpBroker{
+		url:            url,
+		queue:          queue,
+		deadQueue:      queue + ".dead",
+		publishTimeout: publishTimeout,
+		log:            log,
+		consumers:      map[*amqp.Connection]struct{}{},
+	}
+}
+
+func (b *amqpBroker) dial(purpose string) (*amqp.Connection, error) {
+	host, _ := os.Hostname()
+	conn, err := amqp.DialConfig(b.url, amqp.Config{
+		Heartbeat: 10 * time.Second,
+		Dial:      amqp.DefaultDial(min(b.publishTimeout, 5*time.Second)),
+		Properties: amqp.Table{
+			"connection_name": fmt.Sprintf("errand-%s %s pid %d", purpose, host, os.Getpid()),
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial rabbitmq: %w", err)
+	}
+	return conn, nil
+}
+
+// declareTopology declares the durable work queue and its dead-letter
+// queue. Rejected messages (poison, or out of retries) go to the latter.
+func (b *amqpBroker) declareTopology(ch *amqp.Channel) error {
+	if _, err := ch.QueueDeclare(b.deadQueue,
+		true,  // durable
+		false, // autoDelete
+		false, // exclusive
+		false, // noWait
+		nil); err != nil {
+		return fmt.Errorf("declare queue %s: %w", b.deadQueue, err)
+	}
+	if _, err := ch.QueueDeclare(b.queue,
+		true,  // durable
+		false, // autoDelete
+		false, // exclusive
+		false, // noWait
+		amqp.Table{
+			"x-max-priority":            int32(maxPriority),
+			"x-dead-letter-exchange":    "",
+			"x-dead-letter-routing-key": b.deadQueue,
+		}); err != nil {
+		return fmt.Errorf("declare queue %s: %w", b.queue, err)
+	}
+	return nil
+}
+
+// amqpPublisher is one publishing connection with a confirming channel.
+type amqpPublisher struct {
+	conn    *amqp.Connection
+	ch      *amqp.Channel
+	returns chan amqp.Return
+
+	mu       sync.Mutex
+	returned map[string]struct{}
+}
+
+// publisher returns the live publisher, dialling one if there is none.
+func (b *amqpBroker) publisher() (*amqpPublisher, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.pub != nil && !b.pub.conn.IsClosed() {
+		return b.pub, nil
+	}
+	b.pub = nil
+	if b.lastDialErr != nil && time.Since(b.lastDialAt) < redialPause {
+		return nil, fmt.Errorf("%w: %v", errBrokerUnavailable, b.lastDialErr)
+	}
+	p, err := b.openPublisher()
+	b.lastDialAt, b.lastDialErr = time.Now(), err
+	if err != nil {
+		b.log.Warn("rabbitmq publisher unavailable", "error", err)
+		return nil, fmt.Errorf("%w: %v", errBrokerUnavailable, err)
+	}
+	b.pub = p
+	return p, nil
+}
+
+func (b *amqpBroker) openPublisher() (*amqpPublisher, error) {
+	conn, err := b.dial("publisher")
+	if err != nil {
+		return nil, err
+	}
+	ch, err := conn.Channel()
+	if err == nil {
+		err = b.declareTopology(ch)
+	}
+	if err == nil {
+		err = ch.Confirm(false) // noWait
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("open publisher channel: %w", err)
+	}
+	// The reader goroutine hands a basic.return to this channel before it
+	// resolves the confirm of the same message, so a publisher that has its
+	// confirm finds any return already buffered here.
+	p := &amqpPublisher{conn: conn, ch: ch, returns: make(chan amqp.Return, 256), returned: map[string]struct{}{}}
+	ch.NotifyReturn(p.returns)
+	return p, nil
+}
+
+// wasReturned reports whether the broker returned the message with id as
+// unroutable.
+func (p *amqpPublisher) wasReturned(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		select {
+		case r := <-p.returns:
+			p.returned[r.MessageId] = struct{}{}
+			continue
+		default:
+		}
+		break
+	}
+	_, ok := p.returned[id]
+	delete(p.returned, id)
+	return ok
+}
+
+// publish sends m as a persistent, mandatory message and waits for the
+// broker's confirm: when it returns nil, RabbitMQ has the message on a
+// durable queue.
+func (b *amqpBroker) publish(ctx context.Context, m taskMessage) error {
+	body, err := encodeTaskMessage(m)
+	if err != nil {
+		return err
+	}
+	p, err := b.publisher()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.publishTimeout)
+	defer cancel()
+	confirm, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", b.queue,
+		true,  // mandatory: an unroutable message comes back instead of vanishing
+		false, // immediate
+		amqp.Publishing{
+			ContentType:  "application/json",
+			DeliveryMode: amqp.Persistent,
+			Priority:     priorityLevels[m.Priority],
+			MessageId:    m.ID,
+			Type:         m.Type,
+			Timestamp:    m.EnqueuedAt,
+			Body:         body,
+		})
+	if err != nil {
+		b.dropPublisher(p)
+		return fmt.Errorf("%w: publish %s: %v", errBrokerUnavailable, m.ID, err)
+	}
+	acked, err := confirm.WaitContext(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: wait for confirm of %s: %v", errBrokerUnavailable, m.ID, err)
+	}
+	if !acked {
+		return fmt.Errorf("%w: broker nacked %s", errBrokerUnavailable, m.ID)
+	}
+	if p.wasReturned(m.ID) {
+		return fmt.Errorf("%w: %s was unroutable (queue %s missing)", errBrokerUnavailable, m.ID, b.queue)
+	}
+	return nil
+}
+
+func (b *amqpBroker) dropPublisher(p *amqpPublisher) {
+	b.mu.Lock()
+	if b.pub == p {
+		b.pub = nil
+	}
+	b.mu.Unlock()
+	p.conn.Close()
+}
+
+// ping opens and closes a channel on the publishing connection: a real
+// round trip to the broker.
+func (b *amqpBroker) ping(ctx context.Context) error {
+	p, err := b.publisher()
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() {
+		ch, err := p.conn.Channel()
+		if err == nil {
+			err = ch.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			b.dropPublisher(p)
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// consume feeds out with deliveries until ctx ends, redialling after every
+// lost connection for as long as it takes. When it returns, no new
+// delivery will arrive; those handed out stay settleable until close.
+func (b *amqpBroker) consume(ctx context.Context, prefetch int, out chan<- delivery) error {
+	const maxBackoff = 5 * time.Second
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		started := time.Now()
+		err := b.consumeSession(ctx, prefetch, out)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		b.log.Warn("rabbitmq consumer lost its connection; redialling", "error", err, "retry_in", backoff.String())
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+	return nil
+}
+
+func (b *amqpBroker) consumeSession(ctx context.Context, prefetch int, out chan<- delivery) error {
+	conn, err := b.dial("consumer")
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.consumers[conn] = struct{}{}
+	b.mu.Unlock()
+	forget := func() {
+		b.mu.Lock()
+		delete(b.consumers, conn)
+		b.mu.Unlock()
+		conn.Close()
+	}
+	ch, err := conn.Channel()
+	if err == nil {
+		err = ch.Qos(prefetch, 0, false)
+	}
+	if err == nil {
+		err = b.declareTopology(ch)
+	}
+	if err != nil {
+		forget()
+		return fmt.Errorf("open consumer channel: %w", err)
+	}
+	tag := fmt.Sprintf("errand-%d-%d", os.Getpid(), time.Now().UnixNano())
+	msgs, err := ch.Consume(b.queue, tag,
+		false, // autoAck: a task is acked only after its result is stored
+		false, // exclusive
+		false, // noLocal
+		false, // noWait
+		nil)
+	if err != nil {
+		forget()
+		return fmt.Errorf("consume %s: %w", b.queue, err)
+	}
+	b.log.Info("consuming", "queue", b.queue, "prefetch", prefetch)
+	for {
+		select {
+		case <-ctx.Done():
+			b.stopConsuming(ch, tag, msgs)
+			return nil
+		case d, ok := <-msgs:
+			if !ok {
+				forget()
+				return errors.New("delivery channel closed")
+			}
+			select {
+			case out <- amqpDelivery(d):
+			case <-ctx.Done():
+				_ = d.Nack(false, true) // requeue: shutting down before it started
+				b.stopConsuming(ch, tag, msgs)
+				return nil
+			}
+		}
+	}
+}
+
+// stopConsuming cancels the consumer and requeues what the broker had
+// already pushed to it, leaving the connection open for in-flight acks.
+func (b *amqpBroker) stopConsuming(ch *amqp.Channel, tag string, msgs <-chan amqp.Delivery) {
+	if err := ch.Cancel(tag, false); err != nil {
+		return // the channel is gone, and the broker requeues everything unacked
+	}
+	for d := range msgs {
+		_ = d.Nack(false, true)
+	}
+}
+
+func amqpDelivery(d amqp.Delivery) delivery {
+	return delivery{
+		body:        d.Body,
+		redelivered: d.Redelivered,
+		ack:         func() error { return d.Ack(false) },
+		reject:      func(requeue bool) error { return d.Nack(false, requeue) },
+	}
+}
+
+// close closes every connection. Unsettled deliveries go back to the
+// queue, which is how a worker's abandoned tasks are requeued.
+func (b *amqpBroker) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for conn := range b.consumers {
+		conn.Close()
+	}
+	clear(b.consumers)
+	if b.pub != nil {
+		b.pub.conn.Close()
+		b.pub = nil
+	}
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// config is errand's effective configuration. Every field comes from an
+// environment variable, and a flag of the same meaning overrides it, so
+// containers configure errand by environment and people by flags.
+type config struct {
+	Addr            string
+	Role            string
+	AMQPURL         string
+	RedisURL        string
+	MongoURI        string
+	MongoDatabase   string
+	Workers         int
+	HeavyTaskDelay  time.Duration
+	EmailStepDelay  time.Duration
+	QueueName       string
+	KeyPrefix       string
+	ResultTTL       time.Duration
+	DrainTimeout    time.Duration
+	MaxBodyBytes    int64
+	PublishTimeout  time.Duration
+	HealthTimeout   time.Duration
+	ShutdownTimeout time.Duration
+}
+
+const (
+	roleAll    = "all"
+	roleAPI    = "api"
+	roleWorker = "worker"
+)
+
+// embedded reports whether errand runs on its in-process backends: the
+// zero-install mode used when no external service is configured at all.
+func (c config) embedded() bool {
+	return c.AMQPURL == "" && c.RedisURL == "" && c.MongoURI == ""
+}
+
+func (c config) runsAPI() bool    { return c.Role == roleAll || c.Role == roleAPI }
+func (c config) runsWorker() bool { return c.Role == roleAll || c.Role == roleWorker }
+
+// parseConfig reads the environment through getenv, then the flags in args
+// (args[0] is the program name). Flags mirror the environment variables.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var cfg config
+	var errs []error
+	envInt := func(name string, def int) int {
+		v := env(name, strconv.Itoa(def))
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: not an integer", name, v))
+		}
+		return n
+	}
+	envDuration := func(name string, def time.Duration) time.Duration {
+		v := env(name, def.String())
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: not a duration (for example 500ms, 2s)", name, v))
+		}
+		return d
+	}
+
+	fs := flag.NewFlagSet("errand", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Addr, "addr", env("ADDR", ":8080"), "HTTP listen address (ADDR)")
+	fs.StringVar(&cfg.Role, "role", env("ROLE", roleAll), "all, api or worker (ROLE)")
+	fs.StringVar(&cfg.AMQPURL, "amqp-url", env("AMQP_URL", ""), "RabbitMQ URL; empty with REDIS_URL and MONGODB_URI empty selects the embedded backends (AMQP_URL)")
+	fs.StringVar(&cfg.RedisURL, "redis-url", env("REDIS_URL", ""), "Redis URL (REDIS_URL)")
+	fs.StringVar(&cfg.MongoURI, "mongodb-uri", env("MONGODB_URI", ""), "MongoDB URI (MONGODB_URI)")
+	fs.StringVar(&cfg.MongoDatabase, "mongodb-database", env("MONGODB_DATABASE", "myapp"), "MongoDB database (MONGODB_DATABASE)")
+	fs.IntVar(&cfg.Workers, "workers", envInt("WORKERS", 8), "worker goroutines (WORKERS)")
+	fs.DurationVar(&cfg.HeavyTaskDelay, "heavy-task-delay", envDuration("HEAVY_TASK_DELAY", 500*time.Millisecond), "per-iteration delay of process_heavy_task (HEAVY_TASK_DELAY)")
+	fs.DurationVar(&cfg.EmailStepDelay, "email-step-delay", envDuration("EMAIL_STEP_DELAY", 2*time.Second), "per-step delay of send_welcome_email (EMAIL_STEP_DELAY)")
+	fs.StringVar(&cfg.QueueName, "queue", env("QUEUE_NAME", "errand.tasks"), "work queue name (QUEUE_NAME)")
+	fs.StringVar(&cfg.KeyPrefix, "redis-key-prefix", env("REDIS_KEY_PREFIX", "errand:"), "prefix of every Redis key (REDIS_KEY_PREFIX)")
+	fs.DurationVar(&cfg.ResultTTL, "result-ttl", envDuration("RESULT_TTL", 24*time.Hour), "how long a final status stays in Redis; MongoDB keeps it after (RESULT_TTL)")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", envDuration("DRAIN_TIMEOUT", 30*time.Second), "how long shutdown waits for in-flight tasks before requeueing them (DRAIN_TIMEOUT)")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", int64(envInt("MAX_BODY_BYTES", 1<<20)), "largest accepted request body (MAX_BODY_BYTES)")
+	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", envDuration("PUBLISH_TIMEOUT", 5*time.Second), "how long a submit waits for the broker's confirm before answering 503 (PUBLISH_TIMEOUT)")
+	fs.DurationVar(&cfg.HealthTimeout, "health-timeout", envDuration("HEALTH_TIMEOUT", 2*time.Second), "per-dependency deadline of GET /health (HEALTH_TIMEOUT)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second), "how long shutdown waits for open HTTP requests (SHUTDOWN_TIMEOUT)")
+	if len(errs) > 0 {
+		return config{}, errors.Join(errs...)
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return config{}, fmt.Errorf("parse flags: %w", err)
+	}
+	return cfg, cfg.validate()
+}
+
+func (c config) validate() error {
+	var errs []error
+	switch c.Role {
+	case roleAll, roleAPI, roleWorker:
+	default:
+		errs = append(errs, fmt.Errorf("ROLE=%q: want all, api or worker", c.Role))
+	}
+	if !c.embedded() {
+		for name, v := range map[string]string{"AMQP_URL": c.AMQPURL, "REDIS_URL": c.RedisURL, "MONGODB_URI": c.MongoURI} {
+			if v == "" {
+				errs = append(errs, fmt.Errorf("%s is empty: set all of AMQP_URL, REDIS_URL and MONGODB_URI, or none for the embedded backends", name))
+			}
+		}
+	} else if c.Role != roleAll {
+		errs = append(errs, fmt.Errorf("ROLE=%s needs AMQP_URL, REDIS_URL and MONGODB_URI: the embedded backends live inside one process", c.Role))
+	}
+	if c.Workers < 1 || c.Workers > 10000 {
+		errs = append(errs, fmt.Errorf("WORKERS=%d: want 1 to 10000", c.Workers))
+	}
+	for name, d := range map[string]time.Duration{"HEAVY_TASK_DELAY": c.HeavyTaskDelay, "EMAIL_STEP_DELAY": c.EmailStepDelay} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s=%s: must not be negative", name, d))
+		}
+	}
+	for name, d := range map[string]time.Duration{"RESULT_TTL": c.ResultTTL, "DRAIN_TIMEOUT": c.DrainTimeout, "PUBLISH_TIMEOUT": c.PublishTimeout, "HEALTH_TIMEOUT": c.HealthTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%s: must be positive", name, d))
+		}
+	}
+	if c.MaxBodyBytes < 1024 {
+		errs = append(errs, fmt.Errorf("MAX_BODY_BYTES=%d: want at least 1024", c.MaxBodyBytes))
+	}
+	if c.QueueName == "" {
+		errs = append(errs, errors.New("QUEUE_NAME is empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// logAttrs is the configuration as log attributes, with passwords removed
+// from the service URLs.
+func (c config) logAttrs() []any {
+	return []any{
+		"addr", c.Addr, "role", c.Role, "embedded", c.embedded(),
+		"amqp_url", redactURL(c.AMQPURL), "redis_url", redactURL(c.RedisURL),
+		"mongodb_uri", redactURL(c.MongoURI), "mongodb_database", c.MongoDatabase,
+		"workers", c.Workers, "queue", c.QueueName, "redis_key_prefix", c.KeyPrefix,
+		"heavy_task_delay", c.HeavyTaskDelay.String(), "email_step_delay", c.EmailStepDelay.String(),
+		"result_ttl", c.ResultTTL.String(), "drain_timeout", c.DrainTimeout.String(),
+		"publish_timeout", c.PublishTimeout.String(), "max_body_bytes", c.MaxBodyBytes,
+	}
+}
+
+func redactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
+}

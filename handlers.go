@@ -1,0 +1,499 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/mail"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"errand/tasks"
+)
+
+// Bounds of the items API, as the guide's models set them.
+const (
+	maxItemName        = 200
+	maxItemDescription = 2000
+	maxMetadataDepth   = 10
+	defaultPageSize    = 100
+	maxPageSize        = 1000
+	maxUserName        = 200
+	maxEmailAddress    = 254
+)
+
+// isoMillis is the guide's timestamp format.
+const isoMillis = "2006-01-02T15:04:05.000Z"
+
+type itemResponse struct {
+	ID          string         `json:"id"`
+	Name        string         `json:"name"`
+	Description *string        `json:"description"`
+	Metadata    map[string]any `json:"metadata"`
+	CreatedAt   string         `json:"created_at"`
+	UpdatedAt   string         `json:"updated_at"`
+}
+
+func newItemResponse(it item) itemResponse {
+	return itemResponse{ID: it.ID, Name: it.Name, Description: it.Description, Metadata: it.Metadata,
+		CreatedAt: it.CreatedAt.UTC().Format(isoMillis), UpdatedAt: it.UpdatedAt.UTC().Format(isoMillis)}
+}
+
+type itemRequest struct {
+	Name        *string         `json:"name"`
+	Description *string         `json:"description"`
+	Metadata    json.RawMessage `json:"metadata"`
+}
+
+// validate checks the fields present; create additionally requires name.
+func (req itemRequest) validate(create bool) (itemUpdate, error) {
+	var u itemUpdate
+	if req.Name == nil {
+		if create {
+			return u, invalidField("name", "is required")
+		}
+	} else {
+		if n := utf8.RuneCountInString(*req.Name); n < 1 || n > maxItemName {
+			return u, invalidField("name", "must be 1 to %d characters", maxItemName)
+		}
+		u.Name = req.Name
+	}
+	if req.Description != nil {
+		if utf8.RuneCountInString(*req.Description) > maxItemDescription {
+			return u, invalidField("description", "must be at most %d characters", maxItemDescription)
+		}
+		u.Description = req.Description
+	}
+	if len(req.Metadata) > 0 && string(req.Metadata) != "null" {
+		md, err := decodeMetadata(req.Metadata)
+		if err != nil {
+			return u, err
+		}
+		u.Metadata = md
+	}
+	return u, nil
+}
+
+// decodeMetadata reads metadata as a JSON object that MongoDB can store:
+// keys without a leading $ or a dot, bounded nesting, and integers kept
+// as integers rather than rounded through float64.
+func decodeMetadata(raw json.RawMessage) (map[string]any, error) {
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, invalidField("metadata", "must be a JSON object")
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, invalidField("metadata", "must be a JSON object")
+	}
+	normalized, err := normalizeJSON(obj, "metadata", 1)
+	if err != nil {
+		return nil, err
+	}
+	return normalized.(map[string]any), nil
+}
+
+func normalizeJSON(v any, path string, depth int) (any, error) {
+	if depth > maxMetadataDepth {
+		return nil, invalidField(path, "nests deeper than %d levels", maxMetadataDepth)
+	}
+	switch v := v.(type) {
+	case map[string]any:
+		for k, child := range v {
+			if k == "" || strings.HasPrefix(k, "$") || strings.Contains(k, ".") || strings.ContainsRune(k, 0) {
+				return nil, invalidField(path, "key %q is not allowed: keys must be non-empty, not start with $ and not contain . or NUL", k)
+			}
+			n, err := normalizeJSON(child, path+"."+k, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			v[k] = n
+		}
+		return v, nil
+	case []any:
+		for i, child := range v {
+			n, err := normalizeJSON(child, fmt.Sprintf("%s[%d]", path, i), depth+1)
+			if err != nil {
+				return nil, err
+			}
+			v[i] = n
+		}
+		return v, nil
+	case json.Number:
+		if i, err := v.Int64(); err == nil {
+			return i, nil
+		}
+		f, err := v.Float64()
+		if err != nil || math.IsInf(f, 0) {
+			return nil, invalidField(path, "number %s is out of range", v)
+		}
+		return f, nil
+	default:
+		return v, nil
+	}
+}
+
+func createItem(items itemStore, maxBody int64, now func() time.Time) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var req itemRequest
+		if err := decodeJSON(w, r, maxBody, &req); err != nil {
+			return err
+		}
+		u, err := req.validate(true)
+		if err != nil {
+			return err
+		}
+		t := now()
+		it, err := items.createItem(r.Context(), item{Name: *u.Name, Description: u.Description, Metadata: u.Metadata, CreatedAt: t, UpdatedAt: t})
+		if err != nil {
+			return fmt.Errorf("create item: %w", err)
+		}
+		w.Header().Set("Location", "/api/items/"+it.ID)
+		writeJSON(w, http.StatusCreated, newItemResponse(it))
+		return nil
+	}
+}
+
+// queryInt reads an optional integer query parameter within [lo, hi].
+func queryInt(r *http.Request, name string, def, lo, hi int) (int, error) {
+	raw := r.URL.Query().Get(name)
+	if raw == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < lo || n > hi {
+		return 0, invalidField(name, "must be an integer from %d to %d", lo, hi)
+	}
+	return n, nil
+}
+
+func listItems(items itemStore) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		skip, err := queryInt(r, "skip", 0, 0, math.MaxInt32)
+		if err != nil {
+			return err
+		}
+		limit, err := queryInt(r, "limit", defaultPageSize, 1, maxPageSize)
+		if err != nil {
+			return err
+		}
+		list, err := items.listItems(r.Context(), skip, limit)
+		if err != nil {
+			return fmt.Errorf("list items: %w", err)
+		}
+		out := make([]itemResponse, len(list))
+		for i, it := range list {
+			out[i] = newItemResponse(it)
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+func getItem(items itemStore) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		it, err := items.getItem(r.Context(), r.PathValue("id"))
+		if err != nil {
+			return fmt.Errorf("get item: %w", err)
+		}
+		writeJSON(w, http.StatusOK, newItemResponse(it))
+		return nil
+	}
+}
+
+func updateItem(items itemStore, maxBody int64, now func() time.Time) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id := r.PathValue("id")
+		if _, err := itemObjectID(id); err != nil {
+			return err
+		}
+		var req itemRequest
+		if err := decodeJSON(w, r, maxBody, &req); err != nil {
+			return err
+		}
+		u, err := req.validate(false)
+		if err != nil {
+			return err
+		}
+		it, err := items.updateItem(r.Context(), id, u, now())
+		if err != nil {
+			return fmt.Errorf("update item: %w", err)
+		}
+		writeJSON(w, http.StatusOK, newItemResponse(it))
+		return nil
+	}
+}
+
+func deleteItem(items itemStore) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id := r.PathValue("id")
+		if err := items.deleteItem(r.Context(), id); err != nil {
+			return fmt.Errorf("delete item: %w", err)
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"message": "Item deleted successfully", "id": id})
+		return nil
+	}
+}
+
+// taskPublisher puts a task on the queue; nil means the broker confirmed it.
+type taskPublisher interface {
+	publish(ctx context.Context, m taskMessage) error
+}
+
+// taskSubmitter records a new task as PENDING and queues it.
+type taskSubmitter struct {
+	statuses  statusStore
+	publisher taskPublisher
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// submit returns the new task's id once the broker has confirmed it. The
+// PENDING status is written first, so a fast worker's PROGRESS or SUCCESS
+// can never be overwritten by it, and removed again if the publish fails,
+// so no status claims a task that was never queued.
+func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, priority string) (string, error) {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return "", fmt.Errorf("encode %s arguments: %w", taskType, err)
+	}
+	id := newTaskID()
+	now := s.now()
+	if err := s.statuses.put(ctx, taskStatus{TaskID: id, Status: statePending, TaskType: taskType, UpdatedAt: now}, 0); err != nil {
+		return "", fmt.Errorf("%w: record pending %s: %v", errStatusUnavailable, id, err)
+	}
+	err = s.publisher.publish(ctx, taskMessage{ID: id, Type: taskType, Args: raw, Priority: priority, EnqueuedAt: now})
+	if err != nil {
+		// The client may be gone already, but the pending status must
+		// still go, so the undo gets a context of its own.
+		undoCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeOpTimeout)
+		defer cancel()
+		if undoErr := s.statuses.deletePending(undoCtx, id); undoErr != nil {
+			s.log.Error("pending status of an unqueued task not removed", "task_id", id, "error", undoErr)
+		}
+		return "", fmt.Errorf("queue %s %s: %w", taskType, id, err)
+	}
+	s.log.InfoContext(ctx, "task queued", "task_id", id, "task_type", taskType, "priority", priority, "request_id", requestID(ctx))
+	return id, nil
+}
+
+// newTaskID returns a random (version 4) UUID, the form Celery's task ids
+// have.
+func newTaskID() string {
+	b := []byte(newRandomID(16))
+	// Set the version (4) and variant (10xx) nibbles in the hex text.
+	b[12] = '4'
+	b[16] = "89ab"[strings.IndexByte("0123456789abcdef", b[16])%4]
+	return fmt.Sprintf("%s-%s-%s-%s-%s", b[0:8], b[8:12], b[12:16], b[16:20], b[20:32])
+}
+
+var taskIDPattern = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z_.:-]{0,127}$`)
+
+type taskAccepted struct {
+	TaskID  string `json:"task_id"`
+	Status  string `json:"status"`
+	Message string `json:"message"`
+}
+
+func writeAccepted(w http.ResponseWriter, id, message string) {
+	w.Header().Set("Location", "/api/async/status/"+id)
+	writeJSON(w, http.StatusAccepted, taskAccepted{TaskID: id, Status: statePending, Message: message})
+}
+
+type processRequest struct {
+	Data       *string `json:"data"`
+	Iterations *int    `json:"iterations"`
+	Priority   *string `json:"priority"`
+}
+
+func submitProcess(sub taskSubmitter, maxBody int64) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var req processRequest
+		if err := decodeJSON(w, r, maxBody, &req); err != nil {
+			return err
+		}
+		args := tasks.HeavyArgs{Iterations: tasks.DefaultHeavyIt}
+		priority := "normal"
+		switch {
+		case req.Data == nil:
+			return invalidField("data", "is required")
+		case utf8.RuneCountInString(*req.Data) > tasks.MaxHeavyData:
+			return invalidField("data", "must be at most %d characters", tasks.MaxHeavyData)
+		}
+		args.Data = *req.Data
+		if req.Iterations != nil {
+			if *req.Iterations < 1 || *req.Iterations > tasks.MaxIterations {
+				return invalidField("iterations", "must be from 1 to %d", tasks.MaxIterations)
+			}
+			args.Iterations = *req.Iterations
+		}
+		if req.Priority != nil {
+			if _, ok := priorityLevels[*req.Priority]; !ok {
+				return invalidField("priority", "must be low, normal or high")
+			}
+			priority = *req.Priority
+		}
+		id, err := sub.submit(r.Context(), tasks.HeavyTaskName, args, priority)
+		if err != nil {
+			return err
+		}
+		writeAccepted(w, id, "Task submitted successfully. Use /api/async/status/{task_id} to check progress.")
+		return nil
+	}
+}
+
+type welcomeEmailRequest struct {
+	UserEmail *string `json:"user_email"`
+	UserName  *string `json:"user_name"`
+}
+
+// submitWelcomeEmail takes user_email and user_name from the query, as the
+// guide's curl sends them, or from a JSON body; query values win.
+func submitWelcomeEmail(sub taskSubmitter, maxBody int64) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var body welcomeEmailRequest
+		if r.ContentLength != 0 {
+			if err := decodeJSON(w, r, maxBody, &body); err != nil && !isEmptyBody(err) {
+				return err
+			}
+		}
+		q := r.URL.Query()
+		args := tasks.EmailArgs{UserEmail: q.Get("user_email"), UserName: q.Get("user_name")}
+		if args.UserEmail == "" && body.UserEmail != nil {
+			args.UserEmail = *body.UserEmail
+		}
+		if args.UserName == "" && body.UserName != nil {
+			args.UserName = *body.UserName
+		}
+		if err := validateEmailArgs(args); err != nil {
+			return err
+		}
+		id, err := sub.submit(r.Context(), tasks.WelcomeEmailName, args, "normal")
+		if err != nil {
+			return err
+		}
+		writeAccepted(w, id, fmt.Sprintf("Email queued for %s. Check /api/async/status/%s", args.UserEmail, id))
+		return nil
+	}
+}
+
+func isEmptyBody(err error) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && ae.code == "empty_body"
+}
+
+func validateEmailArgs(args tasks.EmailArgs) error {
+	if args.UserEmail == "" {
+		return invalidField("user_email", "is required")
+	}
+	addr, err := mail.ParseAddress(args.UserEmail)
+	if err != nil || addr.Address != args.UserEmail || len(args.UserEmail) > maxEmailAddress || !strings.Contains(args.UserEmail[strings.LastIndexByte(args.UserEmail, '@')+1:], ".") {
+		return invalidField("user_email", "must be a plain e-mail address such as john@example.com")
+	}
+	if n := utf8.RuneCountInString(args.UserName); n < 1 || n > maxUserName {
+		return invalidField("user_name", "must be 1 to %d characters", maxUserName)
+	}
+	if strings.ContainsAny(args.UserName, "\r\n") {
+		return invalidField("user_name", "must not contain line breaks")
+	}
+	return nil
+}
+
+// taskStatusReader finds a task's status: the live one in the status
+// store, else the durable result once the live entry has expired.
+type taskStatusReader struct {
+	statuses statusStore
+	results  resultStore
+	log      *slog.Logger
+}
+
+func (s taskStatusReader) status(ctx context.Context, id string) (taskStatus, error) {
+	st, liveErr := s.statuses.get(ctx, id)
+	if liveErr == nil {
+		return st, nil
+	}
+	if !errors.Is(liveErr, errStatusNotFound) {
+		s.log.WarnContext(ctx, "status store failed; trying the result store", "task_id", id, "error", liveErr)
+	}
+	rec, err := s.results.getResult(ctx, id)
+	if err == nil {
+		return rec.status(), nil
+	}
+	if errors.Is(err, errNotFound) && errors.Is(liveErr, errStatusNotFound) {
+		return taskStatus{}, errStatusNotFound
+	}
+	return taskStatus{}, fmt.Errorf("read status of %s: %w", id, errors.Join(liveErr, err))
+}
+
+func getTaskStatus(reader taskStatusReader) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id := r.PathValue("task_id")
+		if !taskIDPattern.MatchString(id) {
+			return badRequest("invalid_id", "invalid task id")
+		}
+		st, err := reader.status(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, st)
+		return nil
+	}
+}
+
+// pinger is a dependency that /health checks.
+type pinger interface {
+	ping(ctx context.Context) error
+}
+
+type healthResponse struct {
+	Status    string            `json:"status"`
+	Timestamp string            `json:"timestamp"`
+	Services  map[string]string `json:"services"`
+	Backends  string            `json:"backends"`
+}
+
+// health pings every dependency at once, each with its own deadline, and
+// answers 503 naming the ones that failed.
+func health(deps map[string]pinger, backends string, timeout time.Duration, log *slog.Logger, now func() time.Time) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		resp := healthResponse{Status: "healthy", Services: map[string]string{}, Backends: backends}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for name, dep := range deps {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(r.Context(), timeout)
+				defer cancel()
+				state := "connected"
+				if err := dep.ping(ctx); err != nil {
+					state = "disconnected"
+					log.WarnContext(ctx, "health check failed", "service", name, "error", err, "request_id", requestID(r.Context()))
+				}
+				mu.Lock()
+				resp.Services[name] = state
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		code := http.StatusOK
+		for _, state := range resp.Services {
+			if state != "connected" {
+				resp.Status, code = "unhealthy", http.StatusServiceUnavailable
+			}
+		}
+		resp.Timestamp = now().UTC().Format(isoMillis)
+		writeJSON(w, code, resp)
+		return nil
+	}
+}

@@ -1,0 +1,21 @@
+// Command errand is a task-queue service: an HTTP API that accepts work and
+// answers at once with a task id, RabbitMQ to carry it, a worker pool to run
+// it, Redis for live status and MongoDB for results and items.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "errand:", err)
+		os.Exit(1)
+	}
+}

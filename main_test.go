@@ -1,0 +1,379 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// services are the real servers the tests of the real backends use.
+// TestMain fills it in; tests read it only.
+var services struct {
+	amqpURL  string
+	redisURL string
+	mongoURI string
+}
+
+// childEnv marks a copy of the test binary started by a test as an errand
+// process (see startChild): it runs run() instead of the tests.
+const childEnv = "ERRAND_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := run(ctx, []string{"errand"}, os.Getenv, os.Stdout, os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "errand:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	services.amqpURL = envOr("ERRAND_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+	services.redisURL = envOr("ERRAND_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+	services.mongoURI = os.Getenv("MONGODB_URI")
+	if services.mongoURI == "" {
+		uri, stop, err := startMongoWire()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "start the MongoDB-wire server (FerretDB):", err)
+			return 1
+		}
+		defer stop()
+		services.mongoURI = uri
+	}
+	return m.Run()
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// startMongoWire builds and starts tools/mongowire, an embedded FerretDB,
+// on a loopback port: on PostgreSQL when it answers on 127.0.0.1:5432
+// (ERRAND_TEST_POSTGRES_URL overrides), else on SQLite in a temp dir.
+func startMongoWire() (uri string, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "errand-mongowire")
+	if err != nil {
+		return "", nil, err
+	}
+	bin := filepath.Join(dir, "mongowire")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = "tools/mongowire"
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", nil, fmt.Errorf("build tools/mongowire: %v\n%s", err, out)
+	}
+	args := []string{"-addr", "127.0.0.1:0"}
+	pg := envOr("ERRAND_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+	if conn, err := net.DialTimeout("tcp", "127.0.0.1:5432", time.Second); err == nil || os.Getenv("ERRAND_TEST_POSTGRES_URL") != "" {
+		if conn != nil {
+			conn.Close()
+		}
+		args = append(args, "-postgres", pg)
+	} else {
+		args = append(args, "-sqlite-dir", filepath.Join(dir, "data"))
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start mongowire: %w", err)
+	}
+	stop = func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		os.RemoveAll(dir)
+	}
+	line := make(chan string, 1)
+	go func() {
+		s := bufio.NewScanner(out)
+		if s.Scan() {
+			line <- strings.TrimSpace(s.Text())
+		}
+		close(line)
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case uri, ok := <-line:
+		if !ok || !strings.HasPrefix(uri, "mongodb://") {
+			stop()
+			return "", nil, fmt.Errorf("mongowire printed %q, want a mongodb:// URI", uri)
+		}
+		return uri, stop, nil
+	case <-time.After(60 * time.Second):
+		stop()
+		return "", nil, fmt.Errorf("mongowire did not start within 60s")
+	}
+}
+
+// realStack returns the environment of an errand process on the real
+// servers, isolated from every other test: its own queue, Redis key
+// prefix and MongoDB database, all removed when the test ends.
+func realStack(t testing.TB) map[string]string {
+	t.Helper()
+	suffix := newRandomID(6)
+	env := map[string]string{
+		"AMQP_URL":         services.amqpURL,
+		"REDIS_URL":        services.redisURL,
+		"MONGODB_URI":      services.mongoURI,
+		"MONGODB_DATABASE": "errand_test_" + suffix,
+		"QUEUE_NAME":       "errand.test." + suffix,
+		"REDIS_KEY_PREFIX": "errand-test:" + suffix + ":",
+	}
+	t.Cleanup(func() { removeStack(t, env) })
+	return env
+}
+
+func removeStack(t testing.TB, env map[string]string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if conn, err := amqp.Dial(env["AMQP_URL"]); err == nil {
+		if ch, err := conn.Channel(); err == nil {
+			for _, q := range []string{env["QUEUE_NAME"], env["QUEUE_NAME"] + ".dead"} {
+				if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+					t.Logf("delete queue %s: %v", q, err)
+					break
+				}
+			}
+		}
+		conn.Close()
+	}
+	rdb := testRedis(t)
+	iter := rdb.Scan(ctx, 0, env["REDIS_KEY_PREFIX"]+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		rdb.Del(ctx, iter.Val())
+	}
+	mc := testMongo(t)
+	if err := mc.Database(env["MONGODB_DATABASE"]).Drop(ctx); err != nil {
+		t.Logf("drop database %s: %v", env["MONGODB_DATABASE"], err)
+	}
+}
+
+func testRedis(t testing.TB) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(services.redisURL)
+	if err != nil {
+		t.Fatalf("parse redis url: %v", err)
+	}
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func testMongo(t testing.TB) *mongo.Client {
+	t.Helper()
+	c, err := mongo.Connect(options.Client().ApplyURI(services.mongoURI))
+	if err != nil {
+		t.Fatalf("connect mongodb: %v", err)
+	}
+	t.Cleanup(func() { c.Disconnect(context.Background()) })
+	return c
+}
+
+// freeAddr returns a loopback address with a port nothing listens on.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// logWriter sends each line a process writes to t.Log, which shows only
+// for failing tests (or with -v).
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(b []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// startErrand runs errand in this process through run(), with env as its
+// whole environment, and waits until /health answers. It returns the base
+// URL. The test's cleanup stops it and checks that it stopped cleanly.
+func startErrand(t testing.TB, env map[string]string) string {
+	t.Helper()
+	addr := freeAddr(t)
+	full := map[string]string{"ADDR": addr, "LOG_LEVEL": "warn"}
+	for k, v := range env {
+		full[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"errand"}, func(k string) string { return full[k] }, logWriter{t}, logWriter{t})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run returned %v, want nil", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("errand did not stop within 60s of its context ending")
+		}
+	})
+	base := "http://" + addr
+	waitForHTTP(t, base+"/health", done)
+	return base
+}
+
+// waitForHTTP polls url until it answers (any status), failing the test
+// if exited reports that the server ended first.
+func waitForHTTP(t testing.TB, url string, exited <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("errand exited before serving: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("%s did not answer within 30s", url)
+}
+
+// child is an errand process started from the test binary.
+type child struct {
+	cmd  *exec.Cmd
+	base string
+	done chan error
+}
+
+// startChild starts errand as a separate process (this test binary,
+// re-executed as errand; see TestMain) with env added to the environment.
+func startChild(t testing.TB, env map[string]string) *child {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=1", "ADDR="+addr, "LOG_LEVEL=info")
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "errand.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start errand child: %v", err)
+	}
+	c := &child{cmd: cmd, base: "http://" + addr, done: make(chan error, 1)}
+	go func() { c.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-c.done
+		if t.Failed() {
+			b, _ := os.ReadFile(logFile.Name())
+			t.Logf("log of errand child %d:\n%s", cmd.Process.Pid, tail(string(b), 60))
+		}
+	})
+	waitForHTTP(t, c.base+"/health", c.done)
+	return c
+}
+
+func tail(s string, lines int) string {
+	parts := strings.Split(s, "\n")
+	if len(parts) > lines {
+		parts = parts[len(parts)-lines:]
+	}
+	return strings.Join(parts, "\n")
+}
+
+// apiCall sends a request with an optional JSON body and decodes the JSON
+// answer into out (when out is not nil). It returns the status code.
+func apiCall(t testing.TB, method, url, body string, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s %s: %v", method, url, err)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, url, raw, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// submitTask posts a process_heavy_task and returns its id.
+func submitTask(t testing.TB, base, body string) string {
+	t.Helper()
+	var acc taskAccepted
+	if code := apiCall(t, "POST", base+"/api/async/process", body, &acc); code != http.StatusAccepted {
+		t.Fatalf("submit %s: status %d, want 202", body, code)
+	}
+	return acc.TaskID
+}
+
+// waitForStatus polls a task until its status is want (or final, which
+// fails the test when it is not want).
+func waitForStatus(t testing.TB, base, id, want string, timeout time.Duration) taskStatus {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var st taskStatus
+	for time.Now().Before(deadline) {
+		code := apiCall(t, "GET", base+"/api/async/status/"+id, "", &st)
+		if code == http.StatusOK && st.Status == want {
+			return st
+		}
+		if code == http.StatusOK && st.final() {
+			t.Fatalf("task %s ended %s (error %q), want %s", id, st.Status, st.Error, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("task %s is %s after %v, want %s", id, st.Status, timeout, want)
+	return st
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"errand/tasks"
+)
+
+// run is errand's whole life: it reads the configuration, connects the
+// backends, serves HTTP and runs the worker pool until ctx ends, then
+// shuts down in order.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log, err := newLogger(getenv("LOG_LEVEL"), stdout)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log.Info("errand starting", cfg.logAttrs()...)
+
+	// stopRun ends the process's work on a fatal error as a signal would.
+	ctx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+
+	b, err := openBackends(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+
+	listener, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	srv := &http.Server{
+		Handler: newServer(serverDeps{
+			log: log, items: b.items, statuses: b.statuses, results: b.results, publisher: b.publisher,
+			health: b.health, backends: b.mode, maxBody: cfg.MaxBodyBytes, healthTimeout: cfg.HealthTimeout,
+			now: time.Now, serveAPI: cfg.runsAPI(),
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		log.Info("listening", "addr", listener.Addr().String(), "role", cfg.Role)
+		if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("serve http: %w", err)
+		}
+	}()
+	if cfg.runsWorker() {
+		pool := &workerPool{
+			size:     cfg.Workers,
+			consumer: b.consumer,
+			registry: tasks.NewRegistry(tasks.Config{
+				HeavyTaskDelay: cfg.HeavyTaskDelay, EmailStepDelay: cfg.EmailStepDelay, Logger: log,
+			}),
+			statuses: b.statuses, results: b.results,
+			resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout,
+			log: log.With("component", "worker"), now: time.Now,
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pool.run(ctx); err != nil {
+				errs <- fmt.Errorf("worker pool: %w", err)
+			}
+		}()
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-errs:
+		log.Error("stopping after a fatal error", "error", err)
+		errs <- err
+		stopRun()
+	}
+
+	// Shutdown order: stop taking HTTP requests and stop consuming at the
+	// same time (the pool watches ctx itself), let open requests and
+	// in-flight tasks finish, and only then close the connections they
+	// use (deferred above), so every ack and result write still has its
+	// connection.
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("http shutdown incomplete", "error", err)
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	log.Info("errand stopped")
+	return errors.Join(all...)
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if level != "" {
+		if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+			return nil, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", level)
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

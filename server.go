@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// serverDeps is what the HTTP API needs from the rest of errand.
+type serverDeps struct {
+	log           *slog.Logger
+	items         itemStore
+	statuses      statusStore
+	results       resultStore
+	publisher     taskPublisher
+	health        map[string]pinger
+	backends      string // "embedded" or "external", shown by /health
+	maxBody       int64
+	healthTimeout time.Duration
+	now           func() time.Time
+	serveAPI      bool // false in a worker-only process: /health only
+}
+
+// newServer builds errand's HTTP handler. Every route is registered here.
+func newServer(d serverDeps) http.Handler {
+	mux := http.NewServeMux()
+	route := func(pattern string, h handlerFunc) { mux.Handle(pattern, handle(d.log, h)) }
+
+	route("GET /health", health(d.health, d.backends, d.healthTimeout, d.log, d.now))
+	if d.serveAPI {
+		sub := taskSubmitter{statuses: d.statuses, publisher: d.publisher, log: d.log, now: d.now}
+		reader := taskStatusReader{statuses: d.statuses, results: d.results, log: d.log}
+		route("POST /api/items", createItem(d.items, d.maxBody, d.now))
+		route("GET /api/items", listItems(d.items))
+		route("GET /api/items/{id}", getItem(d.items))
+		route("PUT /api/items/{id}", updateItem(d.items, d.maxBody, d.now))
+		route("DELETE /api/items/{id}", deleteItem(d.items))
+		route("POST /api/async/process", submitProcess(sub, d.maxBody))
+		route("GET /api/async/status/{task_id}", getTaskStatus(reader))
+		route("POST /api/send-welcome-email", submitWelcomeEmail(sub, d.maxBody))
+	}
+	return withRequestLog(d.log, jsonMuxErrors(mux))
+}
+
+// jsonMuxErrors turns the mux's own plain-text 404 (no such route) and 405
+// (wrong method, with its Allow header) into errand's JSON error shape.
+func jsonMuxErrors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&muxErrorWriter{ResponseWriter: w, r: r}, r)
+	})
+}
+
+type muxErrorWriter struct {
+	http.ResponseWriter
+	r          *http.Request
+	suppressed bool
+}
+
+// WriteHeader recognises the mux's errors by their plain-text content
+// type: errand's own handlers always answer JSON.
+func (m *muxErrorWriter) WriteHeader(code int) {
+	plain := m.Header().Get("Content-Type") == "text/plain; charset=utf-8"
+	body := errorBody{RequestID: requestID(m.r.Context())}
+	switch {
+	case plain && code == http.StatusNotFound:
+		body.Error, body.Detail = "not_found", fmt.Sprintf("no route %s %s", m.r.Method, m.r.URL.Path)
+	case plain && code == http.StatusMethodNotAllowed:
+		body.Error, body.Detail = "method_not_allowed", fmt.Sprintf("%s is not allowed here; allowed: %s", m.r.Method, m.Header().Get("Allow"))
+	default:
+		m.ResponseWriter.WriteHeader(code)
+		return
+	}
+	m.suppressed = true
+	m.Header().Del("X-Content-Type-Options")
+	writeJSON(m.ResponseWriter, code, body)
+}
+
+func (m *muxErrorWriter) Write(b []byte) (int, error) {
+	if m.suppressed {
+		return len(b), nil
+	}
+	return m.ResponseWriter.Write(b)
+}
+
+func (m *muxErrorWriter) Unwrap() http.ResponseWriter { return m.ResponseWriter }

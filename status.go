@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"errand/tasks"
+)
+
+// Task states, named as Celery names them so the guide's clients read them.
+const (
+	statePending  = "PENDING"
+	stateProgress = "PROGRESS"
+	stateSuccess  = "SUCCESS"
+	stateFailure  = "FAILURE"
+)
+
+// stateRank orders states so that status never moves backwards: a late
+// PROGRESS from a slow or duplicate delivery must not hide a SUCCESS, and
+// the API's PENDING must not hide a fast worker's PROGRESS.
+func stateRank(state string) int {
+	switch state {
+	case statePending:
+		return 0
+	case stateProgress:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// taskStatus is a task's state as the status endpoint shows it: the
+// guide's fields (task_id, status, progress, result, error) and a few of
+// errand's own.
+type taskStatus struct {
+	TaskID    string          `json:"task_id"`
+	Status    string          `json:"status"`
+	TaskType  string          `json:"task_type,omitempty"`
+	Progress  *tasks.Progress `json:"progress,omitempty"`
+	Result    map[string]any  `json:"result,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	UpdatedAt time.Time       `json:"updated_at"`
+}
+
+func (s taskStatus) final() bool { return stateRank(s.Status) == 2 }
+
+// errStatusNotFound is returned by status lookups for ids no store knows.
+var errStatusNotFound = errors.New("task status not found")
+
+// statusStore keeps live task state. Writes never move a task's state
+// backwards; see stateRank.
+//
+// It has two implementations: redisStatusStore and memoryStatusStore.
+type statusStore interface {
+	// put records s unless the stored state ranks above it. A zero ttl
+	// keeps the entry without expiry.
+	put(ctx context.Context, s taskStatus, ttl time.Duration) error
+	get(ctx context.Context, taskID string) (taskStatus, error)
+	// deletePending removes the entry only while it is still PENDING; it
+	// undoes the API's write when a publish fails.
+	deletePending(ctx context.Context, taskID string) error
+	ping(ctx context.Context) error
+}
+
+func encodeStatus(s taskStatus) ([]byte, error) { return json.Marshal(s) }
+
+func decodeStatus(b []byte) (taskStatus, error) {
+	var s taskStatus
+	err := json.Unmarshal(b, &s)
+	return s, err
+}

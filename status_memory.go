@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// memoryStatusStore is the embedded default's statusStore: the same rules
+// as redisStatusStore, kept in a map.
+type memoryStatusStore struct {
+	mu      sync.Mutex
+	entries map[string]memoryStatus
+	now     func() time.Time
+}
+
+type memoryStatus struct {
+	status  taskStatus
+	expires time.Time // zero: never
+}
+
+func newMemoryStatusStore() *memoryStatusStore {
+	return &memoryStatusStore{entries: map[string]memoryStatus{}, now: time.Now}
+}
+
+// lookup returns the live entry for taskID, dropping it if it expired.
+// The caller holds s.mu.
+func (s *memoryStatusStore) lookup(taskID string) (memoryStatus, bool) {
+	e, ok := s.entries[taskID]
+	if ok && !e.expires.IsZero() && !s.now().Before(e.expires) {
+		delete(s.entries, taskID)
+		return memoryStatus{}, false
+	}
+	return e, ok
+}
+
+func (s *memoryStatusStore) put(_ context.Context, st taskStatus, ttl time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.lookup(st.TaskID); ok && stateRank(cur.status.Status) > stateRank(st.Status) {
+		return nil
+	}
+	e := memoryStatus{status: st}
+	if ttl > 0 {
+		e.expires = s.now().Add(ttl)
+	}
+	s.entries[st.TaskID] = e
+	return nil
+}
+
+func (s *memoryStatusStore) get(_ context.Context, taskID string) (taskStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.lookup(taskID)
+	if !ok {
+		return taskStatus{}, errStatusNotFound
+	}
+	return e.status, nil
+}
+
+func (s *memoryStatusStore) deletePending(_ context.Context, taskID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.lookup(taskID); ok && e.status.Status == statePending {
+		delete(s.entries, taskID)
+	}
+	return nil
+}
+
+func (s *memoryStatusStore) ping(context.Context) error { return nil }

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisStatusStore keeps each task's status in a Redis hash holding the
+// state's rank and the status JSON. The rank check and the write happen in
+// one Lua script, so concurrent writers (the API, a worker, a duplicate
+// delivery) cannot interleave between them.
+type redisStatusStore struct {
+	client *redis.Client
+	prefix string
+}
+
+func newRedisStatusStore(client *redis.Client, keyPrefix string) *redisStatusStore {
+	return &redisStatusStore{client: client, prefix: keyPrefix}
+}
+
+var putStatusScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'rank')
+if cur and tonumber(cur) > tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'rank', ARGV[1], 'doc', ARGV[2])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+else
+  redis.call('PERSIST', KEYS[1])
+end
+return 1
+`)
+
+var deletePendingScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'rank') == '0' then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+func (s *redisStatusStore) key(taskID string) string { return s.prefix + "task:" + taskID }
+
+func (s *redisStatusStore) put(ctx context.Context, st taskStatus, ttl time.Duration) error {
+	doc, err := encodeStatus(st)
+	if err != nil {
+		return fmt.Errorf("encode status of %s: %w", st.TaskID, err)
+	}
+	err = putStatusScript.Run(ctx, s.client, []string{s.key(st.TaskID)}, stateRank(st.Status), doc, ttl.Milliseconds()).Err()
+	if err != nil {
+		return fmt.Errorf("redis: put status of %s: %w", st.TaskID, err)
+	}
+	return nil
+}
+
+func (s *redisStatusStore) get(ctx context.Context, taskID string) (taskStatus, error) {
+	doc, err := s.client.HGet(ctx, s.key(taskID), "doc").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return taskStatus{}, errStatusNotFound
+	}
+	if err != nil {
+		return taskStatus{}, fmt.Errorf("redis: get status of %s: %w", taskID, err)
+	}
+	st, err := decodeStatus(doc)
+	if err != nil {
+		return taskStatus{}, fmt.Errorf("decode status of %s: %w", taskID, err)
+	}
+	return st, nil
+}
+
+func (s *redisStatusStore) deletePending(ctx context.Context, taskID string) error {
+	if err := deletePendingScript.Run(ctx, s.client, []string{s.key(taskID)}).Err(); err != nil {
+		return fmt.Errorf("redis: delete pending status of %s: %w", taskID, err)
+	}
+	return nil
+}
+
+func (s *redisStatusStore) ping(ctx context.Context) error {
+	return s.client.Ping(ctx).Err()
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// memoryStore is the embedded default's itemStore and resultStore. Items
+// are ordered by ObjectId like MongoDB's _id, so "newest first" means the
+// same in both.
+type memoryStore struct {
+	mu      sync.RWMutex
+	items   map[bson.ObjectID]item
+	results map[string]taskRecord
+}
+
+func newMemoryStore() *memoryStore {
+	return &memoryStore{items: map[bson.ObjectID]item{}, results: map[string]taskRecord{}}
+}
+
+func (s *memoryStore) ping(context.Context) error { return nil }
+
+func (s *memoryStore) createItem(_ context.Context, it item) (item, error) {
+	oid := bson.NewObjectID()
+	it.ID = oid.Hex()
+	it.CreatedAt, it.UpdatedAt = itemTime(it.CreatedAt), itemTime(it.UpdatedAt)
+	if it.Metadata == nil {
+		it.Metadata = map[string]any{}
+	}
+	s.mu.Lock()
+	s.items[oid] = it
+	s.mu.Unlock()
+	return it, nil
+}
+
+func (s *memoryStore) listItems(_ context.Context, skip, limit int) ([]item, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ids := slices.SortedFunc(maps.Keys(s.items), func(a, b bson.ObjectID) int { return -compareObjectIDs(a, b) })
+	if skip >= len(ids) {
+		return []item{}, nil
+	}
+	ids = ids[skip:min(len(ids), skip+limit)]
+	out := make([]item, len(ids))
+	for i, id := range ids {
+		out[i] = s.items[id]
+	}
+	return out, nil
+}
+
+func compareObjectIDs(a, b bson.ObjectID) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return int(a[i]) - int(b[i])
+		}
+	}
+	return 0
+}
+
+func (s *memoryStore) getItem(_ context.Context, id string) (item, error) {
+	oid, err := itemObjectID(id)
+	if err != nil {
+		return item{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	it, ok := s.items[oid]
+	if !ok {
+		return item{}, errNotFound
+	}
+	return it, nil
+}
+
+func (s *memoryStore) updateItem(_ context.Context, id string, u itemUpdate, now time.Time) (item, error) {
+	oid, err := itemObjectID(id)
+	if err != nil {
+		return item{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	it, ok := s.items[oid]
+	if !ok {
+		return item{}, errNotFound
+	}
+	if u.Name != nil {
+		it.Name = *u.Name
+	}
+	if u.Description != nil {
+		it.Description = u.Description
+	}
+	if u.Metadata != nil {
+		it.Metadata = u.Metadata
+	}
+	it.UpdatedAt = itemTime(now)
+	s.items[oid] = it
+	return it, nil
+}
+
+func (s *memoryStore) deleteItem(_ context.Context, id string) error {
+	oid, err := itemObjectID(id)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.items[oid]; !ok {
+		return errNotFound
+	}
+	delete(s.items, oid)
+	return nil
+}
+
+func (s *memoryStore) saveResult(_ context.Context, r taskRecord) (taskRecord, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if saved, ok := s.results[r.TaskID]; ok {
+		return saved, nil
+	}
+	r.CompletedAt = itemTime(r.CompletedAt)
+	s.results[r.TaskID] = r
+	return r, nil
+}
+
+func (s *memoryStore) getResult(_ context.Context, taskID string) (taskRecord, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.results[taskID]
+	if !ok {
+		return taskRecord{}, errNotFound
+	}
+	return r, nil
+}

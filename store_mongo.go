@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// mongoStore keeps items and task results in MongoDB (collections items
+// and task_results, as in the guide).
+type mongoStore struct {
+	client  *mongo.Client
+	items   *mongo.Collection
+	results *mongo.Collection
+}
+
+// connectMongo opens a client. Nested documents decode as maps (not
+// bson.D) so item metadata and task results come back as JSON objects.
+func connectMongo(ctx context.Context, uri, database string) (*mongoStore, error) {
+	opts := options.Client().ApplyURI(uri).
+		SetBSONOptions(&options.BSONOptions{DefaultDocumentM: true}).
+		SetServerSelectionTimeout(5 * time.Second).
+		SetTimeout(10 * time.Second)
+	client, err := mongo.Connect(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect mongodb: %w", err)
+	}
+	db := client.Database(database)
+	return &mongoStore{client: client, items: db.Collection("items"), results: db.Collection("task_results")}, nil
+}
+
+func (s *mongoStore) close(ctx context.Context) error { return s.client.Disconnect(ctx) }
+
+func (s *mongoStore) ping(ctx context.Context) error { return s.client.Ping(ctx, nil) }
+
+type mongoItem struct {
+	ID          bson.ObjectID  `bson:"_id"`
+	Name        string         `bson:"name"`
+	Description *string        `bson:"description"`
+	Metadata    map[string]any `bson:"metadata"`
+	CreatedAt   time.Time      `bson:"created_at"`
+	UpdatedAt   time.Time      `bson:"updated_at"`
+}
+
+func (m mongoItem) item() item {
+	md := m.Metadata
+	if md == nil {
+		md = map[string]any{}
+	}
+	return item{ID: m.ID.Hex(), Name: m.Name, Description: m.Description, Metadata: md, CreatedAt: m.CreatedAt.UTC(), UpdatedAt: m.UpdatedAt.UTC()}
+}
+
+func (s *mongoStore) createItem(ctx context.Context, it item) (item, error) {
+	doc := mongoItem{ID: bson.NewObjectID(), Name: it.Name, Description: it.Description, Metadata: it.Metadata, CreatedAt: itemTime(it.CreatedAt), UpdatedAt: itemTime(it.UpdatedAt)}
+	if doc.Metadata == nil {
+		doc.Metadata = map[string]any{}
+	}
+	if _, err := s.items.InsertOne(ctx, doc); err != nil {
+		return item{}, fmt.Errorf("mongodb: insert item: %w", err)
+	}
+	return doc.item(), nil
+}
+
+func (s *mongoStore) listItems(ctx context.Context, skip, limit int) ([]item, error) {
+	opts := options.Find().SetSort(bson.D{{Key: "_id", Value: -1}}).SetSkip(int64(skip)).SetLimit(int64(limit))
+	cur, err := s.items.Find(ctx, bson.D{}, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mongodb: list items: %w", err)
+	}
+	var docs []mongoItem
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("mongodb: read item list: %w", err)
+	}
+	out := make([]item, len(docs))
+	for i, d := range docs {
+		out[i] = d.item()
+	}
+	return out, nil
+}
+
+func (s *mongoStore) getItem(ctx context.Context, id string) (item, error) {
+	oid, err := itemObjectID(id)
+	if err != nil {
+		return item{}, err
+	}
+	var doc mongoItem
+	err = s.items.FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return item{}, errNotFound
+	}
+	if err != nil {
+		return item{}, fmt.Errorf("mongodb: get item %s: %w", id, err)
+	}
+	return doc.item(), nil
+}
+
+func (s *mongoStore) updateItem(ctx context.Context, id string, u itemUpdate, now time.Time) (item, error) {
+	oid, err := itemObjectID(id)
+	if err != nil {
+		return item{}, err
+	}
+	set := bson.D{{Key: "updated_at", Value: itemTime(now)}}
+	if u.Name != nil {
+		set = append(set, bson.E{Key: "name", Value: *u.Name})
+	}
+	if u.Description != nil {
+		set = append(set, bson.E{Key: "description", Value: *u.Description})
+	}
+	if u.Metadata != nil {
+		set = append(set, bson.E{Key: "metadata", Value: u.Metadata})
+	}
+	var doc mongoItem
+	err = s.items.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: oid}}, bson.D{{Key: "$set", Value: set}},
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return item{}, errNotFound
+	}
+	if err != nil {
+		return item{}, fmt.Errorf("mongodb: update item %s: %w", id, err)
+	}
+	return doc.item(), nil
+}
+
+func (s *mongoStore) deleteItem(ctx context.Context, id string) error {
+	oid, err := itemObjectID(id)
+	if err != nil {
+		return err
+	}
+	res, err := s.items.DeleteOne(ctx, bson.D{{Key: "_id", Value: oid}})
+	if err != nil {
+		return fmt.Errorf("mongodb: delete item %s: %w", id, err)
+	}
+	if res.DeletedCount == 0 {
+		return errNotFound
+	}
+	return nil
+}
+
+// mongoTaskRecord is a task_results document. Its _id is the task id, which
+// is what makes saveResult idempotent: a second insert of the same task
+// cannot make a second document.
+type mongoTaskRecord struct {
+	ID          string         `bson:"_id"`
+	TaskID      string         `bson:"task_id"`
+	TaskType    string         `bson:"task_type"`
+	Status      string         `bson:"status"`
+	Result      map[string]any `bson:"result,omitempty"`
+	Error       string         `bson:"error,omitempty"`
+	CompletedAt time.Time      `bson:"completed_at"`
+}
+
+func (m mongoTaskRecord) record() taskRecord {
+	return taskRecord{TaskID: m.TaskID, TaskType: m.TaskType, Status: m.Status, Result: m.Result, Error: m.Error, CompletedAt: m.CompletedAt.UTC()}
+}
+
+func (s *mongoStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, error) {
+	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error, CompletedAt: itemTime(r.CompletedAt)}
+	filter := bson.D{{Key: "_id", Value: r.TaskID}}
+	update := bson.D{{Key: "$setOnInsert", Value: doc}}
+	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)
+	var saved mongoTaskRecord
+	err := s.results.FindOneAndUpdate(ctx, filter, update, opts).Decode(&saved)
+	if mongo.IsDuplicateKeyError(err) {
+		// Two workers upserted the same task at once and the other won
+		// the insert; its document is the result.
+		return s.getResult(ctx, r.TaskID)
+	}
+	if err != nil {
+		return taskRecord{}, fmt.Errorf("mongodb: save result of %s: %w", r.TaskID, err)
+	}
+	return saved.record(), nil
+}
+
+func (s *mongoStore) getResult(ctx context.Context, taskID string) (taskRecord, error) {
+	var doc mongoTaskRecord
+	err := s.results.FindOne(ctx, bson.D{{Key: "_id", Value: taskID}}).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return taskRecord{}, errNotFound
+	}
+	if err != nil {
+		return taskRecord{}, fmt.Errorf("mongodb: get result of %s: %w", taskID, err)
+	}
+	return doc.record(), nil
+}
