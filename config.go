@@ -101,6 +101,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if err := fs.Parse(args[1:]); err != nil {
 		return config{}, fmt.Errorf("parse flags: %w", err)
 	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected argument %q: errand takes flags only", fs.Arg(0))
+	}
 	return cfg, cfg.validate()
 }
 

@@ -103,9 +103,14 @@ func decodeMetadata(raw json.RawMessage) (map[string]any, error) {
 	return normalized.(map[string]any), nil
 }
 
+// normalizeJSON checks keys and nesting and converts json.Number values;
+// depth counts the objects and arrays enclosing v.
 func normalizeJSON(v any, path string, depth int) (any, error) {
-	if depth > maxMetadataDepth {
-		return nil, invalidField(path, "nests deeper than %d levels", maxMetadataDepth)
+	switch v.(type) {
+	case map[string]any, []any:
+		if depth > maxMetadataDepth {
+			return nil, invalidField(path, "nests deeper than %d levels", maxMetadataDepth)
+		}
 	}
 	switch v := v.(type) {
 	case map[string]any:
@@ -132,6 +137,11 @@ func normalizeJSON(v any, path string, depth int) (any, error) {
 	case json.Number:
 		if i, err := v.Int64(); err == nil {
 			return i, nil
+		}
+		if !strings.ContainsAny(string(v), ".eE") {
+			// An integer too large for int64 would be silently rounded as a
+			// float; refuse it instead.
+			return nil, invalidField(path, "integer %s is out of range (64-bit signed integers only)", v)
 		}
 		f, err := v.Float64()
 		if err != nil || math.IsInf(f, 0) {
@@ -429,10 +439,19 @@ func (s taskStatusReader) status(ctx context.Context, id string) (taskStatus, er
 	if err == nil {
 		return rec.status(), nil
 	}
-	if errors.Is(err, errNotFound) && errors.Is(liveErr, errStatusNotFound) {
+	liveMissing, storedMissing := errors.Is(liveErr, errStatusNotFound), errors.Is(err, errNotFound)
+	switch {
+	case liveMissing && storedMissing:
 		return taskStatus{}, errStatusNotFound
+	case liveMissing:
+		// Only a store that failed speaks: "not found" from one store
+		// while the other is down is no answer.
+		return taskStatus{}, fmt.Errorf("%w: read result of %s: %v", errStoreUnavailable, id, err)
+	case storedMissing:
+		return taskStatus{}, fmt.Errorf("%w: read status of %s: %v", errStoreUnavailable, id, liveErr)
+	default:
+		return taskStatus{}, fmt.Errorf("%w: read status of %s: %v", errStoreUnavailable, id, errors.Join(liveErr, err))
 	}
-	return taskStatus{}, fmt.Errorf("read status of %s: %w", id, errors.Join(liveErr, err))
 }
 
 func getTaskStatus(reader taskStatusReader) handlerFunc {

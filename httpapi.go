@@ -62,12 +62,17 @@ func errorStatus(err error) (int, errorBody) {
 		return http.StatusServiceUnavailable, errorBody{Error: "unavailable", Detail: "the task queue is unavailable; nothing was queued, try again"}
 	case errors.Is(err, errStatusUnavailable):
 		return http.StatusServiceUnavailable, errorBody{Error: "unavailable", Detail: "the task status store is unavailable; nothing was queued, try again"}
+	case errors.Is(err, errStoreUnavailable):
+		return http.StatusServiceUnavailable, errorBody{Error: "unavailable", Detail: "a data store is unavailable; try again"}
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, errorBody{Error: "unavailable", Detail: "a dependency did not answer in time; try again"}
 	default:
 		return http.StatusInternalServerError, errorBody{Error: "internal", Detail: "internal server error"}
 	}
 }
+
+// errStoreUnavailable means a store failed to answer a read.
+var errStoreUnavailable = errors.New("store unavailable")
 
 // errStatusUnavailable means the status store could not record a new task,
 // so the task was not queued.

@@ -271,9 +271,23 @@ func waitForHTTP(t testing.TB, url string, exited <-chan error) {
 
 // child is an errand process started from the test binary.
 type child struct {
-	cmd  *exec.Cmd
-	base string
-	done chan error
+	cmd     *exec.Cmd
+	base    string
+	exited  chan struct{} // closed when the process has exited
+	exitErr error         // valid once exited is closed
+}
+
+// wait returns the process's exit error, or fails the test if it is still
+// running after timeout.
+func (c *child) wait(t testing.TB, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-c.exited:
+		return c.exitErr
+	case <-time.After(timeout):
+		t.Fatalf("errand child %d still running after %v", c.cmd.Process.Pid, timeout)
+		return nil
+	}
 }
 
 // startChild starts errand as a separate process (this test binary,
@@ -294,17 +308,22 @@ func startChild(t testing.TB, env map[string]string) *child {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start errand child: %v", err)
 	}
-	c := &child{cmd: cmd, base: "http://" + addr, done: make(chan error, 1)}
-	go func() { c.done <- cmd.Wait() }()
+	c := &child{cmd: cmd, base: "http://" + addr, exited: make(chan struct{})}
+	go func() { c.exitErr = cmd.Wait(); close(c.exited) }()
+	exitedEarly := make(chan error)
+	go func() {
+		<-c.exited
+		close(exitedEarly)
+	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-c.done
+		<-c.exited
 		if t.Failed() {
 			b, _ := os.ReadFile(logFile.Name())
 			t.Logf("log of errand child %d:\n%s", cmd.Process.Pid, tail(string(b), 60))
 		}
 	})
-	waitForHTTP(t, c.base+"/health", c.done)
+	waitForHTTP(t, c.base+"/health", exitedEarly)
 	return c
 }
 

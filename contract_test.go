@@ -1,0 +1,467 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// The contract tests run one behavioural suite against each backend pair:
+// the embedded in-process implementation and the real server's.
+
+func TestStatusStoreContract(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { statusStoreContract(t, newMemoryStatusStore()) })
+	t.Run("redis", func(t *testing.T) {
+		env := realStack(t)
+		statusStoreContract(t, newRedisStatusStore(testRedis(t), env["REDIS_KEY_PREFIX"]))
+	})
+}
+
+func statusStoreContract(t *testing.T, s statusStore) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	put := func(id, state string, ttl time.Duration) {
+		t.Helper()
+		if err := s.put(ctx, taskStatus{TaskID: id, Status: state, UpdatedAt: now}, ttl); err != nil {
+			t.Fatalf("put %s %s: %v", id, state, err)
+		}
+	}
+	stateOf := func(id string) string {
+		t.Helper()
+		st, err := s.get(ctx, id)
+		if errors.Is(err, errStatusNotFound) {
+			return "absent"
+		}
+		if err != nil {
+			t.Fatalf("get %s: %v", id, err)
+		}
+		return st.Status
+	}
+
+	if got := stateOf("unknown"); got != "absent" {
+		t.Errorf("unknown task: got %s, want absent", got)
+	}
+
+	tests := []struct {
+		name   string
+		writes []string
+		want   string
+	}{
+		{"pending", []string{statePending}, statePending},
+		{"progress after pending", []string{statePending, stateProgress}, stateProgress},
+		{"late pending never hides progress", []string{stateProgress, statePending}, stateProgress},
+		{"late progress never hides success", []string{statePending, stateSuccess, stateProgress}, stateSuccess},
+		{"late pending never hides failure", []string{stateFailure, statePending}, stateFailure},
+		{"progress updates progress", []string{stateProgress, stateProgress}, stateProgress},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := "contract-" + newRandomID(4)
+			for _, w := range tt.writes {
+				put(id, w, 0)
+			}
+			if got := stateOf(id); got != tt.want {
+				t.Errorf("after %v: got %s, want %s", tt.writes, got, tt.want)
+			}
+		})
+	}
+
+	t.Run("status round trip", func(t *testing.T) {
+		id := "contract-" + newRandomID(4)
+		want := taskStatus{TaskID: id, Status: stateSuccess, TaskType: "process_heavy_task",
+			Result: map[string]any{"total_processed": float64(3), "items": []any{"A"}}, UpdatedAt: now}
+		if err := s.put(ctx, want, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("get (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("final status expires", func(t *testing.T) {
+		id := "contract-" + newRandomID(4)
+		put(id, stateSuccess, 50*time.Millisecond)
+		deadline := time.Now().Add(5 * time.Second)
+		for stateOf(id) != "absent" {
+			if time.Now().After(deadline) {
+				t.Fatalf("status with a 50ms ttl still there after 5s")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+
+	t.Run("deletePending removes only pending", func(t *testing.T) {
+		pending, running := "contract-"+newRandomID(4), "contract-"+newRandomID(4)
+		put(pending, statePending, 0)
+		put(running, stateProgress, 0)
+		for _, id := range []string{pending, running} {
+			if err := s.deletePending(ctx, id); err != nil {
+				t.Fatalf("deletePending %s: %v", id, err)
+			}
+		}
+		if got := stateOf(pending); got != "absent" {
+			t.Errorf("pending after deletePending: got %s, want absent", got)
+		}
+		if got := stateOf(running); got != stateProgress {
+			t.Errorf("progress after deletePending: got %s, want %s", got, stateProgress)
+		}
+	})
+
+	t.Run("concurrent writers never move backwards", func(t *testing.T) {
+		id := "contract-" + newRandomID(4)
+		put(id, stateSuccess, 0)
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				state := []string{statePending, stateProgress}[i%2]
+				_ = s.put(ctx, taskStatus{TaskID: id, Status: state}, 0)
+			}()
+		}
+		wg.Wait()
+		if got := stateOf(id); got != stateSuccess {
+			t.Errorf("after racing PENDING/PROGRESS writes: got %s, want SUCCESS", got)
+		}
+	})
+}
+
+// documentStore is what the item and result contracts exercise.
+type documentStore interface {
+	itemStore
+	resultStore
+}
+
+func TestDocumentStoreContract(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { documentStoreContract(t, newMemoryStore()) })
+	t.Run("mongodb", func(t *testing.T) {
+		env := realStack(t)
+		store, err := connectMongo(context.Background(), services.mongoURI, env["MONGODB_DATABASE"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.close(context.Background()) })
+		documentStoreContract(t, store)
+	})
+}
+
+func documentStoreContract(t *testing.T, s documentStore) {
+	ctx := context.Background()
+	base := time.Date(2026, 1, 2, 3, 4, 5, 678_901_234, time.UTC)
+	desc := "first"
+
+	var created []item
+	for i := range 5 {
+		it, err := s.createItem(ctx, item{Name: "item", Description: &desc,
+			Metadata:  map[string]any{"i": int64(i), "nested": map[string]any{"tags": []any{"a", "b"}}},
+			CreatedAt: base, UpdatedAt: base})
+		if err != nil {
+			t.Fatalf("create item %d: %v", i, err)
+		}
+		if len(it.ID) != 24 || !it.CreatedAt.Equal(base.Truncate(time.Millisecond)) {
+			t.Errorf("created item %+v: want a 24-hex id and created_at truncated to ms", it)
+		}
+		created = append(created, it)
+	}
+
+	t.Run("get returns what create returned", func(t *testing.T) {
+		got, err := s.getItem(ctx, created[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := created[0]
+		want.Metadata = normalizeNumbers(want.Metadata).(map[string]any)
+		got.Metadata = normalizeNumbers(got.Metadata).(map[string]any)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("get (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("list is newest first and pages", func(t *testing.T) {
+		page, err := s.listItems(ctx, 1, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, it := range page {
+			got = append(got, it.ID)
+		}
+		want := []string{created[3].ID, created[2].ID}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("list skip 1 limit 2 (-want +got):\n%s", diff)
+		}
+		past, err := s.listItems(ctx, 10, 5)
+		if err != nil || len(past) != 0 {
+			t.Errorf("list past the end: %d items, err %v; want none", len(past), err)
+		}
+	})
+
+	t.Run("update sets only the given fields", func(t *testing.T) {
+		name := "renamed"
+		later := base.Add(time.Hour)
+		got, err := s.updateItem(ctx, created[1].ID, itemUpdate{Name: &name}, later)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Name != "renamed" || got.Description == nil || *got.Description != "first" || !got.CreatedAt.Equal(created[1].CreatedAt) ||
+			!got.UpdatedAt.Equal(later.Truncate(time.Millisecond)) || got.Metadata["i"] == nil {
+			t.Errorf("updated item = %+v", got)
+		}
+	})
+
+	t.Run("missing and malformed ids", func(t *testing.T) {
+		missing := bson.NewObjectID().Hex()
+		if _, err := s.getItem(ctx, missing); !errors.Is(err, errNotFound) {
+			t.Errorf("get missing: %v, want errNotFound", err)
+		}
+		if _, err := s.updateItem(ctx, missing, itemUpdate{}, base); !errors.Is(err, errNotFound) {
+			t.Errorf("update missing: %v, want errNotFound", err)
+		}
+		if err := s.deleteItem(ctx, missing); !errors.Is(err, errNotFound) {
+			t.Errorf("delete missing: %v, want errNotFound", err)
+		}
+		if _, err := s.getItem(ctx, "not-an-id"); !errors.Is(err, errInvalidID) {
+			t.Errorf("get malformed: %v, want errInvalidID", err)
+		}
+	})
+
+	t.Run("delete", func(t *testing.T) {
+		if err := s.deleteItem(ctx, created[4].ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.getItem(ctx, created[4].ID); !errors.Is(err, errNotFound) {
+			t.Errorf("get deleted: %v, want errNotFound", err)
+		}
+	})
+
+	t.Run("first result wins", func(t *testing.T) {
+		id := "result-" + newRandomID(4)
+		first := taskRecord{TaskID: id, TaskType: "process_heavy_task", Status: stateSuccess,
+			Result: map[string]any{"status": "completed"}, CompletedAt: base}
+		second := taskRecord{TaskID: id, TaskType: "process_heavy_task", Status: stateFailure, Error: "late duplicate", CompletedAt: base.Add(time.Minute)}
+		if _, err := s.getResult(ctx, id); !errors.Is(err, errNotFound) {
+			t.Fatalf("result before save: %v, want errNotFound", err)
+		}
+		saved1, err := s.saveResult(ctx, first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved2, err := s.saveResult(ctx, second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.getResult(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first.CompletedAt = first.CompletedAt.Truncate(time.Millisecond)
+		for name, r := range map[string]taskRecord{"first save": saved1, "second save": saved2, "get": got} {
+			if diff := cmp.Diff(first, r); diff != "" {
+				t.Errorf("%s (-want +got):\n%s", name, diff)
+			}
+		}
+	})
+
+	t.Run("concurrent saves agree", func(t *testing.T) {
+		id := "result-" + newRandomID(4)
+		var wg sync.WaitGroup
+		got := make([]taskRecord, 8)
+		errs := make([]error, 8)
+		for i := range got {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[i], errs[i] = s.saveResult(ctx, taskRecord{TaskID: id, Status: stateSuccess,
+					Result: map[string]any{"writer": float64(i)}, CompletedAt: base})
+			}()
+		}
+		wg.Wait()
+		for i := range got {
+			if errs[i] != nil {
+				t.Fatalf("save %d: %v", i, errs[i])
+			}
+			if !cmp.Equal(got[i], got[0]) {
+				t.Errorf("save %d returned %v, save 0 returned %v: want one winner", i, got[i].Result, got[0].Result)
+			}
+		}
+	})
+}
+
+// normalizeNumbers makes int32/int64/float64 compare equal by value, as
+// MongoDB may hand back a different integer width than was stored.
+func normalizeNumbers(v any) any {
+	switch v := v.(type) {
+	case int32:
+		return float64(v)
+	case int64:
+		return float64(v)
+	case int:
+		return float64(v)
+	case map[string]any:
+		out := map[string]any{}
+		for k, c := range v {
+			out[k] = normalizeNumbers(c)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, c := range v {
+			out[i] = normalizeNumbers(c)
+		}
+		return out
+	case bson.A:
+		return normalizeNumbers([]any(v))
+	case bson.M:
+		return normalizeNumbers(map[string]any(v))
+	default:
+		return v
+	}
+}
+
+// contractBroker is what the broker contract exercises, plus a way to
+// count dead letters.
+type contractBroker interface {
+	taskPublisher
+	taskConsumer
+}
+
+func TestBrokerContract(t *testing.T) {
+	t.Run("memory", func(t *testing.T) {
+		b := newMemoryBroker()
+		brokerContract(t, b, func() int { _, dead := b.depth(); return dead })
+	})
+	t.Run("rabbitmq", func(t *testing.T) {
+		env := realStack(t)
+		b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], 5*time.Second, slog.New(slog.DiscardHandler))
+		t.Cleanup(b.close)
+		brokerContract(t, b, func() int { return queueDepth(t, env["QUEUE_NAME"]+".dead") })
+	})
+}
+
+// queueDepth is the number of ready messages in a RabbitMQ queue.
+func queueDepth(t testing.TB, queue string) int {
+	t.Helper()
+	conn, err := amqp.Dial(services.amqpURL)
+	if err != nil {
+		t.Fatalf("dial rabbitmq: %v", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("inspect queue %s: %v", queue, err)
+	}
+	return q.Messages
+}
+
+func brokerContract(t *testing.T, b contractBroker, deadLetters func() int) {
+	ctx := context.Background()
+	publish := func(id, priority string) {
+		t.Helper()
+		if err := b.publish(ctx, taskMessage{ID: id, Type: "t", Args: []byte(`{}`), Priority: priority, EnqueuedAt: time.Now()}); err != nil {
+			t.Fatalf("publish %s: %v", id, err)
+		}
+	}
+	for _, m := range []struct{ id, priority string }{{"low-1", "low"}, {"normal-1", "normal"}, {"low-2", "low"}, {"high-1", "high"}, {"normal-2", "normal"}} {
+		publish(m.id, m.priority)
+	}
+
+	consumeCtx, stop := context.WithCancel(ctx)
+	out := make(chan delivery)
+	consumed := make(chan error, 1)
+	go func() { consumed <- b.consume(consumeCtx, 1, out) }()
+	next := func() (delivery, taskMessage) {
+		t.Helper()
+		select {
+		case d := <-out:
+			m, err := decodeTaskMessage(d.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d, m
+		case <-time.After(10 * time.Second):
+			t.Fatal("no delivery within 10s")
+			return delivery{}, taskMessage{}
+		}
+	}
+
+	// Priority first, then first-in first-out within a priority.
+	var order []string
+	for range 2 {
+		d, m := next()
+		order = append(order, m.ID)
+		if err := d.ack(); err != nil {
+			t.Fatalf("ack %s: %v", m.ID, err)
+		}
+	}
+	d, m := next()
+	order = append(order, m.ID)
+	// A rejected-with-requeue message comes back, marked redelivered.
+	if err := d.reject(true); err != nil {
+		t.Fatal(err)
+	}
+	d, m2 := next()
+	if m2.ID != m.ID || !d.redelivered {
+		t.Errorf("after requeue got %s (redelivered %v), want %s again, redelivered", m2.ID, d.redelivered, m.ID)
+	}
+	if err := d.ack(); err != nil {
+		t.Fatal(err)
+	}
+	// A rejected-without-requeue message becomes a dead letter.
+	d, m = next()
+	order = append(order, m.ID)
+	if err := d.reject(false); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"high-1", "normal-1", "normal-2", "low-1"}, order); diff != "" {
+		t.Errorf("delivery order (-want +got):\n%s", diff)
+	}
+	waitFor(t, 5*time.Second, "one dead letter", func() bool { return deadLetters() == 1 })
+
+	// Stopping the consumer hands out nothing more; the last message stays
+	// queued for the next consumer.
+	stop()
+	if err := <-consumed; err != nil {
+		t.Errorf("consume returned %v, want nil after its context ended", err)
+	}
+	out2 := make(chan delivery)
+	ctx2, stop2 := context.WithCancel(ctx)
+	defer stop2()
+	go func() { _ = b.consume(ctx2, 1, out2) }()
+	select {
+	case d := <-out2:
+		m, _ := decodeTaskMessage(d.body)
+		if m.ID != "low-2" {
+			t.Errorf("next consumer got %s, want low-2", m.ID)
+		}
+		_ = d.ack()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the message left after stopping was not delivered to the next consumer")
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
