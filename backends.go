@@ -15,6 +15,7 @@ type backends struct {
 	mode      string // "external" or "embedded"
 	publisher taskPublisher
 	consumer  taskConsumer
+	queues    queueDepthReader
 	statuses  statusStore
 	items     itemStore
 	results   resultStore
@@ -33,16 +34,20 @@ func (b *backends) close() {
 // ones when none is configured. Connections are made lazily and redialled
 // after failures, so errand starts (and reports unhealthy) even while a
 // dependency is still coming up.
-func openBackends(ctx context.Context, cfg config, log *slog.Logger) (*backends, error) {
+func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics) (*backends, error) {
 	if cfg.embedded() {
 		log.Warn("no AMQP_URL, REDIS_URL or MONGODB_URI set: running on embedded in-process backends " +
 			"(queue, status and storage live in this process and vanish when it stops); " +
 			"set all three to use RabbitMQ, Redis and MongoDB")
 		broker := newMemoryBroker()
+		broker.queue = cfg.QueueName
 		store := newMemoryStore()
 		statuses := newMemoryStatusStore()
+		measured := measuredDocumentStore{next: store, store: "embedded", m: m}
 		return &backends{
-			mode: "embedded", publisher: broker, consumer: broker, statuses: statuses, items: store, results: store,
+			mode: "embedded", publisher: broker, consumer: broker, queues: broker,
+			statuses: measuredStatusStore{next: statuses, store: "embedded", m: m},
+			items:    measured, results: measured,
 			health:  map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": store},
 			closers: []func(){broker.close},
 		}, nil
@@ -59,10 +64,13 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger) (*backends,
 		return nil, err
 	}
 	broker := newAMQPBroker(cfg.AMQPURL, cfg.QueueName, cfg.PublishTimeout, log.With("component", "amqp"))
+	broker.onReconnect = func(kind string) { m.reconnects.WithLabelValues(kind).Inc() }
 	statuses := newRedisStatusStore(rdb, cfg.KeyPrefix)
+	measured := measuredDocumentStore{next: mongoStore, store: "mongodb", m: m}
 	b := &backends{
-		mode: "external", publisher: broker, consumer: broker, statuses: statuses,
-		items: mongoStore, results: mongoStore,
+		mode: "external", publisher: broker, consumer: broker, queues: broker,
+		statuses: measuredStatusStore{next: statuses, store: "redis", m: m},
+		items:    measured, results: measured,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
 		closers: []func(){
 			func() { rdb.Close() },

@@ -31,6 +31,10 @@ type amqpBroker struct {
 	lastDialErr error
 	lastDialAt  time.Time
 	consumers   map[*amqp.Connection]struct{}
+
+	// onReconnect, when set, is told of every redial after a lost
+	// connection ("publisher" or "consumer").
+	onReconnect func(kind string)
 }
 
 // redialPause is how long publishes fail fast after a failed dial, so a
@@ -111,8 +115,12 @@ func (b *amqpBroker) publisher() (*amqpPublisher, error) {
 	if b.lastDialErr != nil && time.Since(b.lastDialAt) < redialPause {
 		return nil, fmt.Errorf("%w: %v", errBrokerUnavailable, b.lastDialErr)
 	}
+	redial := !b.lastDialAt.IsZero()
 	p, err := b.openPublisher()
 	b.lastDialAt, b.lastDialErr = time.Now(), err
+	if err == nil && redial && b.onReconnect != nil {
+		b.onReconnect("publisher")
+	}
 	if err != nil {
 		b.log.Warn("rabbitmq publisher unavailable", "error", err)
 		return nil, fmt.Errorf("%w: %v", errBrokerUnavailable, err)
@@ -242,13 +250,54 @@ func (b *amqpBroker) ping(ctx context.Context) error {
 	}
 }
 
+// queueDepths reads the ready-message counts of the work and dead-letter
+// queues with a passive declare on a short-lived channel.
+func (b *amqpBroker) queueDepths(ctx context.Context) (map[string]int, error) {
+	p, err := b.publisher()
+	if err != nil {
+		return nil, err
+	}
+	type answer struct {
+		depths map[string]int
+		err    error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		ch, err := p.conn.Channel()
+		if err != nil {
+			done <- answer{err: fmt.Errorf("open channel: %w", err)}
+			return
+		}
+		defer ch.Close()
+		depths := map[string]int{}
+		for _, q := range []string{b.queue, b.deadQueue} {
+			info, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+			if err != nil {
+				done <- answer{err: fmt.Errorf("inspect queue %s: %w", q, err)}
+				return
+			}
+			depths[q] = info.Messages
+		}
+		done <- answer{depths: depths}
+	}()
+	select {
+	case a := <-done:
+		return a.depths, a.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // consume feeds out with deliveries until ctx ends, redialling after every
 // lost connection for as long as it takes. When it returns, no new
 // delivery will arrive; those handed out stay settleable until close.
 func (b *amqpBroker) consume(ctx context.Context, prefetch int, out chan<- delivery) error {
 	const maxBackoff = 5 * time.Second
 	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
+	for session := 0; ctx.Err() == nil; session++ {
+		if session > 0 && b.onReconnect != nil {
+			b.onReconnect("consumer")
+		}
 		started := time.Now()
 		err := b.consumeSession(ctx, prefetch, out)
 		if ctx.Err() != nil {

@@ -19,6 +19,7 @@ type memoryBroker struct {
 	wake   chan struct{} // closed and replaced whenever a message is ready
 	dead   [][]byte
 	closed bool
+	queue  string // the name queueDepths reports
 }
 
 type queuedMessage struct {
@@ -47,7 +48,7 @@ func (h *messageHeap) Pop() any {
 }
 
 func newMemoryBroker() *memoryBroker {
-	return &memoryBroker{wake: make(chan struct{})}
+	return &memoryBroker{wake: make(chan struct{}), queue: "errand.tasks"}
 }
 
 func (b *memoryBroker) publish(_ context.Context, m taskMessage) error {
@@ -147,6 +148,11 @@ func (b *memoryBroker) deliveryFor(m queuedMessage, release func()) delivery {
 			})
 		},
 	}
+}
+
+func (b *memoryBroker) queueDepths(context.Context) (map[string]int, error) {
+	ready, dead := b.depth()
+	return map[string]int{b.queue: ready, b.queue + ".dead": dead}, nil
 }
 
 // depth returns the number of ready messages and dead letters.

@@ -266,6 +266,7 @@ type taskSubmitter struct {
 	publisher taskPublisher
 	log       *slog.Logger
 	now       func() time.Time
+	metrics   *metrics
 }
 
 // submit returns the new task's id once the broker has confirmed it. The
@@ -282,7 +283,9 @@ func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, pr
 	if err := s.statuses.put(ctx, taskStatus{TaskID: id, Status: statePending, TaskType: taskType, UpdatedAt: now}, 0); err != nil {
 		return "", fmt.Errorf("%w: record pending %s: %v", errStatusUnavailable, id, err)
 	}
+	publishStart := time.Now()
 	err = s.publisher.publish(ctx, taskMessage{ID: id, Type: taskType, Args: raw, Priority: priority, EnqueuedAt: now})
+	s.metrics.observePublish(taskType, priority, publishStart, err)
 	if err != nil {
 		// The client may be gone already, but the pending status must
 		// still go, so the undo gets a context of its own.

@@ -33,11 +33,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 
-	b, err := openBackends(ctx, cfg, log)
+	m := newMetrics(buildVersion())
+	b, err := openBackends(ctx, cfg, log, m)
 	if err != nil {
 		return err
 	}
 	defer b.close()
+	m.registry.MustRegister(newDependencyCollector(b.health, cfg.HealthTimeout), newQueueCollector(b.queues, cfg.HealthTimeout))
 
 	listener, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -47,7 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Handler: newServer(serverDeps{
 			log: log, items: b.items, statuses: b.statuses, results: b.results, publisher: b.publisher,
 			health: b.health, backends: b.mode, maxBody: cfg.MaxBodyBytes, healthTimeout: cfg.HealthTimeout,
-			now: time.Now, serveAPI: cfg.runsAPI(),
+			now: time.Now, serveAPI: cfg.runsAPI(), metrics: m,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -76,7 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}),
 			statuses: b.statuses, results: b.results,
 			resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout,
-			log: log.With("component", "worker"), now: time.Now,
+			log: log.With("component", "worker"), now: time.Now, metrics: m,
 		}
 		wg.Add(1)
 		go func() {

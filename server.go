@@ -19,7 +19,8 @@ type serverDeps struct {
 	maxBody       int64
 	healthTimeout time.Duration
 	now           func() time.Time
-	serveAPI      bool // false in a worker-only process: /health only
+	serveAPI      bool // false in a worker-only process: /health and /metrics only
+	metrics       *metrics
 }
 
 // newServer builds errand's HTTP handler. Every route is registered here.
@@ -28,8 +29,9 @@ func newServer(d serverDeps) http.Handler {
 	route := func(pattern string, h handlerFunc) { mux.Handle(pattern, handle(d.log, h)) }
 
 	route("GET /health", health(d.health, d.backends, d.healthTimeout, d.log, d.now))
+	mux.Handle("GET /metrics", d.metrics.handler())
 	if d.serveAPI {
-		sub := taskSubmitter{statuses: d.statuses, publisher: d.publisher, log: d.log, now: d.now}
+		sub := taskSubmitter{statuses: d.statuses, publisher: d.publisher, log: d.log, now: d.now, metrics: d.metrics}
 		reader := taskStatusReader{statuses: d.statuses, results: d.results, log: d.log}
 		route("POST /api/items", createItem(d.items, d.maxBody, d.now))
 		route("GET /api/items", listItems(d.items))
@@ -40,7 +42,7 @@ func newServer(d serverDeps) http.Handler {
 		route("GET /api/async/status/{task_id}", getTaskStatus(reader))
 		route("POST /api/send-welcome-email", submitWelcomeEmail(sub, d.maxBody))
 	}
-	return withRequestLog(d.log, jsonMuxErrors(mux))
+	return withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux)))
 }
 
 // jsonMuxErrors turns the mux's own plain-text 404 (no such route) and 405

@@ -33,6 +33,7 @@ type workerPool struct {
 	drainTimeout time.Duration
 	log          *slog.Logger
 	now          func() time.Time
+	metrics      *metrics
 }
 
 // storeOpTimeout bounds each status write from a worker, so a slow or
@@ -52,6 +53,8 @@ func (p *workerPool) run(ctx context.Context) error {
 	taskCtx, abortTasks := context.WithCancel(context.WithoutCancel(ctx))
 	defer abortTasks()
 
+	p.metrics.workerPoolSize.Set(float64(p.size))
+	defer p.metrics.workerPoolSize.Set(0)
 	deliveries := make(chan delivery)
 	consumeErr := make(chan error, 1)
 	go func() {
@@ -65,7 +68,9 @@ func (p *workerPool) run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for d := range deliveries {
+				p.metrics.workersBusy.Inc()
 				p.process(taskCtx, d)
+				p.metrics.workersBusy.Dec()
 			}
 		}()
 	}
@@ -101,6 +106,7 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	msg, err := decodeTaskMessage(d.body)
 	if err != nil {
 		p.log.Error("dead-lettering undecodable message", "error", err, "body_bytes", len(d.body))
+		p.metrics.tasksDeadLettered.WithLabelValues("unknown", "undecodable").Inc()
 		p.settle(d, deadLetter)
 		return
 	}
@@ -120,6 +126,9 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	def, ok := p.registry.Lookup(msg.Type)
 	if !ok {
 		log.Error("unknown task type; dead-lettering")
+		// The type is the client's text, so the metric names no type: an
+		// attacker must not be able to mint label values.
+		p.metrics.tasksDeadLettered.WithLabelValues("unknown", "unknown_task_type").Inc()
 		p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, TaskType: msg.Type, Status: stateFailure,
 			Error: fmt.Sprintf("unknown task type %q", msg.Type)}, false)
 		return
@@ -127,6 +136,11 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 
 	started := p.now()
 	log.Info("task started", "queue_wait_ms", started.Sub(msg.EnqueuedAt).Milliseconds(), "redelivered", d.redelivered)
+	p.metrics.tasksStarted.WithLabelValues(msg.Type).Inc()
+	p.metrics.taskQueueWait.WithLabelValues(msg.Type).Observe(max(0, started.Sub(msg.EnqueuedAt).Seconds()))
+	inProgress := p.metrics.tasksInProgress.WithLabelValues(msg.Type)
+	inProgress.Inc()
+	defer inProgress.Dec()
 	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Status: stateProgress, TaskType: msg.Type,
 		Progress: &tasks.Progress{Status: "Started"}, UpdatedAt: started}, 0)
 	report := func(ctx context.Context, pr tasks.Progress) {
@@ -147,6 +161,12 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 		rec.Status, rec.Result, rec.Error = stateFailure, nil, runErr.Error()
 	}
 	log.Info("task finished", "status", rec.Status, "run_ms", rec.CompletedAt.Sub(started).Milliseconds(), "error", rec.Error)
+	p.metrics.taskRunDuration.WithLabelValues(msg.Type).Observe(rec.CompletedAt.Sub(started).Seconds())
+	if rec.Status == stateSuccess {
+		p.metrics.tasksSucceeded.WithLabelValues(msg.Type).Inc()
+	} else {
+		p.metrics.tasksFailed.WithLabelValues(msg.Type).Inc()
+	}
 	p.finish(ctx, log, d, rec, true)
 }
 

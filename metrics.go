@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics holds every metric errand exports. Labels are bounded: route
+// patterns (never raw paths), task types, priorities, store and operation
+// names, never ids.
+type metrics struct {
+	registry *prometheus.Registry
+
+	httpDuration *prometheus.HistogramVec
+	httpInFlight prometheus.Gauge
+
+	tasksSubmitted    *prometheus.CounterVec
+	tasksStarted      *prometheus.CounterVec
+	tasksSucceeded    *prometheus.CounterVec
+	tasksFailed       *prometheus.CounterVec
+	tasksRetried      *prometheus.CounterVec
+	tasksDeadLettered *prometheus.CounterVec
+	taskRunDuration   *prometheus.HistogramVec
+	taskQueueWait     *prometheus.HistogramVec
+	tasksInProgress   *prometheus.GaugeVec
+	workerPoolSize    prometheus.Gauge
+	workersBusy       prometheus.Gauge
+
+	publishDuration *prometheus.HistogramVec
+	publishErrors   *prometheus.CounterVec
+	reconnects      *prometheus.CounterVec
+	storeDuration   *prometheus.HistogramVec
+	storeErrors     *prometheus.CounterVec
+}
+
+// Task latencies span milliseconds (an empty task) to minutes (the guide's
+// 100-iteration task takes 50 s).
+var taskBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+
+// Request and store latencies: sub-millisecond to seconds.
+var fastBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
+func newMetrics(version string) *metrics {
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &metrics{registry: reg}
+
+	m.httpDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "errand_http_request_duration_seconds", Help: "HTTP request latency by method, route pattern and status code.",
+		Buckets: fastBuckets,
+	}, []string{"method", "route", "code"})
+	m.httpInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "errand_http_requests_in_flight", Help: "HTTP requests being served.",
+	})
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	m.tasksSubmitted = counter("errand_tasks_submitted_total", "Tasks accepted by the API (confirmed by the broker).", "task_type", "priority")
+	m.tasksStarted = counter("errand_tasks_started_total", "Task runs started by workers, redeliveries included.", "task_type")
+	m.tasksSucceeded = counter("errand_tasks_succeeded_total", "Tasks finished with SUCCESS.", "task_type")
+	m.tasksFailed = counter("errand_tasks_failed_total", "Tasks finished with FAILURE.", "task_type")
+	m.tasksRetried = counter("errand_tasks_retried_total", "Task runs that failed and were scheduled again.", "task_type")
+	m.tasksDeadLettered = counter("errand_tasks_dead_lettered_total", "Messages moved to the dead-letter queue, by reason.", "task_type", "reason")
+	m.taskRunDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "errand_task_run_duration_seconds", Help: "Time a task ran in a worker.", Buckets: taskBuckets,
+	}, []string{"task_type"})
+	m.taskQueueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "errand_task_queue_wait_seconds", Help: "Time from a task's submission to its start.", Buckets: taskBuckets,
+	}, []string{"task_type"})
+	m.tasksInProgress = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "errand_tasks_in_progress", Help: "Tasks running in this process.",
+	}, []string{"task_type"})
+	m.workerPoolSize = prometheus.NewGauge(prometheus.GaugeOpts{Name: "errand_worker_pool_size", Help: "Worker goroutines of this process."})
+	m.workersBusy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "errand_workers_busy", Help: "Worker goroutines running a task."})
+	m.publishDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "errand_broker_publish_duration_seconds", Help: "Time from publishing a task to the broker's confirm.", Buckets: fastBuckets,
+	}, []string{"outcome"})
+	m.publishErrors = counter("errand_broker_publish_errors_total", "Publishes the broker did not confirm.", "task_type")
+	m.reconnects = counter("errand_broker_reconnects_total", "Broker connections redialled after a loss.", "kind")
+	m.storeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "errand_store_operation_duration_seconds", Help: "Latency of Redis and MongoDB operations.", Buckets: fastBuckets,
+	}, []string{"store", "operation"})
+	m.storeErrors = counter("errand_store_errors_total", "Failed Redis and MongoDB operations (not-found answers excluded).", "store", "operation")
+
+	for _, c := range []prometheus.Collector{
+		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
+		m.tasksRetried, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
+		m.workerPoolSize, m.workersBusy, m.publishDuration, m.publishErrors, m.reconnects, m.storeDuration, m.storeErrors,
+	} {
+		f(c)
+	}
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f(collectors.NewBuildInfoCollector())
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "errand_build_info", Help: "Always 1; labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion()},
+	}, func() float64 { return 1 }))
+	return m
+}
+
+func goVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.GoVersion
+	}
+	return "unknown"
+}
+
+// buildVersion is the module version stamped by the Go toolchain, or
+// "devel" in a plain `go build` / `go run`.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{EnableOpenMetrics: true, Registry: m.registry})
+}
+
+// instrumentHTTP records each request's latency under its route pattern,
+// which the mux has set by the time the handler returns.
+func (m *metrics) instrumentHTTP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		m.httpInFlight.Inc()
+		defer m.httpInFlight.Dec()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		code := rec.status
+		if code == 0 {
+			code = http.StatusOK
+		}
+		m.httpDuration.WithLabelValues(r.Method, route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+	})
+}
+
+// observePublish records one publish and, when confirmed, the submission.
+func (m *metrics) observePublish(taskType, priority string, start time.Time, err error) {
+	outcome := "confirmed"
+	if err != nil {
+		outcome = "failed"
+		m.publishErrors.WithLabelValues(taskType).Inc()
+	} else {
+		m.tasksSubmitted.WithLabelValues(taskType, priority).Inc()
+	}
+	m.publishDuration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+}
+
+// observeStore times one store operation. Not-found answers are answers,
+// not errors.
+func (m *metrics) observeStore(store, op string, start time.Time, err error, notFound ...error) {
+	m.storeDuration.WithLabelValues(store, op).Observe(time.Since(start).Seconds())
+	if err == nil {
+		return
+	}
+	for _, nf := range notFound {
+		if errors.Is(err, nf) {
+			return
+		}
+	}
+	m.storeErrors.WithLabelValues(store, op).Inc()
+}
+
+// dependencyCollector reports errand_dependency_up by pinging each
+// dependency when Prometheus scrapes, each with a short deadline.
+type dependencyCollector struct {
+	deps    map[string]pinger
+	timeout time.Duration
+	desc    *prometheus.Desc
+}
+
+func newDependencyCollector(deps map[string]pinger, timeout time.Duration) *dependencyCollector {
+	return &dependencyCollector{deps: deps, timeout: timeout, desc: prometheus.NewDesc(
+		"errand_dependency_up", "1 when the dependency answered a ping during this scrape.", []string{"dependency"}, nil)}
+}
+
+func (c *dependencyCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *dependencyCollector) Collect(ch chan<- prometheus.Metric) {
+	var wg sync.WaitGroup
+	for name, dep := range c.deps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			defer cancel()
+			up := 1.0
+			if dep.ping(ctx) != nil {
+				up = 0
+			}
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, up, name)
+		}()
+	}
+	wg.Wait()
+}
+
+// queueDepthReader reports the ready messages of errand's queues.
+type queueDepthReader interface {
+	queueDepths(ctx context.Context) (map[string]int, error)
+}
+
+// queueCollector reports errand_queue_messages by asking the broker when
+// Prometheus scrapes.
+type queueCollector struct {
+	broker  queueDepthReader
+	timeout time.Duration
+	desc    *prometheus.Desc
+}
+
+func newQueueCollector(b queueDepthReader, timeout time.Duration) *queueCollector {
+	return &queueCollector{broker: b, timeout: timeout, desc: prometheus.NewDesc(
+		"errand_queue_messages", "Messages ready in a queue (work and dead-letter), read from the broker at scrape time.", []string{"queue"}, nil)}
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	depths, err := c.broker.queueDepths(ctx)
+	if err != nil {
+		// No sample: a missing series is what "unknown" looks like, and
+		// errand_dependency_up says why.
+		return
+	}
+	for q, n := range depths {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), q)
+	}
+}
