@@ -14,7 +14,7 @@ import (
 type backends struct {
 	mode      string // "external" or "embedded"
 	publisher taskPublisher
-	consumer  taskConsumer
+	queue     workQueue
 	queues    queueDepthReader
 	statuses  statusStore
 	items     itemStore
@@ -45,7 +45,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics)
 		statuses := newMemoryStatusStore()
 		measured := measuredDocumentStore{next: store, store: "embedded", m: m}
 		return &backends{
-			mode: "embedded", publisher: broker, consumer: broker, queues: broker,
+			mode: "embedded", publisher: broker, queue: broker, queues: broker,
 			statuses: measuredStatusStore{next: statuses, store: "embedded", m: m},
 			items:    measured, results: measured,
 			health:  map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": store},
@@ -68,7 +68,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics)
 	statuses := newRedisStatusStore(rdb, cfg.KeyPrefix)
 	measured := measuredDocumentStore{next: mongoStore, store: "mongodb", m: m}
 	b := &backends{
-		mode: "external", publisher: broker, consumer: broker, queues: broker,
+		mode: "external", publisher: broker, queue: broker, queues: broker,
 		statuses: measuredStatusStore{next: statuses, store: "redis", m: m},
 		items:    measured, results: measured,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
@@ -82,6 +82,11 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics)
 			broker.close,
 		},
 	}
+	indexCtx, cancel := context.WithTimeout(ctx, cfg.HealthTimeout)
+	if err := mongoStore.ensureIndexes(indexCtx); err != nil {
+		log.Warn("results index not created; listing tasks by status scans the collection", "error", err)
+	}
+	cancel()
 	// A first look at each dependency, so the log says at once what is
 	// missing; errand keeps starting either way.
 	for name, dep := range b.health {

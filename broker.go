@@ -14,6 +14,14 @@ type taskMessage struct {
 	Args       json.RawMessage `json:"args"`
 	Priority   string          `json:"priority"`
 	EnqueuedAt time.Time       `json:"enqueued_at"`
+	// Attempt counts the retries already made after failed runs.
+	Attempt   int    `json:"attempt,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	// Deliveries counts the times the message came back unsettled (its
+	// worker died or lost its connection mid-run). RabbitMQ's classic
+	// queues do not count redeliveries, so errand carries the count in the
+	// message itself; see workerPool.process.
+	Deliveries int `json:"deliveries,omitempty"`
 }
 
 // Priorities by name, mapped onto AMQP message priorities as the guide's

@@ -102,6 +102,7 @@ type amqpPublisher struct {
 
 	mu       sync.Mutex
 	returned map[string]struct{}
+	declared map[string]struct{} // delay queues declared on this channel
 }
 
 // publisher returns the live publisher, dialling one if there is none.
@@ -148,7 +149,7 @@ func (b *amqpBroker) openPublisher() (*amqpPublisher, error) {
 	// The reader goroutine hands a basic.return to this channel before it
 	// resolves the confirm of the same message, so a publisher that has its
 	// confirm finds any return already buffered here.
-	p := &amqpPublisher{conn: conn, ch: ch, returns: make(chan amqp.Return, 256), returned: map[string]struct{}{}}
+	p := &amqpPublisher{conn: conn, ch: ch, returns: make(chan amqp.Return, 256), returned: map[string]struct{}{}, declared: map[string]struct{}{}}
 	ch.NotifyReturn(p.returns)
 	return p, nil
 }
@@ -172,46 +173,120 @@ func (p *amqpPublisher) wasReturned(id string) bool {
 	return ok
 }
 
-// publish sends m as a persistent, mandatory message and waits for the
-// broker's confirm: when it returns nil, RabbitMQ has the message on a
-// durable queue.
+// publish sends m to the work queue as a persistent, mandatory message
+// and waits for the broker's confirm: when it returns nil, RabbitMQ has
+// the message on a durable queue.
 func (b *amqpBroker) publish(ctx context.Context, m taskMessage) error {
 	body, err := encodeTaskMessage(m)
 	if err != nil {
 		return err
 	}
+	return b.publishTo(ctx, b.queue, m.ID, amqp.Publishing{
+		Priority:  priorityLevels[m.Priority],
+		Type:      m.Type,
+		Timestamp: m.EnqueuedAt,
+		Body:      body,
+	}, nil)
+}
+
+// publishDelayed puts m on a delay queue whose messages expire after delay
+// (rounded up to whole seconds) and are then dead-lettered back onto the
+// work queue. The wait holds no worker and survives any restart, because
+// it is RabbitMQ's. Each delay gets its own queue, since a queue expires
+// messages only from its head; unused delay queues delete themselves.
+func (b *amqpBroker) publishDelayed(ctx context.Context, m taskMessage, delay time.Duration) error {
+	body, err := encodeTaskMessage(m)
+	if err != nil {
+		return err
+	}
+	secs := max(1, int64((delay+time.Second-1)/time.Second))
+	delayQueue := fmt.Sprintf("%s.retry.%ds", b.queue, secs)
+	declare := func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare(delayQueue,
+			true,  // durable
+			false, // autoDelete
+			false, // exclusive
+			false, // noWait
+			amqp.Table{
+				"x-message-ttl":             secs * 1000,
+				"x-dead-letter-exchange":    "",
+				"x-dead-letter-routing-key": b.queue,
+				"x-expires":                 secs*1000 + int64(time.Hour/time.Millisecond),
+			})
+		return err
+	}
+	return b.publishTo(ctx, delayQueue, m.ID, amqp.Publishing{
+		Priority:  priorityLevels[m.Priority],
+		Type:      m.Type,
+		Timestamp: m.EnqueuedAt,
+		Body:      body,
+	}, declare)
+}
+
+// publishDead puts a message body on the dead-letter queue with the reason
+// it can never run, in the x-errand-reason header.
+func (b *amqpBroker) publishDead(ctx context.Context, body []byte, id, reason string) error {
+	return b.publishTo(ctx, b.deadQueue, id, amqp.Publishing{
+		Headers: amqp.Table{"x-errand-reason": reason},
+		Body:    body,
+	}, nil)
+}
+
+// publishTo publishes msg to queue (through the default exchange) and
+// waits, within the publish timeout, for its confirm. declare, when not
+// nil, declares the queue first on the publishing channel.
+func (b *amqpBroker) publishTo(ctx context.Context, queue, id string, msg amqp.Publishing, declare func(*amqp.Channel) error) error {
 	p, err := b.publisher()
 	if err != nil {
 		return err
 	}
+	if declare != nil {
+		if err := p.declareOnce(queue, declare); err != nil {
+			b.dropPublisher(p)
+			return fmt.Errorf("%w: declare %s: %v", errBrokerUnavailable, queue, err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, b.publishTimeout)
 	defer cancel()
-	confirm, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", b.queue,
+	msg.ContentType = "application/json"
+	msg.DeliveryMode = amqp.Persistent
+	msg.MessageId = id
+	confirm, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", queue,
 		true,  // mandatory: an unroutable message comes back instead of vanishing
 		false, // immediate
-		amqp.Publishing{
-			ContentType:  "application/json",
-			DeliveryMode: amqp.Persistent,
-			Priority:     priorityLevels[m.Priority],
-			MessageId:    m.ID,
-			Type:         m.Type,
-			Timestamp:    m.EnqueuedAt,
-			Body:         body,
-		})
+		msg)
 	if err != nil {
 		b.dropPublisher(p)
-		return fmt.Errorf("%w: publish %s: %v", errBrokerUnavailable, m.ID, err)
+		return fmt.Errorf("%w: publish %s: %v", errBrokerUnavailable, id, err)
 	}
 	acked, err := confirm.WaitContext(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: wait for confirm of %s: %v", errBrokerUnavailable, m.ID, err)
+		return fmt.Errorf("%w: wait for confirm of %s: %v", errBrokerUnavailable, id, err)
 	}
 	if !acked {
-		return fmt.Errorf("%w: broker nacked %s", errBrokerUnavailable, m.ID)
+		return fmt.Errorf("%w: broker nacked %s", errBrokerUnavailable, id)
 	}
-	if p.wasReturned(m.ID) {
-		return fmt.Errorf("%w: %s was unroutable (queue %s missing)", errBrokerUnavailable, m.ID, b.queue)
+	if p.wasReturned(id) {
+		return fmt.Errorf("%w: %s was unroutable (queue %s missing)", errBrokerUnavailable, id, queue)
 	}
+	return nil
+}
+
+// declareOnce runs declare for queue the first time this publisher needs
+// it. Declaring is idempotent, so a race only costs a round trip.
+func (p *amqpPublisher) declareOnce(queue string, declare func(*amqp.Channel) error) error {
+	p.mu.Lock()
+	_, done := p.declared[queue]
+	p.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := declare(p.ch); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.declared[queue] = struct{}{}
+	p.mu.Unlock()
 	return nil
 }
 

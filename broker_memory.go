@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // memoryBroker is the embedded default's queue: a priority queue in
@@ -74,6 +75,30 @@ func (b *memoryBroker) enqueue(m queuedMessage) {
 	heap.Push(&b.ready, m)
 	close(b.wake)
 	b.wake = make(chan struct{})
+}
+
+// publishDelayed re-queues m after delay. Like everything embedded, a
+// pending retry is lost if the process stops.
+func (b *memoryBroker) publishDelayed(_ context.Context, m taskMessage, delay time.Duration) error {
+	body, err := encodeTaskMessage(m)
+	if err != nil {
+		return err
+	}
+	time.AfterFunc(delay, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if !b.closed {
+			b.enqueue(queuedMessage{body: body, priority: priorityLevels[m.Priority]})
+		}
+	})
+	return nil
+}
+
+func (b *memoryBroker) publishDead(_ context.Context, body []byte, _, _ string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dead = append(b.dead, body)
+	return nil
 }
 
 func (b *memoryBroker) ping(context.Context) error { return nil }

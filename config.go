@@ -31,6 +31,10 @@ type config struct {
 	PublishTimeout  time.Duration
 	HealthTimeout   time.Duration
 	ShutdownTimeout time.Duration
+	SMTPAddr        string
+	SMTPFrom        string
+	SMTPUsername    string
+	SMTPPassword    string
 }
 
 const (
@@ -94,6 +98,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", int64(envInt("MAX_BODY_BYTES", 1<<20)), "largest accepted request body (MAX_BODY_BYTES)")
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", envDuration("PUBLISH_TIMEOUT", 5*time.Second), "how long a submit waits for the broker's confirm before answering 503 (PUBLISH_TIMEOUT)")
 	fs.DurationVar(&cfg.HealthTimeout, "health-timeout", envDuration("HEALTH_TIMEOUT", 2*time.Second), "per-dependency deadline of GET /health (HEALTH_TIMEOUT)")
+	fs.StringVar(&cfg.SMTPAddr, "smtp-addr", env("SMTP_ADDR", ""), "SMTP server host:port for send_welcome_email; empty logs the mail instead (SMTP_ADDR)")
+	fs.StringVar(&cfg.SMTPFrom, "smtp-from", env("SMTP_FROM", "errand@localhost"), "sender address of the welcome email (SMTP_FROM)")
+	fs.StringVar(&cfg.SMTPUsername, "smtp-username", env("SMTP_USERNAME", ""), "SMTP PLAIN auth user; empty sends without auth (SMTP_USERNAME)")
+	cfg.SMTPPassword = getenv("SMTP_PASSWORD") // a secret: environment only, never a flag or a log line
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second), "how long shutdown waits for open HTTP requests (SHUTDOWN_TIMEOUT)")
 	if len(errs) > 0 {
 		return config{}, errors.Join(errs...)
@@ -156,6 +164,7 @@ func (c config) logAttrs() []any {
 		"heavy_task_delay", c.HeavyTaskDelay.String(), "email_step_delay", c.EmailStepDelay.String(),
 		"result_ttl", c.ResultTTL.String(), "drain_timeout", c.DrainTimeout.String(),
 		"publish_timeout", c.PublishTimeout.String(), "max_body_bytes", c.MaxBodyBytes,
+		"smtp_addr", c.SMTPAddr, "smtp_from", c.SMTPFrom, "smtp_auth", c.SMTPUsername != "",
 	}
 }
 

@@ -27,6 +27,7 @@ var configDefaults = config{
 	PublishTimeout:  5 * time.Second,
 	HealthTimeout:   2 * time.Second,
 	ShutdownTimeout: 10 * time.Second,
+	SMTPFrom:        "errand@localhost",
 }
 
 // externalEnv names all three services, as a deployment on RabbitMQ,
@@ -90,12 +91,14 @@ func TestConfigValues(t *testing.T) {
 				"HEAVY_TASK_DELAY": "20ms", "EMAIL_STEP_DELAY": "0s", "QUEUE_NAME": "q", "REDIS_KEY_PREFIX": "p:",
 				"RESULT_TTL": "1h", "DRAIN_TIMEOUT": "5s", "MAX_BODY_BYTES": "2048", "PUBLISH_TIMEOUT": "1s",
 				"HEALTH_TIMEOUT": "500ms", "SHUTDOWN_TIMEOUT": "3s",
+				"SMTP_ADDR": "mail:25", "SMTP_FROM": "noreply@example.com", "SMTP_USERNAME": "u", "SMTP_PASSWORD": "secret",
 			}),
 			want: external(config{
 				Addr: "127.0.0.1:9000", Role: roleAPI, MongoDatabase: "errand", Workers: 5,
 				HeavyTaskDelay: 20 * time.Millisecond, EmailStepDelay: 0, QueueName: "q", KeyPrefix: "p:",
 				ResultTTL: time.Hour, DrainTimeout: 5 * time.Second, MaxBodyBytes: 2048, PublishTimeout: time.Second,
 				HealthTimeout: 500 * time.Millisecond, ShutdownTimeout: 3 * time.Second,
+				SMTPAddr: "mail:25", SMTPFrom: "noreply@example.com", SMTPUsername: "u", SMTPPassword: "secret",
 			}),
 			wantAPI: true,
 		},

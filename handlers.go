@@ -472,6 +472,78 @@ func getTaskStatus(reader taskStatusReader) handlerFunc {
 	}
 }
 
+// listTasks lists finished tasks from the result store, newest first:
+// GET /api/tasks?status=FAILURE shows the dead-lettered ones.
+func listTasks(results resultStore) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		status := r.URL.Query().Get("status")
+		if status != "" && status != stateSuccess && status != stateFailure {
+			return invalidField("status", "must be SUCCESS or FAILURE (running tasks are read one at a time from /api/async/status/{task_id})")
+		}
+		skip, err := queryInt(r, "skip", 0, 0, math.MaxInt32)
+		if err != nil {
+			return err
+		}
+		limit, err := queryInt(r, "limit", defaultPageSize, 1, maxPageSize)
+		if err != nil {
+			return err
+		}
+		records, err := results.listResults(r.Context(), status, skip, limit)
+		if err != nil {
+			return fmt.Errorf("%w: list tasks: %v", errStoreUnavailable, err)
+		}
+		out := make([]taskStatus, len(records))
+		for i, rec := range records {
+			out[i] = rec.status()
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+type retryAccepted struct {
+	taskAccepted
+	RetryOf string `json:"retry_of"`
+}
+
+// retryTask runs a failed task again, with its arguments and priority, as
+// a new task: the failed one stays on record as it ended.
+func retryTask(results resultStore, sub taskSubmitter) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id := r.PathValue("task_id")
+		if !taskIDPattern.MatchString(id) {
+			return badRequest("invalid_id", "invalid task id")
+		}
+		rec, err := results.getResult(r.Context(), id)
+		if errors.Is(err, errNotFound) {
+			return &apiError{status: http.StatusNotFound, code: "not_found", message: "no finished task with this id"}
+		}
+		if err != nil {
+			return fmt.Errorf("%w: read result of %s: %v", errStoreUnavailable, id, err)
+		}
+		if rec.Status != stateFailure {
+			return &apiError{status: http.StatusConflict, code: "not_failed", message: "only a FAILURE can be retried; this task ended " + rec.Status}
+		}
+		if rec.Args == nil {
+			return &apiError{status: http.StatusConflict, code: "not_retryable", message: "this task's arguments were not recorded (an undecodable message)"}
+		}
+		if _, ok := priorityLevels[rec.Priority]; !ok {
+			rec.Priority = "normal"
+		}
+		newID, err := sub.submit(r.Context(), rec.TaskType, rec.Args, rec.Priority)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Location", "/api/async/status/"+newID)
+		writeJSON(w, http.StatusAccepted, retryAccepted{
+			taskAccepted: taskAccepted{TaskID: newID, Status: statePending,
+				Message: fmt.Sprintf("Task %s queued again as %s. Use /api/async/status/%s to check progress.", id, newID, newID)},
+			RetryOf: id,
+		})
+		return nil
+	}
+}
+
 // pinger is a dependency that /health checks.
 type pinger interface {
 	ping(ctx context.Context) error

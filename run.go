@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -71,14 +72,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}()
 	if cfg.runsWorker() {
 		pool := &workerPool{
-			size:     cfg.Workers,
-			consumer: b.consumer,
+			size:  cfg.Workers,
+			queue: b.queue,
 			registry: tasks.NewRegistry(tasks.Config{
 				HeavyTaskDelay: cfg.HeavyTaskDelay, EmailStepDelay: cfg.EmailStepDelay, Logger: log,
+				Mailer: newMailer(cfg, log),
 			}),
 			statuses: b.statuses, results: b.results,
 			resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout,
-			log: log.With("component", "worker"), now: time.Now, metrics: m,
+			log: log.With("component", "worker"), now: time.Now, metrics: m, jitter: rand.Float64,
 		}
 		wg.Add(1)
 		go func() {
@@ -116,6 +118,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("errand stopped")
 	return errors.Join(all...)
+}
+
+// newMailer is the SMTP mailer when SMTP_ADDR is set, else one that logs.
+func newMailer(cfg config, log *slog.Logger) tasks.Mailer {
+	if cfg.SMTPAddr == "" {
+		log.Info("no SMTP_ADDR: send_welcome_email logs its messages instead of sending them")
+		return tasks.LogMailer{Logger: log}
+	}
+	return tasks.SMTPMailer{Addr: cfg.SMTPAddr, From: cfg.SMTPFrom, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword}
 }
 
 func newLogger(level string, w io.Writer) (*slog.Logger, error) {

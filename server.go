@@ -41,6 +41,8 @@ func newServer(d serverDeps) http.Handler {
 		route("POST /api/async/process", submitProcess(sub, d.maxBody))
 		route("GET /api/async/status/{task_id}", getTaskStatus(reader))
 		route("POST /api/send-welcome-email", submitWelcomeEmail(sub, d.maxBody))
+		route("GET /api/tasks", listTasks(d.results))
+		route("POST /api/tasks/{task_id}/retry", retryTask(d.results, sub))
 	}
 	return withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux)))
 }

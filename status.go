@@ -13,6 +13,7 @@ import (
 const (
 	statePending  = "PENDING"
 	stateProgress = "PROGRESS"
+	stateRetry    = "RETRY" // failed, waiting for its next attempt
 	stateSuccess  = "SUCCESS"
 	stateFailure  = "FAILURE"
 )
@@ -24,7 +25,7 @@ func stateRank(state string) int {
 	switch state {
 	case statePending:
 		return 0
-	case stateProgress:
+	case stateProgress, stateRetry:
 		return 1
 	default:
 		return 2
@@ -35,13 +36,16 @@ func stateRank(state string) int {
 // guide's fields (task_id, status, progress, result, error) and a few of
 // errand's own.
 type taskStatus struct {
-	TaskID    string          `json:"task_id"`
-	Status    string          `json:"status"`
-	TaskType  string          `json:"task_type,omitempty"`
-	Progress  *tasks.Progress `json:"progress,omitempty"`
-	Result    map[string]any  `json:"result,omitempty"`
-	Error     string          `json:"error,omitempty"`
-	UpdatedAt time.Time       `json:"updated_at"`
+	TaskID   string          `json:"task_id"`
+	Status   string          `json:"status"`
+	TaskType string          `json:"task_type,omitempty"`
+	Progress *tasks.Progress `json:"progress,omitempty"`
+	Result   map[string]any  `json:"result,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	// Attempts is the number of runs so far, shown once a run has failed.
+	Attempts  int        `json:"attempts,omitempty"`
+	RetryAt   *time.Time `json:"retry_at,omitempty"`
+	UpdatedAt time.Time  `json:"updated_at"`
 }
 
 func (s taskStatus) final() bool { return stateRank(s.Status) == 2 }

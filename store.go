@@ -61,7 +61,11 @@ type taskRecord struct {
 	Status      string // stateSuccess or stateFailure
 	Result      map[string]any
 	Error       string
+	Attempts    int
 	CompletedAt time.Time
+	// Args and Priority are what POST /api/tasks/{id}/retry runs again.
+	Args     map[string]any
+	Priority string
 }
 
 func (r taskRecord) status() taskStatus {
@@ -71,6 +75,7 @@ func (r taskRecord) status() taskStatus {
 		TaskType:  r.TaskType,
 		Result:    r.Result,
 		Error:     r.Error,
+		Attempts:  r.Attempts,
 		UpdatedAt: r.CompletedAt,
 	}
 }
@@ -81,6 +86,9 @@ func (r taskRecord) status() taskStatus {
 type resultStore interface {
 	saveResult(ctx context.Context, r taskRecord) (taskRecord, error)
 	getResult(ctx context.Context, taskID string) (taskRecord, error)
+	// listResults pages through finished tasks, newest first; an empty
+	// status lists every status.
+	listResults(ctx context.Context, status string, skip, limit int) ([]taskRecord, error)
 }
 
 // itemTime truncates t to what MongoDB stores (milliseconds, UTC), so what

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -124,6 +125,27 @@ func (s *memoryStore) saveResult(_ context.Context, r taskRecord) (taskRecord, e
 	r.CompletedAt = itemTime(r.CompletedAt)
 	s.results[r.TaskID] = r
 	return r, nil
+}
+
+func (s *memoryStore) listResults(_ context.Context, status string, skip, limit int) ([]taskRecord, error) {
+	s.mu.RLock()
+	var all []taskRecord
+	for _, r := range s.results {
+		if status == "" || r.Status == status {
+			all = append(all, r)
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(all, func(a, b taskRecord) int {
+		if c := b.CompletedAt.Compare(a.CompletedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.TaskID, b.TaskID)
+	})
+	if skip >= len(all) {
+		return []taskRecord{}, nil
+	}
+	return all[skip:min(len(all), skip+limit)], nil
 }
 
 func (s *memoryStore) getResult(_ context.Context, taskID string) (taskRecord, error) {

@@ -94,4 +94,11 @@ func (s measuredDocumentStore) getResult(ctx context.Context, taskID string) (ta
 	return out, err
 }
 
+func (s measuredDocumentStore) listResults(ctx context.Context, status string, skip, limit int) ([]taskRecord, error) {
+	start := time.Now()
+	out, err := s.next.listResults(ctx, status, skip, limit)
+	s.m.observeStore(s.store, "list_results", start, err)
+	return out, err
+}
+
 func (s measuredDocumentStore) ping(ctx context.Context) error { return s.next.ping(ctx) }

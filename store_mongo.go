@@ -151,15 +151,20 @@ type mongoTaskRecord struct {
 	Status      string         `bson:"status"`
 	Result      map[string]any `bson:"result,omitempty"`
 	Error       string         `bson:"error,omitempty"`
+	Attempts    int            `bson:"attempts,omitempty"`
 	CompletedAt time.Time      `bson:"completed_at"`
+	Args        map[string]any `bson:"args,omitempty"`
+	Priority    string         `bson:"priority,omitempty"`
 }
 
 func (m mongoTaskRecord) record() taskRecord {
-	return taskRecord{TaskID: m.TaskID, TaskType: m.TaskType, Status: m.Status, Result: m.Result, Error: m.Error, CompletedAt: m.CompletedAt.UTC()}
+	return taskRecord{TaskID: m.TaskID, TaskType: m.TaskType, Status: m.Status, Result: m.Result, Error: m.Error,
+		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority}
 }
 
 func (s *mongoStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, error) {
-	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error, CompletedAt: itemTime(r.CompletedAt)}
+	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
+		Attempts: r.Attempts, CompletedAt: itemTime(r.CompletedAt), Args: r.Args, Priority: r.Priority}
 	filter := bson.D{{Key: "_id", Value: r.TaskID}}
 	update := bson.D{{Key: "$setOnInsert", Value: doc}}
 	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)
@@ -174,6 +179,40 @@ func (s *mongoStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, 
 		return taskRecord{}, fmt.Errorf("mongodb: save result of %s: %w", r.TaskID, err)
 	}
 	return saved.record(), nil
+}
+
+func (s *mongoStore) listResults(ctx context.Context, status string, skip, limit int) ([]taskRecord, error) {
+	filter := bson.D{}
+	if status != "" {
+		filter = bson.D{{Key: "status", Value: status}}
+	}
+	opts := options.Find().SetSort(bson.D{{Key: "completed_at", Value: -1}, {Key: "_id", Value: 1}}).SetSkip(int64(skip)).SetLimit(int64(limit))
+	cur, err := s.results.Find(ctx, filter, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mongodb: list results: %w", err)
+	}
+	var docs []mongoTaskRecord
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("mongodb: read result list: %w", err)
+	}
+	out := make([]taskRecord, len(docs))
+	for i, d := range docs {
+		out[i] = d.record()
+	}
+	return out, nil
+}
+
+// ensureIndexes creates the index that listing results by status needs.
+// A server that cannot build it (FerretDB lacks some index kinds) only
+// makes those listings slower, so failure is reported, not fatal.
+func (s *mongoStore) ensureIndexes(ctx context.Context) error {
+	_, err := s.results.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys: bson.D{{Key: "status", Value: 1}, {Key: "completed_at", Value: -1}},
+	})
+	if err != nil {
+		return fmt.Errorf("mongodb: create task_results index: %w", err)
+	}
+	return nil
 }
 
 func (s *mongoStore) getResult(ctx context.Context, taskID string) (taskRecord, error) {

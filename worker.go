@@ -19,13 +19,23 @@ type taskConsumer interface {
 	consume(ctx context.Context, prefetch int, out chan<- delivery) error
 }
 
+// workQueue is the broker as the worker pool uses it: consuming tasks,
+// putting one back (with its delivery count), scheduling a retry, and
+// dead-lettering with a reason.
+type workQueue interface {
+	taskConsumer
+	taskPublisher
+	publishDelayed(ctx context.Context, m taskMessage, delay time.Duration) error
+	publishDead(ctx context.Context, body []byte, taskID, reason string) error
+}
+
 // workerPool runs tasks from a taskConsumer on a fixed number of
 // goroutines. A delivery is acked only once its result is stored, so a
 // crash at any point before that leaves the message with the broker,
 // which redelivers it.
 type workerPool struct {
 	size         int
-	consumer     taskConsumer
+	queue        workQueue
 	registry     *tasks.Registry
 	statuses     statusStore
 	results      resultStore
@@ -34,6 +44,8 @@ type workerPool struct {
 	log          *slog.Logger
 	now          func() time.Time
 	metrics      *metrics
+	// jitter returns a value in [0,1) that spreads retry backoffs.
+	jitter func() float64
 }
 
 // storeOpTimeout bounds each status write from a worker, so a slow or
@@ -59,7 +71,7 @@ func (p *workerPool) run(ctx context.Context) error {
 	consumeErr := make(chan error, 1)
 	go func() {
 		defer close(deliveries)
-		consumeErr <- p.consumer.consume(ctx, p.size, deliveries)
+		consumeErr <- p.queue.consume(ctx, p.size, deliveries)
 	}()
 
 	var wg sync.WaitGroup
@@ -101,13 +113,18 @@ func (p *workerPool) run(ctx context.Context) error {
 	return errors.Join(err, <-consumeErr)
 }
 
+// maxDeliveries bounds how often one message may come back unsettled
+// before errand stops trusting it: a task that kills its worker every time
+// would otherwise loop for ever.
+const maxDeliveries = 5
+
 // process runs one delivery to a settled end.
 func (p *workerPool) process(ctx context.Context, d delivery) {
 	msg, err := decodeTaskMessage(d.body)
 	if err != nil {
 		p.log.Error("dead-lettering undecodable message", "error", err, "body_bytes", len(d.body))
 		p.metrics.tasksDeadLettered.WithLabelValues("unknown", "undecodable").Inc()
-		p.settle(d, deadLetter)
+		p.deadLetter(ctx, p.log, d, "", "undecodable message: "+err.Error())
 		return
 	}
 	log := p.log.With("task_id", msg.ID, "task_type", msg.Type)
@@ -121,6 +138,9 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 			p.settle(d, acknowledge)
 			return
 		}
+		if p.countRedelivery(ctx, log, d, msg) {
+			return
+		}
 	}
 
 	def, ok := p.registry.Lookup(msg.Type)
@@ -129,22 +149,22 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 		// The type is the client's text, so the metric names no type: an
 		// attacker must not be able to mint label values.
 		p.metrics.tasksDeadLettered.WithLabelValues("unknown", "unknown_task_type").Inc()
-		p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, TaskType: msg.Type, Status: stateFailure,
-			Error: fmt.Sprintf("unknown task type %q", msg.Type)}, false)
+		p.fail(ctx, log, d, msg, fmt.Sprintf("unknown task type %q", msg.Type))
 		return
 	}
 
 	started := p.now()
-	log.Info("task started", "queue_wait_ms", started.Sub(msg.EnqueuedAt).Milliseconds(), "redelivered", d.redelivered)
+	log.Info("task started", "queue_wait_ms", started.Sub(msg.EnqueuedAt).Milliseconds(), "attempt", msg.Attempt+1, "redelivered", d.redelivered)
 	p.metrics.tasksStarted.WithLabelValues(msg.Type).Inc()
 	p.metrics.taskQueueWait.WithLabelValues(msg.Type).Observe(max(0, started.Sub(msg.EnqueuedAt).Seconds()))
 	inProgress := p.metrics.tasksInProgress.WithLabelValues(msg.Type)
 	inProgress.Inc()
 	defer inProgress.Dec()
 	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Status: stateProgress, TaskType: msg.Type,
-		Progress: &tasks.Progress{Status: "Started"}, UpdatedAt: started}, 0)
+		Progress: &tasks.Progress{Status: "Started"}, Attempts: msg.Attempt, UpdatedAt: started}, 0)
 	report := func(ctx context.Context, pr tasks.Progress) {
-		p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Status: stateProgress, TaskType: msg.Type, Progress: &pr, UpdatedAt: p.now()}, 0)
+		p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Status: stateProgress, TaskType: msg.Type, Progress: &pr,
+			Attempts: msg.Attempt, UpdatedAt: p.now()}, 0)
 	}
 	value, runErr := runTask(ctx, log, def, msg, report)
 	if runErr != nil && ctx.Err() != nil {
@@ -152,28 +172,98 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 		p.settle(d, requeue)
 		return
 	}
-
-	rec := taskRecord{TaskID: msg.ID, TaskType: msg.Type, Status: stateSuccess, CompletedAt: p.now()}
+	var result map[string]any
 	if runErr == nil {
-		rec.Result, runErr = resultObject(value)
+		result, runErr = resultObject(value)
 	}
-	if runErr != nil {
-		rec.Status, rec.Result, rec.Error = stateFailure, nil, runErr.Error()
-	}
-	log.Info("task finished", "status", rec.Status, "run_ms", rec.CompletedAt.Sub(started).Milliseconds(), "error", rec.Error)
-	p.metrics.taskRunDuration.WithLabelValues(msg.Type).Observe(rec.CompletedAt.Sub(started).Seconds())
-	if rec.Status == stateSuccess {
+	finished := p.now()
+	p.metrics.taskRunDuration.WithLabelValues(msg.Type).Observe(finished.Sub(started).Seconds())
+	log.Info("task run ended", "run_ms", finished.Sub(started).Milliseconds(), "error", errString(runErr))
+
+	if runErr == nil {
 		p.metrics.tasksSucceeded.WithLabelValues(msg.Type).Inc()
-	} else {
-		p.metrics.tasksFailed.WithLabelValues(msg.Type).Inc()
+		p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, TaskType: msg.Type, Status: stateSuccess, Result: result,
+			Attempts: msg.Attempt + 1, CompletedAt: finished}, "")
+		return
 	}
-	p.finish(ctx, log, d, rec, true)
+	if tasks.Retryable(runErr) && msg.Attempt < def.Policy.MaxRetries {
+		p.retryLater(ctx, log, d, msg, def.Policy, runErr)
+		return
+	}
+	p.metrics.tasksFailed.WithLabelValues(msg.Type).Inc()
+	p.metrics.tasksDeadLettered.WithLabelValues(msg.Type, "failed").Inc()
+	reason := runErr.Error()
+	if msg.Attempt > 0 {
+		reason = fmt.Sprintf("failed after %d attempts: %s", msg.Attempt+1, reason)
+	}
+	p.fail(ctx, log, d, msg, reason)
 }
 
-// finish stores rec durably, then its status, then settles d: acked, or
-// dead-lettered when ok is false. If the result cannot be stored before
-// shutdown, d goes back to the queue instead.
-func (p *workerPool) finish(ctx context.Context, log *slog.Logger, d delivery, rec taskRecord, ok bool) {
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// countRedelivery handles a message that came back unsettled. RabbitMQ's
+// classic queues do not count such redeliveries, so errand republishes the
+// message with its count raised and acks the old copy; past maxDeliveries
+// the task fails and is dead-lettered. It reports whether it settled d.
+func (p *workerPool) countRedelivery(ctx context.Context, log *slog.Logger, d delivery, msg taskMessage) bool {
+	msg.Deliveries++
+	if msg.Deliveries >= maxDeliveries {
+		log.Error("task keeps coming back unfinished; dead-lettering", "deliveries", msg.Deliveries)
+		if _, ok := p.registry.Lookup(msg.Type); ok {
+			p.metrics.tasksFailed.WithLabelValues(msg.Type).Inc()
+			p.metrics.tasksDeadLettered.WithLabelValues(msg.Type, "delivery_limit").Inc()
+		}
+		p.fail(ctx, log, d, msg, fmt.Sprintf("delivered %d times without finishing (did its worker crash?)", msg.Deliveries))
+		return true
+	}
+	if err := p.queue.publish(ctx, msg); err != nil {
+		// Running it now is better than losing the count for good.
+		log.Warn("could not republish a redelivered task with its delivery count; running it", "error", err)
+		return false
+	}
+	p.settle(d, acknowledge)
+	return true
+}
+
+// retryLater schedules the next attempt of a failed run on a delay queue
+// and acks this one: the wait holds no worker slot.
+func (p *workerPool) retryLater(ctx context.Context, log *slog.Logger, d delivery, msg taskMessage, policy tasks.Policy, runErr error) {
+	delay := policy.Backoff(msg.Attempt+1, p.jitter())
+	next := msg
+	next.Attempt++
+	next.LastError = runErr.Error()
+	next.Deliveries = 0
+	retryAt := p.now().Add(delay)
+	if err := p.queue.publishDelayed(ctx, next, delay); err != nil {
+		log.Error("could not schedule a retry; requeueing the run", "error", err)
+		p.settle(d, requeue)
+		return
+	}
+	p.metrics.tasksRetried.WithLabelValues(msg.Type).Inc()
+	log.Warn("task failed; retry scheduled", "attempt", next.Attempt, "max_retries", policy.MaxRetries,
+		"retry_in", delay.String(), "error", runErr.Error())
+	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Status: stateRetry, TaskType: msg.Type, Error: runErr.Error(),
+		Attempts: next.Attempt, RetryAt: &retryAt, UpdatedAt: p.now()}, 0)
+	p.settle(d, acknowledge)
+}
+
+// fail records a task's FAILURE with reason, then dead-letters its message.
+func (p *workerPool) fail(ctx context.Context, log *slog.Logger, d delivery, msg taskMessage, reason string) {
+	var args map[string]any
+	_ = json.Unmarshal(msg.Args, &args) // best effort: a retry needs them, a poison message may have none
+	p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, TaskType: msg.Type, Status: stateFailure, Error: reason,
+		Attempts: msg.Attempt + 1, CompletedAt: p.now(), Args: args, Priority: msg.Priority}, reason)
+}
+
+// finish stores rec durably, then its status, then settles d: acked, or,
+// with a deadReason, moved to the dead-letter queue. If the result cannot
+// be stored before shutdown, d goes back to the queue instead.
+func (p *workerPool) finish(ctx context.Context, log *slog.Logger, d delivery, rec taskRecord, deadReason string) {
 	saved, err := p.saveResult(ctx, log, rec)
 	if err != nil {
 		log.Error("result not stored; requeueing task", "error", err)
@@ -181,11 +271,24 @@ func (p *workerPool) finish(ctx context.Context, log *slog.Logger, d delivery, r
 		return
 	}
 	p.putStatus(ctx, log, saved.status(), p.resultTTL)
-	if ok {
+	log.Info("task finished", "status", saved.Status, "attempts", saved.Attempts, "error", saved.Error)
+	if deadReason == "" {
 		p.settle(d, acknowledge)
-	} else {
-		p.settle(d, deadLetter)
+		return
 	}
+	p.deadLetter(ctx, log, d, rec.TaskID, deadReason)
+}
+
+// deadLetter copies d to the dead-letter queue with its reason and acks
+// it; if that copy fails, the broker's own dead-lettering (a reject) moves
+// it there without the reason.
+func (p *workerPool) deadLetter(ctx context.Context, log *slog.Logger, d delivery, taskID, reason string) {
+	if err := p.queue.publishDead(ctx, d.body, taskID, reason); err != nil {
+		log.Warn("dead letter not published with its reason; rejecting to the broker's dead-letter queue", "error", err)
+		p.settle(d, deadLetter)
+		return
+	}
+	p.settle(d, acknowledge)
 }
 
 // saveResult retries until the result is stored or ctx ends: a result
@@ -237,18 +340,56 @@ func (p *workerPool) settle(d delivery, how settlement) {
 	}
 }
 
-// runTask calls the task's handler, turning a panic into an error so one
-// bad task cannot take the worker down with the others' work.
-// The stack goes to the log only; the task's error, which clients see,
-// names the panic value.
-func runTask(ctx context.Context, log *slog.Logger, def tasks.Definition, msg taskMessage, report tasks.ReportFunc) (value any, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			log.Error("task panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			err = fmt.Errorf("task panicked: %v", r)
-		}
+// cancelGrace is how long a task may take to return after its context
+// is cancelled before errand stops waiting for it.
+const cancelGrace = 2 * time.Second
+
+// errTimeLimit is the error of a run cut off by its task's time limit.
+var errTimeLimit = errors.New("time limit exceeded")
+
+// runTask calls the task's handler under its time limit, turning a panic
+// into an error so one bad task cannot take the worker down with the
+// others' work. The stack goes to the log only; the error, which clients
+// see, names the panic value. A handler that ignores its cancelled context
+// is abandoned after cancelGrace: Go cannot stop a goroutine, but the
+// worker slot, the task's status and shutdown need not wait for it.
+func runTask(ctx context.Context, log *slog.Logger, def tasks.Definition, msg taskMessage, report tasks.ReportFunc) (any, error) {
+	if def.Policy.TimeLimit > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, def.Policy.TimeLimit,
+			fmt.Errorf("%w (%s)", errTimeLimit, def.Policy.TimeLimit))
+		defer cancel()
+	}
+	type outcome struct {
+		value any
+		err   error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("task panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				done <- outcome{err: fmt.Errorf("task panicked: %v", r)}
+			}
+		}()
+		v, err := def.Run(ctx, msg.ID, msg.Args, report)
+		done <- outcome{v, err}
 	}()
-	return def.Run(ctx, msg.ID, msg.Args, report)
+	var o outcome
+	select {
+	case o = <-done:
+	case <-ctx.Done():
+		select {
+		case o = <-done:
+		case <-time.After(cancelGrace):
+			log.Error("task ignored cancellation; abandoning it", "cause", context.Cause(ctx).Error())
+			return nil, context.Cause(ctx)
+		}
+	}
+	if o.err != nil && errors.Is(context.Cause(ctx), errTimeLimit) {
+		return nil, context.Cause(ctx)
+	}
+	return o.value, o.err
 }
 
 // resultObject converts a task's return value to the JSON object that the

@@ -25,8 +25,8 @@ type EmailResult struct {
 }
 
 // welcomeEmailTask walks the guide's three steps with their progress
-// reports. No SMTP server is configured yet, so the message it would send
-// is logged, and the log line says so.
+// reports and sends the message through cfg.Mailer (which logs it when no
+// SMTP server is configured).
 func welcomeEmailTask(cfg Config) Handler {
 	return func(ctx context.Context, taskID string, raw json.RawMessage, report ReportFunc) (any, error) {
 		var args EmailArgs
@@ -49,9 +49,12 @@ func welcomeEmailTask(cfg Config) Handler {
 				return nil, fmt.Errorf("%s: %w", step.Status, err)
 			}
 		}
-		log.InfoContext(ctx, "welcome email not delivered: no SMTP server configured, logging it instead",
-			"to", args.UserEmail, "subject", "Welcome, "+args.UserName+"!",
-			"body", fmt.Sprintf("Hello %s, welcome aboard!", args.UserName))
+		subject := "Welcome, " + args.UserName + "!"
+		body := fmt.Sprintf("Hello %s,\n\nwelcome aboard!\n", args.UserName)
+		if err := cfg.Mailer.Send(ctx, args.UserEmail, subject, body); err != nil {
+			return nil, fmt.Errorf("send welcome email to %s: %w", args.UserEmail, err)
+		}
+		log.InfoContext(ctx, "welcome email sent", "user_email", args.UserEmail)
 		return EmailResult{
 			TaskID:    taskID,
 			UserEmail: args.UserEmail,
