@@ -425,15 +425,33 @@ func validateEmailArgs(args tasks.EmailArgs) error {
 // taskStatusReader finds a task's status: the live one in the status
 // store, else the durable result once the live entry has expired.
 type taskStatusReader struct {
-	statuses statusStore
-	results  resultStore
-	log      *slog.Logger
+	statuses  statusStore
+	results   resultStore
+	resultTTL time.Duration
+	log       *slog.Logger
+	now       func() time.Time
 }
+
+// staleAfter is how long a running task's status may go without an update
+// before the reader checks whether the task has in fact finished: when the
+// status store was down as a worker wrote the final status, the result
+// store has the truth, and the reader repairs the status from it.
+const staleAfter = 10 * time.Second
 
 func (s taskStatusReader) status(ctx context.Context, id string) (taskStatus, error) {
 	st, liveErr := s.statuses.get(ctx, id)
 	if liveErr == nil {
-		return st, nil
+		if st.final() || s.now().Sub(st.UpdatedAt) < staleAfter {
+			return st, nil
+		}
+		rec, err := s.results.getResult(ctx, id)
+		if err != nil {
+			return st, nil // still running, or the result store is down: the live status stands
+		}
+		if err := s.statuses.put(ctx, rec.status(), s.resultTTL); err != nil {
+			s.log.WarnContext(ctx, "stale status not repaired", "task_id", id, "error", err)
+		}
+		return rec.status(), nil
 	}
 	if !errors.Is(liveErr, errStatusNotFound) {
 		s.log.WarnContext(ctx, "status store failed; trying the result store", "task_id", id, "error", liveErr)

@@ -29,6 +29,8 @@ var services struct {
 	amqpURL  string
 	redisURL string
 	mongoURI string
+	// mongoWire is the built tools/mongowire binary.
+	mongoWire string
 }
 
 // childEnv marks a copy of the test binary started by a test as an errand
@@ -53,8 +55,21 @@ func testMain(m *testing.M) int {
 	services.amqpURL = envOr("ERRAND_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 	services.redisURL = envOr("ERRAND_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 	services.mongoURI = os.Getenv("MONGODB_URI")
+	dir, err := os.MkdirTemp("", "errand-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	services.mongoWire = filepath.Join(dir, "mongowire")
+	build := exec.Command("go", "build", "-o", services.mongoWire, ".")
+	build.Dir = "tools/mongowire"
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build tools/mongowire: %v\n%s", err, out)
+		return 1
+	}
 	if services.mongoURI == "" {
-		uri, stop, err := startMongoWire()
+		uri, stop, err := startMongoWireAt("127.0.0.1:0", filepath.Join(dir, "data"))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "start the MongoDB-wire server (FerretDB):", err)
 			return 1
@@ -72,21 +87,12 @@ func envOr(name, def string) string {
 	return def
 }
 
-// startMongoWire builds and starts tools/mongowire, an embedded FerretDB,
-// on a loopback port: on PostgreSQL when it answers on 127.0.0.1:5432
-// (ERRAND_TEST_POSTGRES_URL overrides), else on SQLite in a temp dir.
-func startMongoWire() (uri string, stop func(), err error) {
-	dir, err := os.MkdirTemp("", "errand-mongowire")
-	if err != nil {
-		return "", nil, err
-	}
-	bin := filepath.Join(dir, "mongowire")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = "tools/mongowire"
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("build tools/mongowire: %v\n%s", err, out)
-	}
-	args := []string{"-addr", "127.0.0.1:0"}
+// startMongoWireAt starts tools/mongowire, an embedded FerretDB, on addr:
+// on PostgreSQL when it answers on 127.0.0.1:5432 (ERRAND_TEST_POSTGRES_URL
+// overrides), else on SQLite in sqliteDir. Data outlives a stop either way,
+// so a server started again on the same addr and dir has it back.
+func startMongoWireAt(addr, sqliteDir string) (uri string, stop func(), err error) {
+	args := []string{"-addr", addr}
 	pg := envOr("ERRAND_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 	if conn, err := net.DialTimeout("tcp", "127.0.0.1:5432", time.Second); err == nil || os.Getenv("ERRAND_TEST_POSTGRES_URL") != "" {
 		if conn != nil {
@@ -94,9 +100,9 @@ func startMongoWire() (uri string, stop func(), err error) {
 		}
 		args = append(args, "-postgres", pg)
 	} else {
-		args = append(args, "-sqlite-dir", filepath.Join(dir, "data"))
+		args = append(args, "-sqlite-dir", sqliteDir)
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(services.mongoWire, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -105,10 +111,11 @@ func startMongoWire() (uri string, stop func(), err error) {
 	if err := cmd.Start(); err != nil {
 		return "", nil, fmt.Errorf("start mongowire: %w", err)
 	}
+	// SIGKILL: an outage test wants the server gone at once, and the
+	// data is committed either way.
 	stop = func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		os.RemoveAll(dir)
 	}
 	line := make(chan string, 1)
 	go func() {
@@ -170,7 +177,7 @@ func removeStack(t testing.TB, env map[string]string) {
 	for iter.Next(ctx) {
 		rdb.Del(ctx, iter.Val())
 	}
-	mc := testMongo(t)
+	mc := testMongoAt(t, env["MONGODB_URI"])
 	if err := mc.Database(env["MONGODB_DATABASE"]).Drop(ctx); err != nil {
 		t.Logf("drop database %s: %v", env["MONGODB_DATABASE"], err)
 	}
@@ -189,7 +196,12 @@ func testRedis(t testing.TB) *redis.Client {
 
 func testMongo(t testing.TB) *mongo.Client {
 	t.Helper()
-	c, err := mongo.Connect(options.Client().ApplyURI(services.mongoURI))
+	return testMongoAt(t, services.mongoURI)
+}
+
+func testMongoAt(t testing.TB, uri string) *mongo.Client {
+	t.Helper()
+	c, err := mongo.Connect(options.Client().ApplyURI(uri))
 	if err != nil {
 		t.Fatalf("connect mongodb: %v", err)
 	}

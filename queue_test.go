@@ -115,7 +115,7 @@ func countStatuses(t testing.TB, base string, ids []string) map[string]int {
 func assertOneResultEach(t testing.TB, env map[string]string, ids []string) {
 	t.Helper()
 	ctx := context.Background()
-	coll := testMongo(t).Database(env["MONGODB_DATABASE"]).Collection("task_results")
+	coll := testMongoAt(t, env["MONGODB_URI"]).Database(env["MONGODB_DATABASE"]).Collection("task_results")
 	cur, err := coll.Find(ctx, bson.D{})
 	if err != nil {
 		t.Fatal(err)

@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Handler: newServer(serverDeps{
 			log: log, items: b.items, statuses: b.statuses, results: b.results, publisher: b.publisher,
 			health: b.health, backends: b.mode, maxBody: cfg.MaxBodyBytes, healthTimeout: cfg.HealthTimeout,
-			now: time.Now, serveAPI: cfg.runsAPI(), metrics: m,
+			now: time.Now, serveAPI: cfg.runsAPI(), metrics: m, resultTTL: cfg.ResultTTL,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,

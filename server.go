@@ -21,6 +21,7 @@ type serverDeps struct {
 	now           func() time.Time
 	serveAPI      bool // false in a worker-only process: /health and /metrics only
 	metrics       *metrics
+	resultTTL     time.Duration
 }
 
 // newServer builds errand's HTTP handler. Every route is registered here.
@@ -32,7 +33,7 @@ func newServer(d serverDeps) http.Handler {
 	mux.Handle("GET /metrics", d.metrics.handler())
 	if d.serveAPI {
 		sub := taskSubmitter{statuses: d.statuses, publisher: d.publisher, log: d.log, now: d.now, metrics: d.metrics}
-		reader := taskStatusReader{statuses: d.statuses, results: d.results, log: d.log}
+		reader := taskStatusReader{statuses: d.statuses, results: d.results, resultTTL: d.resultTTL, log: d.log, now: d.now}
 		route("POST /api/items", createItem(d.items, d.maxBody, d.now))
 		route("GET /api/items", listItems(d.items))
 		route("GET /api/items/{id}", getItem(d.items))

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The outage tests stop a real dependency under a running errand and
+// check that every accepted task still ends SUCCESS with one result.
+
+// startRedisServer runs a private redis-server on addr (a fresh port when
+// addr is empty) and returns its address and a stop function.
+func startRedisServer(t *testing.T, addr string) (string, func()) {
+	t.Helper()
+	if addr == "" {
+		addr = freeAddr(t)
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command("redis-server", "--bind", host, "--port", port, "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}
+	t.Cleanup(stop)
+	waitFor(t, 10*time.Second, "redis-server on "+addr, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return addr, stop
+}
+
+// TestRedisOutageDuringProcessing: Redis refuses writes and then dies and
+// comes back empty while tasks run. Tasks still complete with their results
+// in MongoDB, status reads fall back to MongoDB, and no task stays in
+// PROGRESS once Redis is back.
+func TestRedisOutageDuringProcessing(t *testing.T) {
+	addr, stop := startRedisServer(t, "")
+	env := realStack(t)
+	env["REDIS_URL"] = "redis://" + addr + "/0"
+	env["HEAVY_TASK_DELAY"] = "100ms"
+	env["WORKERS"] = "3"
+	base := startErrand(t, env)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+
+	ids := make([]string, 6)
+	for i := range ids {
+		ids[i] = submitTask(t, base, fmt.Sprintf(`{"data": "r%d", "iterations": 10}`, i))
+	}
+	waitFor(t, 20*time.Second, "tasks in progress", func() bool { return countStatuses(t, base, ids)[stateProgress] > 0 })
+
+	// Writes block for 3 s: progress and final status writes time out.
+	if err := rdb.Do(context.Background(), "CLIENT", "PAUSE", "3000", "WRITE").Err(); err != nil {
+		t.Fatalf("CLIENT PAUSE: %v", err)
+	}
+	time.Sleep(3500 * time.Millisecond) // the outage itself: nothing to poll for
+	// Then Redis dies and returns empty, as a Redis without persistence does.
+	stop()
+	var code int
+	var body errorBody
+	code = apiCall(t, "POST", base+"/api/async/process", `{"data": "during the outage"}`, &body)
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("submit with Redis down: %d %+v, want 503", code, body)
+	}
+	startRedisServer(t, addr)
+
+	for _, id := range ids {
+		waitForStatus(t, base, id, stateSuccess, 60*time.Second)
+	}
+	assertOneResultEach(t, env, ids)
+}
+
+// TestMongoOutageDuringProcessing: the MongoDB-wire server dies while tasks
+// run. Their deliveries stay unacked while results cannot be stored, and
+// once the server is back every task ends with exactly one result.
+func TestMongoOutageDuringProcessing(t *testing.T) {
+	// A MongoDB-wire server of its own, whatever MONGODB_URI says, so the
+	// test can stop it.
+	dataDir := t.TempDir()
+	uri, stop, err := startMongoWireAt("127.0.0.1:0", dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered before realStack's cleanup, so it runs after it: the
+	// test database is dropped while the server still runs.
+	t.Cleanup(func() { stop() })
+	env := realStack(t)
+	env["MONGODB_URI"] = uri
+	env["HEAVY_TASK_DELAY"] = "100ms"
+	env["WORKERS"] = "3"
+	base := startErrand(t, env)
+	ids := make([]string, 6)
+	for i := range ids {
+		ids[i] = submitTask(t, base, fmt.Sprintf(`{"data": "m%d", "iterations": 15}`, i))
+	}
+	waitFor(t, 20*time.Second, "tasks in progress", func() bool { return countStatuses(t, base, ids)[stateProgress] > 0 })
+	stop()
+	time.Sleep(2 * time.Second) // the outage: tasks finish running and cannot store results
+	if counts := countStatuses(t, base, ids); counts[stateSuccess] == len(ids) {
+		t.Fatalf("all tasks SUCCESS during the outage (%v); the test did not overlap the outage", counts)
+	}
+	addr := strings.TrimSuffix(strings.TrimPrefix(uri, "mongodb://"), "/")
+	uri2, stop2, err := startMongoWireAt(addr, dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop = stop2
+	if uri2 != uri {
+		t.Fatalf("restarted server at %s, want %s", uri2, uri)
+	}
+	for _, id := range ids {
+		waitForStatus(t, base, id, stateSuccess, 60*time.Second)
+	}
+	assertOneResultEach(t, env, ids)
+}
+
+// TestRabbitMQRestartWithBacklog stops RabbitMQ (rabbitmqctl stop_app) with
+// a backlog queued and tasks running, checks that submits fail fast with
+// 503 meanwhile, starts it again, and checks that every accepted task
+// completes exactly once: publisher and consumers reconnect by themselves.
+func TestRabbitMQRestartWithBacklog(t *testing.T) {
+	env := realStack(t)
+	env["HEAVY_TASK_DELAY"] = "50ms"
+	env["WORKERS"] = "2"
+	env["PUBLISH_TIMEOUT"] = "2s"
+	base := startErrand(t, env)
+	ids := make([]string, 10)
+	for i := range ids {
+		ids[i] = submitTask(t, base, fmt.Sprintf(`{"data": "b%d", "iterations": 6}`, i))
+	}
+	waitFor(t, 20*time.Second, "tasks in progress", func() bool { return countStatuses(t, base, ids)[stateProgress] > 0 })
+	rabbitmqctl(t, "stop_app")
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			rabbitmqctl(t, "start_app")
+		}
+	})
+	for range 3 {
+		start := time.Now()
+		if code := apiCall(t, "POST", base+"/api/async/process", `{"data": "during the outage"}`, nil); code != http.StatusServiceUnavailable {
+			t.Errorf("submit with RabbitMQ stopped: %d, want 503", code)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("503 took %v, want it within the publish timeout", took)
+		}
+	}
+	time.Sleep(2 * time.Second) // an outage longer than a few redial attempts
+	rabbitmqctl(t, "start_app")
+	restarted = true
+	for _, id := range ids {
+		waitForStatus(t, base, id, stateSuccess, 90*time.Second)
+	}
+	// Submits work again once the publisher has redialled.
+	waitFor(t, 30*time.Second, "a submit to succeed again", func() bool {
+		return apiCall(t, "POST", base+"/api/async/process", `{"data": "after", "iterations": 1}`, nil) == http.StatusAccepted
+	})
+	assertOneResultEach(t, env, ids)
+}
+
+func rabbitmqctl(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("rabbitmqctl", args...).CombinedOutput(); err != nil {
+		t.Fatalf("rabbitmqctl %v: %v\n%s", args, err, out)
+	}
+}
