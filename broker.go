@@ -22,6 +22,8 @@ type taskMessage struct {
 	// queues do not count redeliveries, so errand carries the count in the
 	// message itself; see workerPool.process.
 	Deliveries int `json:"deliveries,omitempty"`
+	// Owner identifies the API key that submitted the task.
+	Owner string `json:"owner,omitempty"`
 }
 
 // Priorities by name, mapped onto AMQP message priorities as the guide's

@@ -35,6 +35,9 @@ type config struct {
 	SMTPFrom        string
 	SMTPUsername    string
 	SMTPPassword    string
+	APIKeys         string
+	RateLimit       float64
+	RateBurst       int
 }
 
 const (
@@ -71,6 +74,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 		return n
 	}
+	envFloat := func(name string, def float64) float64 {
+		v := env(name, strconv.FormatFloat(def, 'g', -1, 64))
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: not a number", name, v))
+		}
+		return f
+	}
 	envDuration := func(name string, def time.Duration) time.Duration {
 		v := env(name, def.String())
 		d, err := time.ParseDuration(v)
@@ -102,6 +113,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.SMTPFrom, "smtp-from", env("SMTP_FROM", "errand@localhost"), "sender address of the welcome email (SMTP_FROM)")
 	fs.StringVar(&cfg.SMTPUsername, "smtp-username", env("SMTP_USERNAME", ""), "SMTP PLAIN auth user; empty sends without auth (SMTP_USERNAME)")
 	cfg.SMTPPassword = getenv("SMTP_PASSWORD") // a secret: environment only, never a flag or a log line
+	cfg.APIKeys = getenv("API_KEYS")           // secrets too
+	fs.Float64Var(&cfg.RateLimit, "rate-limit", envFloat("RATE_LIMIT", 0), "requests per second each client may make to /api, 0 for no limit (RATE_LIMIT)")
+	fs.IntVar(&cfg.RateBurst, "rate-burst", envInt("RATE_BURST", 0), "burst above RATE_LIMIT; 0 means twice the rate (RATE_BURST)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second), "how long shutdown waits for open HTTP requests (SHUTDOWN_TIMEOUT)")
 	if len(errs) > 0 {
 		return config{}, errors.Join(errs...)
@@ -147,6 +161,9 @@ func (c config) validate() error {
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("MAX_BODY_BYTES=%d: want at least 1024", c.MaxBodyBytes))
 	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		errs = append(errs, fmt.Errorf("RATE_LIMIT=%g, RATE_BURST=%d: must not be negative", c.RateLimit, c.RateBurst))
+	}
 	if c.QueueName == "" {
 		errs = append(errs, errors.New("QUEUE_NAME is empty"))
 	}
@@ -165,6 +182,7 @@ func (c config) logAttrs() []any {
 		"result_ttl", c.ResultTTL.String(), "drain_timeout", c.DrainTimeout.String(),
 		"publish_timeout", c.PublishTimeout.String(), "max_body_bytes", c.MaxBodyBytes,
 		"smtp_addr", c.SMTPAddr, "smtp_from", c.SMTPFrom, "smtp_auth", c.SMTPUsername != "",
+		"api_keys", len(newAPIKeys(c.APIKeys).digests), "rate_limit", c.RateLimit, "rate_burst", c.RateBurst,
 	}
 }
 

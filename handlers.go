@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -267,24 +269,60 @@ type taskSubmitter struct {
 	log       *slog.Logger
 	now       func() time.Time
 	metrics   *metrics
+	// keyTTL is how long an Idempotency-Key keeps pointing at its task.
+	keyTTL time.Duration
 }
 
-// submit returns the new task's id once the broker has confirmed it. The
-// PENDING status is written first, so a fast worker's PROGRESS or SUCCESS
-// can never be overwritten by it, and removed again if the publish fails,
-// so no status claims a task that was never queued.
-func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, priority string) (string, error) {
+// submission is the outcome of a submit.
+type submission struct {
+	id string
+	// replayed is true when an earlier request with the same
+	// Idempotency-Key made the task; id is that task's.
+	replayed bool
+}
+
+// errIdempotencyMismatch is a reused Idempotency-Key with a different request.
+var errIdempotencyMismatch = &apiError{status: http.StatusUnprocessableEntity, code: "idempotency_key_reused", field: "Idempotency-Key",
+	message: "Idempotency-Key: already used for a different request"}
+
+// submit queues a task and returns its id once the broker has confirmed
+// it. The PENDING status is written first, so a fast worker's PROGRESS or
+// SUCCESS can never be overwritten by it, and removed again if the publish
+// fails, so no status claims a task that was never queued. With an
+// idempotency key, the first request reserves the key for its task id and
+// every later one with the same key and request gets that id back.
+func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, priority, idempotencyKey string) (submission, error) {
 	raw, err := json.Marshal(args)
 	if err != nil {
-		return "", fmt.Errorf("encode %s arguments: %w", taskType, err)
+		return submission{}, fmt.Errorf("encode %s arguments: %w", taskType, err)
 	}
+	owner := taskOwner(ctx)
 	id := newTaskID()
+	var key, keyValue string
+	if idempotencyKey != "" {
+		sum := sha256.Sum256([]byte(owner + "\x00" + idempotencyKey))
+		key = hex.EncodeToString(sum[:])
+		fingerprint := sha256.Sum256(append([]byte(taskType+"\x00"+priority+"\x00"), raw...))
+		keyValue = id + " " + hex.EncodeToString(fingerprint[:])
+		existing, err := s.statuses.reserveKey(ctx, key, keyValue, s.keyTTL)
+		if err != nil {
+			return submission{}, fmt.Errorf("%w: %v", errStatusUnavailable, err)
+		}
+		if existing != "" {
+			existingID, existingPrint, _ := strings.Cut(existing, " ")
+			if existingPrint != hex.EncodeToString(fingerprint[:]) {
+				return submission{}, errIdempotencyMismatch
+			}
+			return submission{id: existingID, replayed: true}, nil
+		}
+	}
 	now := s.now()
-	if err := s.statuses.put(ctx, taskStatus{TaskID: id, Status: statePending, TaskType: taskType, UpdatedAt: now}, 0); err != nil {
-		return "", fmt.Errorf("%w: record pending %s: %v", errStatusUnavailable, id, err)
+	if err := s.statuses.put(ctx, taskStatus{TaskID: id, Status: statePending, TaskType: taskType, Owner: owner, UpdatedAt: now}, 0); err != nil {
+		s.release(ctx, key, keyValue)
+		return submission{}, fmt.Errorf("%w: record pending %s: %v", errStatusUnavailable, id, err)
 	}
 	publishStart := time.Now()
-	err = s.publisher.publish(ctx, taskMessage{ID: id, Type: taskType, Args: raw, Priority: priority, EnqueuedAt: now})
+	err = s.publisher.publish(ctx, taskMessage{ID: id, Type: taskType, Args: raw, Priority: priority, EnqueuedAt: now, Owner: owner})
 	s.metrics.observePublish(taskType, priority, publishStart, err)
 	if err != nil {
 		// The client may be gone already, but the pending status must
@@ -294,10 +332,55 @@ func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, pr
 		if undoErr := s.statuses.deletePending(undoCtx, id); undoErr != nil {
 			s.log.Error("pending status of an unqueued task not removed", "task_id", id, "error", undoErr)
 		}
-		return "", fmt.Errorf("queue %s %s: %w", taskType, id, err)
+		s.release(undoCtx, key, keyValue)
+		return submission{}, fmt.Errorf("queue %s %s: %w", taskType, id, err)
 	}
 	s.log.InfoContext(ctx, "task queued", "task_id", id, "task_type", taskType, "priority", priority, "request_id", requestID(ctx))
-	return id, nil
+	return submission{id: id}, nil
+}
+
+// release frees an idempotency key whose task was not queued, so a retry
+// of the request can queue it.
+func (s taskSubmitter) release(ctx context.Context, key, value string) {
+	if key == "" {
+		return
+	}
+	if err := s.statuses.releaseKey(ctx, key, value); err != nil {
+		s.log.Error("idempotency key of an unqueued task not released", "error", err)
+	}
+}
+
+// idempotencyKey reads and checks the Idempotency-Key header.
+func idempotencyKey(r *http.Request) (string, error) {
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 255 || !printableASCII(key) {
+		return "", invalidField("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
+	}
+	return key, nil
+}
+
+func printableASCII(s string) bool {
+	for _, c := range s {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// writeSubmitted answers a submit: 202 with the guide's body, or for an
+// idempotent replay the same task id with its current status.
+func writeSubmitted(ctx context.Context, w http.ResponseWriter, statuses statusStore, sub submission, message string) {
+	status := statePending
+	if sub.replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+		message = "Task already submitted with this Idempotency-Key. Use /api/async/status/{task_id} to check progress."
+		if st, err := statuses.get(ctx, sub.id); err == nil {
+			status = st.Status
+		}
+	}
+	w.Header().Set("Location", "/api/async/status/"+sub.id)
+	writeJSON(w, http.StatusAccepted, taskAccepted{TaskID: sub.id, Status: status, Message: message})
 }
 
 // newTaskID returns a random (version 4) UUID, the form Celery's task ids
@@ -316,11 +399,6 @@ type taskAccepted struct {
 	TaskID  string `json:"task_id"`
 	Status  string `json:"status"`
 	Message string `json:"message"`
-}
-
-func writeAccepted(w http.ResponseWriter, id, message string) {
-	w.Header().Set("Location", "/api/async/status/"+id)
-	writeJSON(w, http.StatusAccepted, taskAccepted{TaskID: id, Status: statePending, Message: message})
 }
 
 type processRequest struct {
@@ -356,11 +434,15 @@ func submitProcess(sub taskSubmitter, maxBody int64) handlerFunc {
 			}
 			priority = *req.Priority
 		}
-		id, err := sub.submit(r.Context(), tasks.HeavyTaskName, args, priority)
+		key, err := idempotencyKey(r)
 		if err != nil {
 			return err
 		}
-		writeAccepted(w, id, "Task submitted successfully. Use /api/async/status/{task_id} to check progress.")
+		res, err := sub.submit(r.Context(), tasks.HeavyTaskName, args, priority, key)
+		if err != nil {
+			return err
+		}
+		writeSubmitted(r.Context(), w, sub.statuses, res, "Task submitted successfully. Use /api/async/status/{task_id} to check progress.")
 		return nil
 	}
 }
@@ -391,11 +473,15 @@ func submitWelcomeEmail(sub taskSubmitter, maxBody int64) handlerFunc {
 		if err := validateEmailArgs(args); err != nil {
 			return err
 		}
-		id, err := sub.submit(r.Context(), tasks.WelcomeEmailName, args, "normal")
+		key, err := idempotencyKey(r)
 		if err != nil {
 			return err
 		}
-		writeAccepted(w, id, fmt.Sprintf("Email queued for %s. Check /api/async/status/%s", args.UserEmail, id))
+		res, err := sub.submit(r.Context(), tasks.WelcomeEmailName, args, "normal", key)
+		if err != nil {
+			return err
+		}
+		writeSubmitted(r.Context(), w, sub.statuses, res, fmt.Sprintf("Email queued for %s. Check /api/async/status/%s", args.UserEmail, res.id))
 		return nil
 	}
 }
@@ -485,6 +571,11 @@ func getTaskStatus(reader taskStatusReader) handlerFunc {
 		if err != nil {
 			return err
 		}
+		if st.Owner != taskOwner(r.Context()) {
+			// Another key's task: as far as this client knows, it does not exist.
+			return errStatusNotFound
+		}
+		st.Owner = ""
 		writeJSON(w, http.StatusOK, st)
 		return nil
 	}
@@ -506,13 +597,14 @@ func listTasks(results resultStore) handlerFunc {
 		if err != nil {
 			return err
 		}
-		records, err := results.listResults(r.Context(), status, skip, limit)
+		records, err := results.listResults(r.Context(), resultFilter{Status: status, Owner: taskOwner(r.Context())}, skip, limit)
 		if err != nil {
 			return fmt.Errorf("%w: list tasks: %v", errStoreUnavailable, err)
 		}
 		out := make([]taskStatus, len(records))
 		for i, rec := range records {
 			out[i] = rec.status()
+			out[i].Owner = ""
 		}
 		writeJSON(w, http.StatusOK, out)
 		return nil
@@ -533,6 +625,9 @@ func retryTask(results resultStore, sub taskSubmitter) handlerFunc {
 			return badRequest("invalid_id", "invalid task id")
 		}
 		rec, err := results.getResult(r.Context(), id)
+		if err == nil && rec.Owner != taskOwner(r.Context()) {
+			err = errNotFound
+		}
 		if errors.Is(err, errNotFound) {
 			return &apiError{status: http.StatusNotFound, code: "not_found", message: "no finished task with this id"}
 		}
@@ -548,10 +643,11 @@ func retryTask(results resultStore, sub taskSubmitter) handlerFunc {
 		if _, ok := priorityLevels[rec.Priority]; !ok {
 			rec.Priority = "normal"
 		}
-		newID, err := sub.submit(r.Context(), rec.TaskType, rec.Args, rec.Priority)
+		res, err := sub.submit(r.Context(), rec.TaskType, rec.Args, rec.Priority, "")
 		if err != nil {
 			return err
 		}
+		newID := res.id
 		w.Header().Set("Location", "/api/async/status/"+newID)
 		writeJSON(w, http.StatusAccepted, retryAccepted{
 			taskAccepted: taskAccepted{TaskID: newID, Status: statePending,

@@ -72,11 +72,11 @@ func (s *poolStack) submit(t *testing.T, taskType string, args any) string {
 	t.Helper()
 	sub := taskSubmitter{statuses: s.backend.statuses, publisher: s.backend.publisher, log: slog.New(slog.DiscardHandler),
 		now: time.Now, metrics: newMetrics("test")}
-	id, err := sub.submit(context.Background(), taskType, args, "normal")
+	res, err := sub.submit(context.Background(), taskType, args, "normal", "")
 	if err != nil {
 		t.Fatalf("submit %s: %v", taskType, err)
 	}
-	return id
+	return res.id
 }
 
 // deadLetters drains the dead-letter queue and returns the reasons of its

@@ -51,6 +51,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			log: log, items: b.items, statuses: b.statuses, results: b.results, publisher: b.publisher,
 			health: b.health, backends: b.mode, maxBody: cfg.MaxBodyBytes, healthTimeout: cfg.HealthTimeout,
 			now: time.Now, serveAPI: cfg.runsAPI(), metrics: m, resultTTL: cfg.ResultTTL,
+			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg),
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -118,6 +119,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("errand stopped")
 	return errors.Join(all...)
+}
+
+// newConfiguredRateLimiter is the limiter RATE_LIMIT asks for, or nil.
+func newConfiguredRateLimiter(cfg config) *rateLimiter {
+	if cfg.RateLimit == 0 {
+		return nil
+	}
+	burst := cfg.RateBurst
+	if burst == 0 {
+		burst = max(1, int(2*cfg.RateLimit))
+	}
+	return newRateLimiter(cfg.RateLimit, burst)
 }
 
 // newMailer is the SMTP mailer when SMTP_ADDR is set, else one that logs.

@@ -22,28 +22,35 @@ type serverDeps struct {
 	serveAPI      bool // false in a worker-only process: /health and /metrics only
 	metrics       *metrics
 	resultTTL     time.Duration
+	apiKeys       *apiKeys     // nil or empty: /api is open
+	rateLimiter   *rateLimiter // nil: no rate limit
 }
 
 // newServer builds errand's HTTP handler. Every route is registered here.
 func newServer(d serverDeps) http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, h handlerFunc) { mux.Handle(pattern, handle(d.log, h)) }
+	// API routes check the key first, so a client without one cannot spend
+	// anyone's rate budget, then the rate.
+	apiRoute := func(pattern string, h handlerFunc) {
+		mux.Handle(pattern, requireAPIKey(d.apiKeys, limitRate(d.rateLimiter, handle(d.log, h))))
+	}
 
 	route("GET /health", health(d.health, d.backends, d.healthTimeout, d.log, d.now))
 	mux.Handle("GET /metrics", d.metrics.handler())
 	if d.serveAPI {
-		sub := taskSubmitter{statuses: d.statuses, publisher: d.publisher, log: d.log, now: d.now, metrics: d.metrics}
+		sub := taskSubmitter{statuses: d.statuses, publisher: d.publisher, log: d.log, now: d.now, metrics: d.metrics, keyTTL: max(d.resultTTL, time.Hour)}
 		reader := taskStatusReader{statuses: d.statuses, results: d.results, resultTTL: d.resultTTL, log: d.log, now: d.now}
-		route("POST /api/items", createItem(d.items, d.maxBody, d.now))
-		route("GET /api/items", listItems(d.items))
-		route("GET /api/items/{id}", getItem(d.items))
-		route("PUT /api/items/{id}", updateItem(d.items, d.maxBody, d.now))
-		route("DELETE /api/items/{id}", deleteItem(d.items))
-		route("POST /api/async/process", submitProcess(sub, d.maxBody))
-		route("GET /api/async/status/{task_id}", getTaskStatus(reader))
-		route("POST /api/send-welcome-email", submitWelcomeEmail(sub, d.maxBody))
-		route("GET /api/tasks", listTasks(d.results))
-		route("POST /api/tasks/{task_id}/retry", retryTask(d.results, sub))
+		apiRoute("POST /api/items", createItem(d.items, d.maxBody, d.now))
+		apiRoute("GET /api/items", listItems(d.items))
+		apiRoute("GET /api/items/{id}", getItem(d.items))
+		apiRoute("PUT /api/items/{id}", updateItem(d.items, d.maxBody, d.now))
+		apiRoute("DELETE /api/items/{id}", deleteItem(d.items))
+		apiRoute("POST /api/async/process", submitProcess(sub, d.maxBody))
+		apiRoute("GET /api/async/status/{task_id}", getTaskStatus(reader))
+		apiRoute("POST /api/send-welcome-email", submitWelcomeEmail(sub, d.maxBody))
+		apiRoute("GET /api/tasks", listTasks(d.results))
+		apiRoute("POST /api/tasks/{task_id}/retry", retryTask(d.results, sub))
 	}
 	return withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux)))
 }

@@ -46,6 +46,9 @@ type taskStatus struct {
 	Attempts  int        `json:"attempts,omitempty"`
 	RetryAt   *time.Time `json:"retry_at,omitempty"`
 	UpdatedAt time.Time  `json:"updated_at"`
+	// Owner identifies the API key that submitted the task. It is stored
+	// but never shown: handlers clear it before answering.
+	Owner string `json:"owner,omitempty"`
 }
 
 func (s taskStatus) final() bool { return stateRank(s.Status) == 2 }
@@ -65,6 +68,11 @@ type statusStore interface {
 	// deletePending removes the entry only while it is still PENDING; it
 	// undoes the API's write when a publish fails.
 	deletePending(ctx context.Context, taskID string) error
+	// reserveKey stores value under an idempotency key unless the key holds
+	// a value already, which it returns ("" when value was stored).
+	reserveKey(ctx context.Context, key, value string, ttl time.Duration) (existing string, err error)
+	// releaseKey removes the key if it still holds value.
+	releaseKey(ctx context.Context, key, value string) error
 	ping(ctx context.Context) error
 }
 

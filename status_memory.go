@@ -11,7 +11,13 @@ import (
 type memoryStatusStore struct {
 	mu      sync.Mutex
 	entries map[string]memoryStatus
+	keys    map[string]memoryKey
 	now     func() time.Time
+}
+
+type memoryKey struct {
+	value   string
+	expires time.Time
 }
 
 type memoryStatus struct {
@@ -20,7 +26,7 @@ type memoryStatus struct {
 }
 
 func newMemoryStatusStore() *memoryStatusStore {
-	return &memoryStatusStore{entries: map[string]memoryStatus{}, now: time.Now}
+	return &memoryStatusStore{entries: map[string]memoryStatus{}, keys: map[string]memoryKey{}, now: time.Now}
 }
 
 // lookup returns the live entry for taskID, dropping it if it expired.
@@ -63,6 +69,26 @@ func (s *memoryStatusStore) deletePending(_ context.Context, taskID string) erro
 	defer s.mu.Unlock()
 	if e, ok := s.lookup(taskID); ok && e.status.Status == statePending {
 		delete(s.entries, taskID)
+	}
+	return nil
+}
+
+func (s *memoryStatusStore) reserveKey(_ context.Context, key, value string, ttl time.Duration) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if k, ok := s.keys[key]; ok && now.Before(k.expires) {
+		return k.value, nil
+	}
+	s.keys[key] = memoryKey{value: value, expires: now.Add(ttl)}
+	return "", nil
+}
+
+func (s *memoryStatusStore) releaseKey(_ context.Context, key, value string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k, ok := s.keys[key]; ok && k.value == value {
+		delete(s.keys, key)
 	}
 	return nil
 }

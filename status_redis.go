@@ -79,6 +79,36 @@ func (s *redisStatusStore) deletePending(ctx context.Context, taskID string) err
 	return nil
 }
 
+var releaseKeyScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+func (s *redisStatusStore) idempotencyKey(key string) string { return s.prefix + "idem:" + key }
+
+func (s *redisStatusStore) reserveKey(ctx context.Context, key, value string, ttl time.Duration) (string, error) {
+	// SET NX GET stores value only when the key is free and returns the
+	// old value otherwise, in one atomic step, so concurrent requests on
+	// different API processes agree on one task.
+	old, err := s.client.SetArgs(ctx, s.idempotencyKey(key), value, redis.SetArgs{Mode: "NX", Get: true, TTL: ttl}).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("redis: reserve idempotency key: %w", err)
+	}
+	return old, nil
+}
+
+func (s *redisStatusStore) releaseKey(ctx context.Context, key, value string) error {
+	if err := releaseKeyScript.Run(ctx, s.client, []string{s.idempotencyKey(key)}, value).Err(); err != nil {
+		return fmt.Errorf("redis: release idempotency key: %w", err)
+	}
+	return nil
+}
+
 func (s *redisStatusStore) ping(ctx context.Context) error {
 	return s.client.Ping(ctx).Err()
 }

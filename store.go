@@ -66,6 +66,8 @@ type taskRecord struct {
 	// Args and Priority are what POST /api/tasks/{id}/retry runs again.
 	Args     map[string]any
 	Priority string
+	// Owner identifies the API key that submitted the task ("" without keys).
+	Owner string
 }
 
 func (r taskRecord) status() taskStatus {
@@ -76,8 +78,19 @@ func (r taskRecord) status() taskStatus {
 		Result:    r.Result,
 		Error:     r.Error,
 		Attempts:  r.Attempts,
+		Owner:     r.Owner,
 		UpdatedAt: r.CompletedAt,
 	}
+}
+
+// resultFilter selects finished tasks; empty fields select all.
+type resultFilter struct {
+	Status string
+	Owner  string
+}
+
+func (f resultFilter) matches(r taskRecord) bool {
+	return (f.Status == "" || r.Status == f.Status) && (f.Owner == "" || r.Owner == f.Owner)
 }
 
 // resultStore keeps finished tasks. saveResult is idempotent per task id:
@@ -86,9 +99,8 @@ func (r taskRecord) status() taskStatus {
 type resultStore interface {
 	saveResult(ctx context.Context, r taskRecord) (taskRecord, error)
 	getResult(ctx context.Context, taskID string) (taskRecord, error)
-	// listResults pages through finished tasks, newest first; an empty
-	// status lists every status.
-	listResults(ctx context.Context, status string, skip, limit int) ([]taskRecord, error)
+	// listResults pages through finished tasks, newest first.
+	listResults(ctx context.Context, f resultFilter, skip, limit int) ([]taskRecord, error)
 }
 
 // itemTime truncates t to what MongoDB stores (milliseconds, UTC), so what

@@ -127,11 +127,11 @@ func (s *memoryStore) saveResult(_ context.Context, r taskRecord) (taskRecord, e
 	return r, nil
 }
 
-func (s *memoryStore) listResults(_ context.Context, status string, skip, limit int) ([]taskRecord, error) {
+func (s *memoryStore) listResults(_ context.Context, f resultFilter, skip, limit int) ([]taskRecord, error) {
 	s.mu.RLock()
 	var all []taskRecord
 	for _, r := range s.results {
-		if status == "" || r.Status == status {
+		if f.matches(r) {
 			all = append(all, r)
 		}
 	}

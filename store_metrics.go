@@ -33,6 +33,20 @@ func (s measuredStatusStore) deletePending(ctx context.Context, taskID string) e
 	return err
 }
 
+func (s measuredStatusStore) reserveKey(ctx context.Context, key, value string, ttl time.Duration) (string, error) {
+	start := time.Now()
+	out, err := s.next.reserveKey(ctx, key, value, ttl)
+	s.m.observeStore(s.store, "reserve_key", start, err)
+	return out, err
+}
+
+func (s measuredStatusStore) releaseKey(ctx context.Context, key, value string) error {
+	start := time.Now()
+	err := s.next.releaseKey(ctx, key, value)
+	s.m.observeStore(s.store, "release_key", start, err)
+	return err
+}
+
 func (s measuredStatusStore) ping(ctx context.Context) error { return s.next.ping(ctx) }
 
 // measuredDocumentStore times every item and result store operation.
@@ -94,9 +108,9 @@ func (s measuredDocumentStore) getResult(ctx context.Context, taskID string) (ta
 	return out, err
 }
 
-func (s measuredDocumentStore) listResults(ctx context.Context, status string, skip, limit int) ([]taskRecord, error) {
+func (s measuredDocumentStore) listResults(ctx context.Context, f resultFilter, skip, limit int) ([]taskRecord, error) {
 	start := time.Now()
-	out, err := s.next.listResults(ctx, status, skip, limit)
+	out, err := s.next.listResults(ctx, f, skip, limit)
 	s.m.observeStore(s.store, "list_results", start, err)
 	return out, err
 }

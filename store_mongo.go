@@ -155,16 +155,17 @@ type mongoTaskRecord struct {
 	CompletedAt time.Time      `bson:"completed_at"`
 	Args        map[string]any `bson:"args,omitempty"`
 	Priority    string         `bson:"priority,omitempty"`
+	Owner       string         `bson:"owner,omitempty"`
 }
 
 func (m mongoTaskRecord) record() taskRecord {
 	return taskRecord{TaskID: m.TaskID, TaskType: m.TaskType, Status: m.Status, Result: m.Result, Error: m.Error,
-		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority}
+		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority, Owner: m.Owner}
 }
 
 func (s *mongoStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, error) {
 	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
-		Attempts: r.Attempts, CompletedAt: itemTime(r.CompletedAt), Args: r.Args, Priority: r.Priority}
+		Attempts: r.Attempts, CompletedAt: itemTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner}
 	filter := bson.D{{Key: "_id", Value: r.TaskID}}
 	update := bson.D{{Key: "$setOnInsert", Value: doc}}
 	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)
@@ -181,10 +182,13 @@ func (s *mongoStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, 
 	return saved.record(), nil
 }
 
-func (s *mongoStore) listResults(ctx context.Context, status string, skip, limit int) ([]taskRecord, error) {
+func (s *mongoStore) listResults(ctx context.Context, f resultFilter, skip, limit int) ([]taskRecord, error) {
 	filter := bson.D{}
-	if status != "" {
-		filter = bson.D{{Key: "status", Value: status}}
+	if f.Status != "" {
+		filter = append(filter, bson.E{Key: "status", Value: f.Status})
+	}
+	if f.Owner != "" {
+		filter = append(filter, bson.E{Key: "owner", Value: f.Owner})
 	}
 	opts := options.Find().SetSort(bson.D{{Key: "completed_at", Value: -1}, {Key: "_id", Value: 1}}).SetSkip(int64(skip)).SetLimit(int64(limit))
 	cur, err := s.results.Find(ctx, filter, opts)

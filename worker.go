@@ -160,10 +160,10 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	inProgress := p.metrics.tasksInProgress.WithLabelValues(msg.Type)
 	inProgress.Inc()
 	defer inProgress.Dec()
-	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Status: stateProgress, TaskType: msg.Type,
+	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, Status: stateProgress, TaskType: msg.Type,
 		Progress: &tasks.Progress{Status: "Started"}, Attempts: msg.Attempt, UpdatedAt: started}, 0)
 	report := func(ctx context.Context, pr tasks.Progress) {
-		p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Status: stateProgress, TaskType: msg.Type, Progress: &pr,
+		p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, Status: stateProgress, TaskType: msg.Type, Progress: &pr,
 			Attempts: msg.Attempt, UpdatedAt: p.now()}, 0)
 	}
 	value, runErr := runTask(ctx, log, def, msg, report)
@@ -182,7 +182,7 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 
 	if runErr == nil {
 		p.metrics.tasksSucceeded.WithLabelValues(msg.Type).Inc()
-		p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, TaskType: msg.Type, Status: stateSuccess, Result: result,
+		p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, Owner: msg.Owner, TaskType: msg.Type, Status: stateSuccess, Result: result,
 			Attempts: msg.Attempt + 1, CompletedAt: finished}, "")
 		return
 	}
@@ -247,7 +247,7 @@ func (p *workerPool) retryLater(ctx context.Context, log *slog.Logger, d deliver
 	p.metrics.tasksRetried.WithLabelValues(msg.Type).Inc()
 	log.Warn("task failed; retry scheduled", "attempt", next.Attempt, "max_retries", policy.MaxRetries,
 		"retry_in", delay.String(), "error", runErr.Error())
-	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Status: stateRetry, TaskType: msg.Type, Error: runErr.Error(),
+	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, Status: stateRetry, TaskType: msg.Type, Error: runErr.Error(),
 		Attempts: next.Attempt, RetryAt: &retryAt, UpdatedAt: p.now()}, 0)
 	p.settle(d, acknowledge)
 }
@@ -256,7 +256,7 @@ func (p *workerPool) retryLater(ctx context.Context, log *slog.Logger, d deliver
 func (p *workerPool) fail(ctx context.Context, log *slog.Logger, d delivery, msg taskMessage, reason string) {
 	var args map[string]any
 	_ = json.Unmarshal(msg.Args, &args) // best effort: a retry needs them, a poison message may have none
-	p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, TaskType: msg.Type, Status: stateFailure, Error: reason,
+	p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, Owner: msg.Owner, TaskType: msg.Type, Status: stateFailure, Error: reason,
 		Attempts: msg.Attempt + 1, CompletedAt: p.now(), Args: args, Priority: msg.Priority}, reason)
 }
 
