@@ -20,6 +20,9 @@ import (
 // backends, serves HTTP and runs the worker pool until ctx ends, then
 // shuts down in order.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 1 && args[1] == "healthcheck" {
+		return runHealthcheck(ctx, args[2:], getenv, stdout)
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
