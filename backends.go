@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // backends are the services errand runs on: RabbitMQ, Redis and MongoDB,
@@ -34,7 +35,7 @@ func (b *backends) close() {
 // ones when none is configured. Connections are made lazily and redialled
 // after failures, so errand starts (and reports unhealthy) even while a
 // dependency is still coming up.
-func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics) (*backends, error) {
+func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics, tracer trace.Tracer) (*backends, error) {
 	if cfg.embedded() {
 		log.Warn("no AMQP_URL, REDIS_URL or MONGODB_URI set: running on embedded in-process backends " +
 			"(queue, status and storage live in this process and vanish when it stops); " +
@@ -43,10 +44,11 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics)
 		broker.queue = cfg.QueueName
 		store := newMemoryStore()
 		statuses := newMemoryStatusStore()
-		measured := measuredDocumentStore{next: store, store: "embedded", m: m}
+		obs := storeObserver{store: "embedded", m: m, tracer: tracer}
+		measured := measuredDocumentStore{next: store, obs: obs}
 		return &backends{
 			mode: "embedded", publisher: broker, queue: broker, queues: broker,
-			statuses: measuredStatusStore{next: statuses, store: "embedded", m: m},
+			statuses: measuredStatusStore{next: statuses, obs: obs},
 			items:    measured, results: measured,
 			health:  map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": store},
 			closers: []func(){broker.close},
@@ -66,10 +68,10 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics)
 	broker := newAMQPBroker(cfg.AMQPURL, cfg.QueueName, cfg.PublishTimeout, log.With("component", "amqp"))
 	broker.onReconnect = func(kind string) { m.reconnects.WithLabelValues(kind).Inc() }
 	statuses := newRedisStatusStore(rdb, cfg.KeyPrefix)
-	measured := measuredDocumentStore{next: mongoStore, store: "mongodb", m: m}
+	measured := measuredDocumentStore{next: mongoStore, obs: storeObserver{store: "mongodb", m: m, tracer: tracer}}
 	b := &backends{
 		mode: "external", publisher: broker, queue: broker, queues: broker,
-		statuses: measuredStatusStore{next: statuses, store: "redis", m: m},
+		statuses: measuredStatusStore{next: statuses, obs: storeObserver{store: "redis", m: m, tracer: tracer}},
 		items:    measured, results: measured,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
 		closers: []func(){

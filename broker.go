@@ -24,6 +24,10 @@ type taskMessage struct {
 	Deliveries int `json:"deliveries,omitempty"`
 	// Owner identifies the API key that submitted the task.
 	Owner string `json:"owner,omitempty"`
+	// Trace is the W3C trace context of the submit (traceparent,
+	// tracestate). It travels in the body so every broker carries it; the
+	// AMQP broker also sets it as message headers, where other tools look.
+	Trace map[string]string `json:"trace,omitempty"`
 }
 
 // Priorities by name, mapped onto AMQP message priorities as the guide's
@@ -51,6 +55,7 @@ func decodeTaskMessage(body []byte) (taskMessage, error) {
 // different message, and the broker redelivers the original.
 type delivery struct {
 	body        []byte
+	headers     map[string]string // string-valued message headers, if the broker has any
 	redelivered bool
 	ack         func() error
 	reject      func(requeue bool) error

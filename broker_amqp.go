@@ -182,11 +182,24 @@ func (b *amqpBroker) publish(ctx context.Context, m taskMessage) error {
 		return err
 	}
 	return b.publishTo(ctx, b.queue, m.ID, amqp.Publishing{
+		Headers:   traceHeaders(m),
 		Priority:  priorityLevels[m.Priority],
 		Type:      m.Type,
 		Timestamp: m.EnqueuedAt,
 		Body:      body,
 	}, nil)
+}
+
+// traceHeaders puts the message's trace context in AMQP headers.
+func traceHeaders(m taskMessage) amqp.Table {
+	if len(m.Trace) == 0 {
+		return nil
+	}
+	h := amqp.Table{}
+	for k, v := range m.Trace {
+		h[k] = v
+	}
+	return h
 }
 
 // publishDelayed puts m on a delay queue whose messages expire after delay
@@ -216,6 +229,7 @@ func (b *amqpBroker) publishDelayed(ctx context.Context, m taskMessage, delay ti
 		return err
 	}
 	return b.publishTo(ctx, delayQueue, m.ID, amqp.Publishing{
+		Headers:   traceHeaders(m),
 		Priority:  priorityLevels[m.Priority],
 		Type:      m.Type,
 		Timestamp: m.EnqueuedAt,
@@ -462,8 +476,18 @@ func (b *amqpBroker) stopConsuming(ch *amqp.Channel, tag string, msgs <-chan amq
 }
 
 func amqpDelivery(d amqp.Delivery) delivery {
+	var headers map[string]string
+	for k, v := range d.Headers {
+		if s, ok := v.(string); ok {
+			if headers == nil {
+				headers = map[string]string{}
+			}
+			headers[k] = s
+		}
+	}
 	return delivery{
 		body:        d.Body,
+		headers:     headers,
 		redelivered: d.Redelivered,
 		ack:         func() error { return d.Ack(false) },
 		reject:      func(requeue bool) error { return d.Nack(false, requeue) },

@@ -18,6 +18,11 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"errand/tasks"
 )
 
@@ -270,7 +275,8 @@ type taskSubmitter struct {
 	now       func() time.Time
 	metrics   *metrics
 	// keyTTL is how long an Idempotency-Key keeps pointing at its task.
-	keyTTL time.Duration
+	keyTTL  time.Duration
+	tracing *tracing
 }
 
 // submission is the outcome of a submit.
@@ -316,15 +322,24 @@ func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, pr
 			return submission{id: existingID, replayed: true}, nil
 		}
 	}
+	// The producer span is the parent of the worker's consumer span: its
+	// context travels with the message.
+	ctx, span := s.tracing.tracer.Start(ctx, "publish "+taskType, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.system", "rabbitmq"), attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.message.id", id), attribute.String("errand.task_type", taskType)))
+	defer span.End()
+	carrier := propagation.MapCarrier{}
+	s.tracing.propagator.Inject(ctx, carrier)
 	now := s.now()
-	if err := s.statuses.put(ctx, taskStatus{TaskID: id, Status: statePending, TaskType: taskType, Owner: owner, UpdatedAt: now}, 0); err != nil {
+	if err := s.statuses.put(ctx, taskStatus{TaskID: id, Status: statePending, TaskType: taskType, Owner: owner, TraceID: traceID(ctx), UpdatedAt: now}, 0); err != nil {
 		s.release(ctx, key, keyValue)
 		return submission{}, fmt.Errorf("%w: record pending %s: %v", errStatusUnavailable, id, err)
 	}
 	publishStart := time.Now()
-	err = s.publisher.publish(ctx, taskMessage{ID: id, Type: taskType, Args: raw, Priority: priority, EnqueuedAt: now, Owner: owner})
-	s.metrics.observePublish(taskType, priority, publishStart, err)
+	err = s.publisher.publish(ctx, taskMessage{ID: id, Type: taskType, Args: raw, Priority: priority, EnqueuedAt: now, Owner: owner, Trace: carrier})
+	s.metrics.observePublish(ctx, taskType, priority, publishStart, err)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		// The client may be gone already, but the pending status must
 		// still go, so the undo gets a context of its own.
 		undoCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeOpTimeout)

@@ -73,7 +73,7 @@ func newHandlerFixture(t testing.TB, adjust ...func(*serverDeps)) *handlerFixtur
 		log: slog.New(slog.DiscardHandler), items: f.items, statuses: f.statuses, results: f.items,
 		publisher: f.broker, health: map[string]pinger{"rabbitmq": f.broker, "redis": f.statuses, "mongodb": f.items},
 		backends: "embedded", maxBody: handlerMaxBody, healthTimeout: time.Second, now: f.clock.now, serveAPI: true,
-		metrics: newMetrics("test"),
+		metrics: newMetrics("test"), tracing: disabledTracing(),
 	}
 	for _, a := range adjust {
 		a(&d)

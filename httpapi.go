@@ -269,12 +269,12 @@ func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 				if p == http.ErrAbortHandler {
 					panic(p)
 				}
-				log.Error("handler panicked", "request_id", id, "panic", fmt.Sprint(p))
+				log.ErrorContext(r.Context(), "handler panicked", "request_id", id, "panic", fmt.Sprint(p))
 				if rec.status == 0 {
 					writeJSON(rec, http.StatusInternalServerError, errorBody{Error: "internal", Detail: "internal server error", RequestID: id})
 				}
 			}
-			log.Info("request", "request_id", id, "method", r.Method, "route", r.Pattern, "path", r.URL.Path,
+			log.InfoContext(r.Context(), "request", "request_id", id, "method", r.Method, "route", r.Pattern, "path", r.URL.Path,
 				"status", rec.status, "duration_ms", float64(time.Since(start).Microseconds())/1000, "remote", r.RemoteAddr)
 		}()
 		next.ServeHTTP(rec, r)

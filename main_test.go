@@ -285,6 +285,7 @@ func waitForHTTP(t testing.TB, url string, exited <-chan error) {
 type child struct {
 	cmd     *exec.Cmd
 	base    string
+	logPath string        // the process's stdout and stderr
 	exited  chan struct{} // closed when the process has exited
 	exitErr error         // valid once exited is closed
 }
@@ -320,7 +321,7 @@ func startChild(t testing.TB, env map[string]string) *child {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start errand child: %v", err)
 	}
-	c := &child{cmd: cmd, base: "http://" + addr, exited: make(chan struct{})}
+	c := &child{cmd: cmd, base: "http://" + addr, logPath: logFile.Name(), exited: make(chan struct{})}
 	go func() { c.exitErr = cmd.Wait(); close(c.exited) }()
 	exitedEarly := make(chan error)
 	go func() {

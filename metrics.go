@@ -2,16 +2,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // metrics holds every metric errand exports. Labels are bounded: route
@@ -145,12 +147,17 @@ func (m *metrics) instrumentHTTP(next http.Handler) http.Handler {
 		if code == 0 {
 			code = http.StatusOK
 		}
-		m.httpDuration.WithLabelValues(r.Method, route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+		observeWithExemplar(r.Context(), m.httpDuration.WithLabelValues(r.Method, route, strconv.Itoa(code)), time.Since(start).Seconds())
+		// The server span started before routing; now the route is known.
+		if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
+			span.SetName(r.Method + " " + strings.TrimPrefix(route, r.Method+" "))
+			span.SetAttributes(attribute.String("http.route", route))
+		}
 	})
 }
 
 // observePublish records one publish and, when confirmed, the submission.
-func (m *metrics) observePublish(taskType, priority string, start time.Time, err error) {
+func (m *metrics) observePublish(ctx context.Context, taskType, priority string, start time.Time, err error) {
 	outcome := "confirmed"
 	if err != nil {
 		outcome = "failed"
@@ -158,22 +165,19 @@ func (m *metrics) observePublish(taskType, priority string, start time.Time, err
 	} else {
 		m.tasksSubmitted.WithLabelValues(taskType, priority).Inc()
 	}
-	m.publishDuration.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+	observeWithExemplar(ctx, m.publishDuration.WithLabelValues(outcome), time.Since(start).Seconds())
 }
 
-// observeStore times one store operation. Not-found answers are answers,
-// not errors.
-func (m *metrics) observeStore(store, op string, start time.Time, err error, notFound ...error) {
-	m.storeDuration.WithLabelValues(store, op).Observe(time.Since(start).Seconds())
-	if err == nil {
-		return
-	}
-	for _, nf := range notFound {
-		if errors.Is(err, nf) {
+// observeWithExemplar records v with the trace id of ctx's span as an
+// exemplar, so a latency outlier on a dashboard links to its trace.
+func observeWithExemplar(ctx context.Context, o prometheus.Observer, v float64) {
+	if id := traceID(ctx); id != "" {
+		if eo, ok := o.(prometheus.ExemplarObserver); ok {
+			eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": id})
 			return
 		}
 	}
-	m.storeErrors.WithLabelValues(store, op).Inc()
+	o.Observe(v)
 }
 
 // dependencyCollector reports errand_dependency_up by pinging each

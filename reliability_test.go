@@ -40,7 +40,7 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 	log := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	m := newMetrics("test")
 	ctx, cancel := context.WithCancel(context.Background())
-	b, err := openBackends(ctx, cfg, log, m)
+	b, err := openBackends(ctx, cfg, log, m, disabledTracing().tracer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,12 +50,12 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 	}
 	pool := &workerPool{size: workers, queue: b.queue, registry: reg, statuses: b.statuses, results: b.results,
 		resultTTL: time.Hour, drainTimeout: 5 * time.Second, log: log, now: time.Now, metrics: m,
-		jitter: func() float64 { return 0 }}
+		jitter: func() float64 { return 0 }, tracing: disabledTracing()}
 	done := make(chan error, 1)
 	go func() { done <- pool.run(ctx) }()
 	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, statuses: b.statuses, results: b.results,
 		publisher: b.publisher, health: b.health, backends: b.mode, maxBody: 1 << 20, healthTimeout: time.Second,
-		now: time.Now, serveAPI: true, metrics: m}))
+		now: time.Now, serveAPI: true, metrics: m, tracing: disabledTracing()}))
 	t.Cleanup(func() {
 		srv.Close()
 		cancel()
@@ -71,7 +71,7 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 func (s *poolStack) submit(t *testing.T, taskType string, args any) string {
 	t.Helper()
 	sub := taskSubmitter{statuses: s.backend.statuses, publisher: s.backend.publisher, log: slog.New(slog.DiscardHandler),
-		now: time.Now, metrics: newMetrics("test")}
+		now: time.Now, metrics: newMetrics("test"), tracing: disabledTracing()}
 	res, err := sub.submit(context.Background(), taskType, args, "normal", "")
 	if err != nil {
 		t.Fatalf("submit %s: %v", taskType, err)

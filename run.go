@@ -37,8 +37,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 
+	tr, err := newTracing(ctx, getenv, cfg.Role, buildVersion())
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		// Last: flush the spans of everything that ran, shutdown included.
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tr.shutdown(flushCtx); err != nil {
+			log.Warn("trace export incomplete at shutdown", "error", err)
+		}
+	}()
 	m := newMetrics(buildVersion())
-	b, err := openBackends(ctx, cfg, log, m)
+	b, err := openBackends(ctx, cfg, log, m, tr.tracer)
 	if err != nil {
 		return err
 	}
@@ -54,7 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			log: log, items: b.items, statuses: b.statuses, results: b.results, publisher: b.publisher,
 			health: b.health, backends: b.mode, maxBody: cfg.MaxBodyBytes, healthTimeout: cfg.HealthTimeout,
 			now: time.Now, serveAPI: cfg.runsAPI(), metrics: m, resultTTL: cfg.ResultTTL,
-			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg),
+			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg), tracing: tr,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -84,7 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}),
 			statuses: b.statuses, results: b.results,
 			resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout,
-			log: log.With("component", "worker"), now: time.Now, metrics: m, jitter: rand.Float64,
+			log: log.With("component", "worker"), now: time.Now, metrics: m, jitter: rand.Float64, tracing: tr,
 		}
 		wg.Add(1)
 		go func() {
@@ -152,5 +164,5 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 			return nil, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", level)
 		}
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+	return slog.New(traceLogHandler{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})}), nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"log/slog"
 	"net/http"
 	"time"
@@ -24,6 +25,7 @@ type serverDeps struct {
 	resultTTL     time.Duration
 	apiKeys       *apiKeys     // nil or empty: /api is open
 	rateLimiter   *rateLimiter // nil: no rate limit
+	tracing       *tracing
 }
 
 // newServer builds errand's HTTP handler. Every route is registered here.
@@ -39,7 +41,7 @@ func newServer(d serverDeps) http.Handler {
 	route("GET /health", health(d.health, d.backends, d.healthTimeout, d.log, d.now))
 	mux.Handle("GET /metrics", d.metrics.handler())
 	if d.serveAPI {
-		sub := taskSubmitter{statuses: d.statuses, publisher: d.publisher, log: d.log, now: d.now, metrics: d.metrics, keyTTL: max(d.resultTTL, time.Hour)}
+		sub := taskSubmitter{statuses: d.statuses, publisher: d.publisher, log: d.log, now: d.now, metrics: d.metrics, keyTTL: max(d.resultTTL, time.Hour), tracing: d.tracing}
 		reader := taskStatusReader{statuses: d.statuses, results: d.results, resultTTL: d.resultTTL, log: d.log, now: d.now}
 		apiRoute("POST /api/items", createItem(d.items, d.maxBody, d.now))
 		apiRoute("GET /api/items", listItems(d.items))
@@ -52,7 +54,10 @@ func newServer(d serverDeps) http.Handler {
 		apiRoute("GET /api/tasks", listTasks(d.results))
 		apiRoute("POST /api/tasks/{task_id}/retry", retryTask(d.results, sub))
 	}
-	return withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux)))
+	// The server span is outermost, so the access log and every handler
+	// log line carry its trace id.
+	return otelhttp.NewHandler(withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux))), "http.server",
+		otelhttp.WithTracerProvider(d.tracing.provider), otelhttp.WithPropagators(d.tracing.propagator))
 }
 
 // jsonMuxErrors turns the mux's own plain-text 404 (no such route) and 405

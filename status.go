@@ -46,6 +46,8 @@ type taskStatus struct {
 	Attempts  int        `json:"attempts,omitempty"`
 	RetryAt   *time.Time `json:"retry_at,omitempty"`
 	UpdatedAt time.Time  `json:"updated_at"`
+	// TraceID is the task's trace, from its submit to its result write.
+	TraceID string `json:"trace_id,omitempty"`
 	// Owner identifies the API key that submitted the task. It is stored
 	// but never shown: handlers clear it before answering.
 	Owner string `json:"owner,omitempty"`

@@ -67,7 +67,8 @@ type taskRecord struct {
 	Args     map[string]any
 	Priority string
 	// Owner identifies the API key that submitted the task ("" without keys).
-	Owner string
+	Owner   string
+	TraceID string
 }
 
 func (r taskRecord) status() taskStatus {
@@ -79,6 +80,7 @@ func (r taskRecord) status() taskStatus {
 		Error:     r.Error,
 		Attempts:  r.Attempts,
 		Owner:     r.Owner,
+		TraceID:   r.TraceID,
 		UpdatedAt: r.CompletedAt,
 	}
 }

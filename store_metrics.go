@@ -2,116 +2,150 @@ package main
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
-// measuredStatusStore times every status store operation.
+// storeObserver times and traces store operations: a latency sample and,
+// on failure, an error count per store and operation, and a client span.
+type storeObserver struct {
+	store  string // "redis", "mongodb" or "embedded"
+	m      *metrics
+	tracer trace.Tracer
+}
+
+// start begins one operation; the returned function ends it with its
+// error. Errors listed in notFound are answers, not failures.
+func (o storeObserver) start(ctx context.Context, op string) (context.Context, func(err error, notFound ...error)) {
+	begin := time.Now()
+	ctx, span := o.tracer.Start(ctx, o.store+" "+op, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system.name", o.store), attribute.String("db.operation.name", op)))
+	return ctx, func(err error, notFound ...error) {
+		defer span.End()
+		o.m.storeDuration.WithLabelValues(o.store, op).Observe(time.Since(begin).Seconds())
+		if err == nil {
+			return
+		}
+		for _, nf := range notFound {
+			if errors.Is(err, nf) {
+				return
+			}
+		}
+		span.SetStatus(codes.Error, err.Error())
+		o.m.storeErrors.WithLabelValues(o.store, op).Inc()
+	}
+}
+
+// measuredStatusStore times and traces every status store operation.
 type measuredStatusStore struct {
-	next  statusStore
-	store string
-	m     *metrics
+	next statusStore
+	obs  storeObserver
 }
 
 func (s measuredStatusStore) put(ctx context.Context, st taskStatus, ttl time.Duration) error {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "put_status")
 	err := s.next.put(ctx, st, ttl)
-	s.m.observeStore(s.store, "put_status", start, err)
+	end(err)
 	return err
 }
 
 func (s measuredStatusStore) get(ctx context.Context, taskID string) (taskStatus, error) {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "get_status")
 	st, err := s.next.get(ctx, taskID)
-	s.m.observeStore(s.store, "get_status", start, err, errStatusNotFound)
+	end(err, errStatusNotFound)
 	return st, err
 }
 
 func (s measuredStatusStore) deletePending(ctx context.Context, taskID string) error {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "delete_pending")
 	err := s.next.deletePending(ctx, taskID)
-	s.m.observeStore(s.store, "delete_pending", start, err)
+	end(err)
 	return err
 }
 
 func (s measuredStatusStore) reserveKey(ctx context.Context, key, value string, ttl time.Duration) (string, error) {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "reserve_key")
 	out, err := s.next.reserveKey(ctx, key, value, ttl)
-	s.m.observeStore(s.store, "reserve_key", start, err)
+	end(err)
 	return out, err
 }
 
 func (s measuredStatusStore) releaseKey(ctx context.Context, key, value string) error {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "release_key")
 	err := s.next.releaseKey(ctx, key, value)
-	s.m.observeStore(s.store, "release_key", start, err)
+	end(err)
 	return err
 }
 
 func (s measuredStatusStore) ping(ctx context.Context) error { return s.next.ping(ctx) }
 
-// measuredDocumentStore times every item and result store operation.
+// measuredDocumentStore times and traces every item and result store
+// operation.
 type measuredDocumentStore struct {
 	next interface {
 		itemStore
 		resultStore
 	}
-	store string
-	m     *metrics
+	obs storeObserver
 }
 
 func (s measuredDocumentStore) createItem(ctx context.Context, it item) (item, error) {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "create_item")
 	out, err := s.next.createItem(ctx, it)
-	s.m.observeStore(s.store, "create_item", start, err)
+	end(err)
 	return out, err
 }
 
 func (s measuredDocumentStore) listItems(ctx context.Context, skip, limit int) ([]item, error) {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "list_items")
 	out, err := s.next.listItems(ctx, skip, limit)
-	s.m.observeStore(s.store, "list_items", start, err)
+	end(err)
 	return out, err
 }
 
 func (s measuredDocumentStore) getItem(ctx context.Context, id string) (item, error) {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "get_item")
 	out, err := s.next.getItem(ctx, id)
-	s.m.observeStore(s.store, "get_item", start, err, errNotFound, errInvalidID)
+	end(err, errNotFound, errInvalidID)
 	return out, err
 }
 
 func (s measuredDocumentStore) updateItem(ctx context.Context, id string, u itemUpdate, now time.Time) (item, error) {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "update_item")
 	out, err := s.next.updateItem(ctx, id, u, now)
-	s.m.observeStore(s.store, "update_item", start, err, errNotFound, errInvalidID)
+	end(err, errNotFound, errInvalidID)
 	return out, err
 }
 
 func (s measuredDocumentStore) deleteItem(ctx context.Context, id string) error {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "delete_item")
 	err := s.next.deleteItem(ctx, id)
-	s.m.observeStore(s.store, "delete_item", start, err, errNotFound, errInvalidID)
+	end(err, errNotFound, errInvalidID)
 	return err
 }
 
 func (s measuredDocumentStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, error) {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "save_result")
 	out, err := s.next.saveResult(ctx, r)
-	s.m.observeStore(s.store, "save_result", start, err)
+	end(err)
 	return out, err
 }
 
 func (s measuredDocumentStore) getResult(ctx context.Context, taskID string) (taskRecord, error) {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "get_result")
 	out, err := s.next.getResult(ctx, taskID)
-	s.m.observeStore(s.store, "get_result", start, err, errNotFound)
+	end(err, errNotFound)
 	return out, err
 }
 
 func (s measuredDocumentStore) listResults(ctx context.Context, f resultFilter, skip, limit int) ([]taskRecord, error) {
-	start := time.Now()
+	ctx, end := s.obs.start(ctx, "list_results")
 	out, err := s.next.listResults(ctx, f, skip, limit)
-	s.m.observeStore(s.store, "list_results", start, err)
+	end(err)
 	return out, err
 }
 

@@ -156,16 +156,17 @@ type mongoTaskRecord struct {
 	Args        map[string]any `bson:"args,omitempty"`
 	Priority    string         `bson:"priority,omitempty"`
 	Owner       string         `bson:"owner,omitempty"`
+	TraceID     string         `bson:"trace_id,omitempty"`
 }
 
 func (m mongoTaskRecord) record() taskRecord {
 	return taskRecord{TaskID: m.TaskID, TaskType: m.TaskType, Status: m.Status, Result: m.Result, Error: m.Error,
-		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority, Owner: m.Owner}
+		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority, Owner: m.Owner, TraceID: m.TraceID}
 }
 
 func (s *mongoStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, error) {
 	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
-		Attempts: r.Attempts, CompletedAt: itemTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner}
+		Attempts: r.Attempts, CompletedAt: itemTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner, TraceID: r.TraceID}
 	filter := bson.D{{Key: "_id", Value: r.TaskID}}
 	update := bson.D{{Key: "$setOnInsert", Value: doc}}
 	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)

@@ -10,6 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"errand/tasks"
 )
 
@@ -45,7 +50,8 @@ type workerPool struct {
 	now          func() time.Time
 	metrics      *metrics
 	// jitter returns a value in [0,1) that spreads retry backoffs.
-	jitter func() float64
+	jitter  func() float64
+	tracing *tracing
 }
 
 // storeOpTimeout bounds each status write from a worker, so a slow or
@@ -127,7 +133,21 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 		p.deadLetter(ctx, p.log, d, "", "undecodable message: "+err.Error())
 		return
 	}
+	// Continue the trace the API started: the consumer span's parent is
+	// the producer span of the submit.
+	carrier := propagation.MapCarrier(msg.Trace)
+	if d.headers["traceparent"] != "" {
+		carrier = propagation.MapCarrier(d.headers)
+	}
+	ctx, span := p.tracing.tracer.Start(p.tracing.propagator.Extract(ctx, carrier), "process "+msg.Type,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "rabbitmq"), attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.message.id", msg.ID), attribute.Int("errand.attempt", msg.Attempt+1)))
+	defer span.End()
 	log := p.log.With("task_id", msg.ID, "task_type", msg.Type)
+	if sc := span.SpanContext(); sc.IsValid() {
+		log = log.With("trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
+	}
 
 	if d.redelivered {
 		// A redelivered task may have finished before its ack was lost;
@@ -156,17 +176,22 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	started := p.now()
 	log.Info("task started", "queue_wait_ms", started.Sub(msg.EnqueuedAt).Milliseconds(), "attempt", msg.Attempt+1, "redelivered", d.redelivered)
 	p.metrics.tasksStarted.WithLabelValues(msg.Type).Inc()
-	p.metrics.taskQueueWait.WithLabelValues(msg.Type).Observe(max(0, started.Sub(msg.EnqueuedAt).Seconds()))
+	observeWithExemplar(ctx, p.metrics.taskQueueWait.WithLabelValues(msg.Type), max(0, started.Sub(msg.EnqueuedAt).Seconds()))
 	inProgress := p.metrics.tasksInProgress.WithLabelValues(msg.Type)
 	inProgress.Inc()
 	defer inProgress.Dec()
-	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, Status: stateProgress, TaskType: msg.Type,
+	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: stateProgress, TaskType: msg.Type,
 		Progress: &tasks.Progress{Status: "Started"}, Attempts: msg.Attempt, UpdatedAt: started}, 0)
 	report := func(ctx context.Context, pr tasks.Progress) {
-		p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, Status: stateProgress, TaskType: msg.Type, Progress: &pr,
+		p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: stateProgress, TaskType: msg.Type, Progress: &pr,
 			Attempts: msg.Attempt, UpdatedAt: p.now()}, 0)
 	}
-	value, runErr := runTask(ctx, log, def, msg, report)
+	runCtx, runSpan := p.tracing.tracer.Start(ctx, "run "+msg.Type)
+	value, runErr := runTask(runCtx, log, def, msg, report)
+	if runErr != nil {
+		runSpan.SetStatus(codes.Error, runErr.Error())
+	}
+	runSpan.End()
 	if runErr != nil && ctx.Err() != nil {
 		log.Warn("task aborted by shutdown; requeueing", "error", runErr)
 		p.settle(d, requeue)
@@ -177,12 +202,12 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 		result, runErr = resultObject(value)
 	}
 	finished := p.now()
-	p.metrics.taskRunDuration.WithLabelValues(msg.Type).Observe(finished.Sub(started).Seconds())
+	observeWithExemplar(ctx, p.metrics.taskRunDuration.WithLabelValues(msg.Type), finished.Sub(started).Seconds())
 	log.Info("task run ended", "run_ms", finished.Sub(started).Milliseconds(), "error", errString(runErr))
 
 	if runErr == nil {
 		p.metrics.tasksSucceeded.WithLabelValues(msg.Type).Inc()
-		p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, Owner: msg.Owner, TaskType: msg.Type, Status: stateSuccess, Result: result,
+		p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), TaskType: msg.Type, Status: stateSuccess, Result: result,
 			Attempts: msg.Attempt + 1, CompletedAt: finished}, "")
 		return
 	}
@@ -247,7 +272,7 @@ func (p *workerPool) retryLater(ctx context.Context, log *slog.Logger, d deliver
 	p.metrics.tasksRetried.WithLabelValues(msg.Type).Inc()
 	log.Warn("task failed; retry scheduled", "attempt", next.Attempt, "max_retries", policy.MaxRetries,
 		"retry_in", delay.String(), "error", runErr.Error())
-	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, Status: stateRetry, TaskType: msg.Type, Error: runErr.Error(),
+	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: stateRetry, TaskType: msg.Type, Error: runErr.Error(),
 		Attempts: next.Attempt, RetryAt: &retryAt, UpdatedAt: p.now()}, 0)
 	p.settle(d, acknowledge)
 }
@@ -256,7 +281,7 @@ func (p *workerPool) retryLater(ctx context.Context, log *slog.Logger, d deliver
 func (p *workerPool) fail(ctx context.Context, log *slog.Logger, d delivery, msg taskMessage, reason string) {
 	var args map[string]any
 	_ = json.Unmarshal(msg.Args, &args) // best effort: a retry needs them, a poison message may have none
-	p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, Owner: msg.Owner, TaskType: msg.Type, Status: stateFailure, Error: reason,
+	p.finish(ctx, log, d, taskRecord{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), TaskType: msg.Type, Status: stateFailure, Error: reason,
 		Attempts: msg.Attempt + 1, CompletedAt: p.now(), Args: args, Priority: msg.Priority}, reason)
 }
 
