@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -463,5 +464,32 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestMemoryStatusStoreSweeps: expired entries the embedded store never
+// reads again are still dropped, so a long-running embedded errand does
+// not grow without bound.
+func TestMemoryStatusStoreSweeps(t *testing.T) {
+	s := newMemoryStatusStore()
+	clock := time.Now()
+	s.now = func() time.Time { return clock }
+	ctx := context.Background()
+	for i := range sweepEvery {
+		if err := s.put(ctx, taskStatus{TaskID: fmt.Sprint("old-", i), Status: stateSuccess}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.reserveKey(ctx, fmt.Sprint("key-", i), "v", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock = clock.Add(2 * time.Minute)
+	for i := range sweepEvery {
+		_ = s.put(ctx, taskStatus{TaskID: fmt.Sprint("new-", i), Status: statePending}, 0)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.entries) != sweepEvery || len(s.keys) != 0 {
+		t.Errorf("after expiry and %d writes: %d statuses and %d keys kept, want %d and 0", sweepEvery, len(s.entries), len(s.keys), sweepEvery)
 	}
 }

@@ -13,6 +13,31 @@ type memoryStatusStore struct {
 	entries map[string]memoryStatus
 	keys    map[string]memoryKey
 	now     func() time.Time
+	writes  int // since the last sweep
+}
+
+// sweepEvery is how many writes pass between sweeps of expired entries;
+// lookups drop expired entries too, but only the ones they touch.
+const sweepEvery = 4096
+
+// sweep drops expired statuses and idempotency keys. The caller holds s.mu.
+func (s *memoryStatusStore) sweep() {
+	s.writes++
+	if s.writes < sweepEvery {
+		return
+	}
+	s.writes = 0
+	now := s.now()
+	for id, e := range s.entries {
+		if !e.expires.IsZero() && !now.Before(e.expires) {
+			delete(s.entries, id)
+		}
+	}
+	for k, v := range s.keys {
+		if !now.Before(v.expires) {
+			delete(s.keys, k)
+		}
+	}
 }
 
 type memoryKey struct {
@@ -46,6 +71,7 @@ func (s *memoryStatusStore) put(_ context.Context, st taskStatus, ttl time.Durat
 	if cur, ok := s.lookup(st.TaskID); ok && stateRank(cur.status.Status) > stateRank(st.Status) {
 		return nil
 	}
+	s.sweep()
 	e := memoryStatus{status: st}
 	if ttl > 0 {
 		e.expires = s.now().Add(ttl)
@@ -76,6 +102,7 @@ func (s *memoryStatusStore) deletePending(_ context.Context, taskID string) erro
 func (s *memoryStatusStore) reserveKey(_ context.Context, key, value string, ttl time.Duration) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweep()
 	now := s.now()
 	if k, ok := s.keys[key]; ok && now.Before(k.expires) {
 		return k.value, nil
