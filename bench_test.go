@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"errand/tasks"
+)
+
+// Benchmarks of the hot paths. They are not part of the test command's
+// timing: run them with
+//
+//	go test -run '^$' -bench . -benchtime 3s .
+
+// benchStack opens the real backends (or the embedded ones for an empty
+// env) as run() does.
+func benchStack(b *testing.B, env map[string]string) *backends {
+	b.Helper()
+	cfg, err := parseConfig([]string{"errand"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bk, err := openBackends(context.Background(), cfg, slog.New(slog.DiscardHandler), newMetrics("bench"), disabledTracing().tracer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(bk.close)
+	return bk
+}
+
+// BenchmarkSubmit measures the submit path (PENDING status write, then a
+// confirmed publish) from many goroutines at once, as concurrent HTTP
+// requests drive it.
+func BenchmarkSubmit(b *testing.B) {
+	for name, env := range map[string]func(b *testing.B) map[string]string{
+		"embedded": func(*testing.B) map[string]string { return map[string]string{} },
+		"real":     func(b *testing.B) map[string]string { return realStack(b) },
+	} {
+		b.Run(name, func(b *testing.B) {
+			bk := benchStack(b, env(b))
+			sub := taskSubmitter{statuses: bk.statuses, publisher: bk.publisher, log: slog.New(slog.DiscardHandler),
+				now: time.Now, metrics: newMetrics("bench"), tracing: disabledTracing(), keyTTL: time.Hour}
+			args := tasks.HeavyArgs{Data: "bench", Iterations: 1}
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := sub.submit(context.Background(), tasks.HeavyTaskName, args, "normal", ""); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkSubmitHTTP measures POST /api/async/process through the whole
+// handler stack (request id, metrics, tracing, decoding, validation) on
+// the embedded backends: the cost errand adds around the broker.
+func BenchmarkSubmitHTTP(b *testing.B) {
+	bk := benchStack(b, map[string]string{})
+	h := newServer(serverDeps{log: slog.New(slog.DiscardHandler), items: bk.items, statuses: bk.statuses, results: bk.results,
+		publisher: bk.publisher, health: bk.health, backends: bk.mode, maxBody: 1 << 20, healthTimeout: time.Second,
+		now: time.Now, serveAPI: true, metrics: newMetrics("bench"), tracing: disabledTracing()})
+	body := `{"data": "heavy processing task", "iterations": 10, "priority": "high"}`
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodPost, "/api/async/process", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusAccepted {
+				b.Fatalf("status %d", rec.Code)
+			}
+		}
+	})
+}
+
+// BenchmarkStatusPut measures one status write (the Lua rank check) on
+// Redis.
+func BenchmarkStatusPut(b *testing.B) {
+	bk := benchStack(b, realStack(b))
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		id := newTaskID()
+		for pb.Next() {
+			if err := bk.statuses.put(context.Background(), taskStatus{TaskID: id, Status: stateProgress}, 0); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkSaveResult measures the idempotent result write on MongoDB.
+func BenchmarkSaveResult(b *testing.B) {
+	bk := benchStack(b, realStack(b))
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, err := bk.results.saveResult(context.Background(), taskRecord{TaskID: newTaskID(), TaskType: "bench", Status: stateSuccess,
+				Result: map[string]any{"ok": true}, CompletedAt: time.Now()})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
