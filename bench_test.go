@@ -102,10 +102,11 @@ func BenchmarkStatusPut(b *testing.B) {
 	})
 }
 
-// BenchmarkSaveResult measures the idempotent result write on MongoDB.
+// BenchmarkSaveResult measures the idempotent result write on MongoDB
+// from as many goroutines as a busy worker pool has.
 func BenchmarkSaveResult(b *testing.B) {
 	bk := benchStack(b, realStack(b))
-	b.SetParallelism(8)
+	b.SetParallelism(32)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

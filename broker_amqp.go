@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -94,15 +95,34 @@ func (b *amqpBroker) declareTopology(ch *amqp.Channel) error {
 	return nil
 }
 
-// amqpPublisher is one publishing connection with a confirming channel.
+// publisherChannels is how many confirming channels a publisher spreads
+// its messages over. One channel serializes its frames and its confirms;
+// a few let more messages be in flight at once (RabbitMQ runs each
+// channel as its own process), which is what submit throughput rests on.
+const publisherChannels = 4
+
+// amqpPublisher is one publishing connection with confirming channels.
 type amqpPublisher struct {
-	conn    *amqp.Connection
+	conn  *amqp.Connection
+	chans []*confirmChannel
+	next  atomic.Uint32
+
+	mu       sync.Mutex
+	declared map[string]struct{} // delay queues declared on this connection
+}
+
+// confirmChannel is a channel in confirm mode with the returns it got.
+type confirmChannel struct {
 	ch      *amqp.Channel
 	returns chan amqp.Return
 
 	mu       sync.Mutex
 	returned map[string]struct{}
-	declared map[string]struct{} // delay queues declared on this channel
+}
+
+// channel picks the next channel, round robin.
+func (p *amqpPublisher) channel() *confirmChannel {
+	return p.chans[int(p.next.Add(1))%len(p.chans)]
 }
 
 // publisher returns the live publisher, dialling one if there is none.
@@ -135,41 +155,45 @@ func (b *amqpBroker) openPublisher() (*amqpPublisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	ch, err := conn.Channel()
-	if err == nil {
-		err = b.declareTopology(ch)
+	p := &amqpPublisher{conn: conn, declared: map[string]struct{}{}}
+	for i := range publisherChannels {
+		ch, err := conn.Channel()
+		if err == nil && i == 0 {
+			err = b.declareTopology(ch)
+		}
+		if err == nil {
+			err = ch.Confirm(false) // noWait
+		}
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("open publisher channel: %w", err)
+		}
+		// The reader goroutine hands a basic.return to this channel before
+		// it resolves the confirm of the same message, so a publisher that
+		// has its confirm finds any return already buffered here.
+		cc := &confirmChannel{ch: ch, returns: make(chan amqp.Return, 256), returned: map[string]struct{}{}}
+		ch.NotifyReturn(cc.returns)
+		p.chans = append(p.chans, cc)
 	}
-	if err == nil {
-		err = ch.Confirm(false) // noWait
-	}
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("open publisher channel: %w", err)
-	}
-	// The reader goroutine hands a basic.return to this channel before it
-	// resolves the confirm of the same message, so a publisher that has its
-	// confirm finds any return already buffered here.
-	p := &amqpPublisher{conn: conn, ch: ch, returns: make(chan amqp.Return, 256), returned: map[string]struct{}{}, declared: map[string]struct{}{}}
-	ch.NotifyReturn(p.returns)
 	return p, nil
 }
 
 // wasReturned reports whether the broker returned the message with id as
 // unroutable.
-func (p *amqpPublisher) wasReturned(id string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+func (c *confirmChannel) wasReturned(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for {
 		select {
-		case r := <-p.returns:
-			p.returned[r.MessageId] = struct{}{}
+		case r := <-c.returns:
+			c.returned[r.MessageId] = struct{}{}
 			continue
 		default:
 		}
 		break
 	}
-	_, ok := p.returned[id]
-	delete(p.returned, id)
+	_, ok := c.returned[id]
+	delete(c.returned, id)
 	return ok
 }
 
@@ -265,7 +289,8 @@ func (b *amqpBroker) publishTo(ctx context.Context, queue, id string, msg amqp.P
 	msg.ContentType = "application/json"
 	msg.DeliveryMode = amqp.Persistent
 	msg.MessageId = id
-	confirm, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", queue,
+	c := p.channel()
+	confirm, err := c.ch.PublishWithDeferredConfirmWithContext(ctx, "", queue,
 		true,  // mandatory: an unroutable message comes back instead of vanishing
 		false, // immediate
 		msg)
@@ -280,7 +305,7 @@ func (b *amqpBroker) publishTo(ctx context.Context, queue, id string, msg amqp.P
 	if !acked {
 		return fmt.Errorf("%w: broker nacked %s", errBrokerUnavailable, id)
 	}
-	if p.wasReturned(id) {
+	if c.wasReturned(id) {
 		return fmt.Errorf("%w: %s was unroutable (queue %s missing)", errBrokerUnavailable, id, queue)
 	}
 	return nil
@@ -295,7 +320,7 @@ func (p *amqpPublisher) declareOnce(queue string, declare func(*amqp.Channel) er
 	if done {
 		return nil
 	}
-	if err := declare(p.ch); err != nil {
+	if err := declare(p.chans[0].ch); err != nil {
 		return err
 	}
 	p.mu.Lock()

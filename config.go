@@ -99,7 +99,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.RedisURL, "redis-url", env("REDIS_URL", ""), "Redis URL (REDIS_URL)")
 	fs.StringVar(&cfg.MongoURI, "mongodb-uri", env("MONGODB_URI", ""), "MongoDB URI (MONGODB_URI)")
 	fs.StringVar(&cfg.MongoDatabase, "mongodb-database", env("MONGODB_DATABASE", "myapp"), "MongoDB database (MONGODB_DATABASE)")
-	fs.IntVar(&cfg.Workers, "workers", envInt("WORKERS", 8), "worker goroutines (WORKERS)")
+	fs.IntVar(&cfg.Workers, "workers", envInt("WORKERS", 32), "worker goroutines (WORKERS)")
 	fs.DurationVar(&cfg.HeavyTaskDelay, "heavy-task-delay", envDuration("HEAVY_TASK_DELAY", 500*time.Millisecond), "per-iteration delay of process_heavy_task (HEAVY_TASK_DELAY)")
 	fs.DurationVar(&cfg.EmailStepDelay, "email-step-delay", envDuration("EMAIL_STEP_DELAY", 2*time.Second), "per-step delay of send_welcome_email (EMAIL_STEP_DELAY)")
 	fs.StringVar(&cfg.QueueName, "queue", env("QUEUE_NAME", "errand.tasks"), "work queue name (QUEUE_NAME)")

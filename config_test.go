@@ -16,7 +16,7 @@ var configDefaults = config{
 	Addr:            ":8080",
 	Role:            roleAll,
 	MongoDatabase:   "myapp",
-	Workers:         8,
+	Workers:         32,
 	HeavyTaskDelay:  500 * time.Millisecond,
 	EmailStepDelay:  2 * time.Second,
 	QueueName:       "errand.tasks",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -17,6 +18,12 @@ type mongoStore struct {
 	client  *mongo.Client
 	items   *mongo.Collection
 	results *mongo.Collection
+
+	// resultWrites feeds the result writers (see writeResults), which
+	// group concurrent saves into InsertMany calls.
+	resultWrites chan resultWrite
+	stopWriters  chan struct{}
+	writers      sync.WaitGroup
 }
 
 // connectMongo opens a client. Nested documents decode as maps (not
@@ -31,10 +38,25 @@ func connectMongo(ctx context.Context, uri, database string) (*mongoStore, error
 		return nil, fmt.Errorf("connect mongodb: %w", err)
 	}
 	db := client.Database(database)
-	return &mongoStore{client: client, items: db.Collection("items"), results: db.Collection("task_results")}, nil
+	s := &mongoStore{client: client, items: db.Collection("items"), results: db.Collection("task_results"),
+		resultWrites: make(chan resultWrite), stopWriters: make(chan struct{})}
+	for range resultWriters {
+		s.writers.Add(1)
+		go func() {
+			defer s.writers.Done()
+			s.writeResults()
+		}()
+	}
+	return s, nil
 }
 
-func (s *mongoStore) close(ctx context.Context) error { return s.client.Disconnect(ctx) }
+// close stops the result writers, then disconnects. Callers of saveResult
+// must be done by then (errand closes stores after the worker pool).
+func (s *mongoStore) close(ctx context.Context) error {
+	close(s.stopWriters)
+	s.writers.Wait()
+	return s.client.Disconnect(ctx)
+}
 
 func (s *mongoStore) ping(ctx context.Context) error { return s.client.Ping(ctx, nil) }
 
@@ -164,23 +186,110 @@ func (m mongoTaskRecord) record() taskRecord {
 		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority, Owner: m.Owner, TraceID: m.TraceID}
 }
 
+// Result writes are batched: resultWriters goroutines each take one
+// pending save, add whatever else is already waiting (up to
+// maxResultBatch), and insert them with one unordered InsertMany. At low
+// load a batch is a single document and adds no delay; under load one
+// round trip stores many results, which is what lets the task path go
+// faster than one MongoDB write at a time.
+const (
+	resultWriters  = 4
+	maxResultBatch = 256
+)
+
+type resultWrite struct {
+	doc  mongoTaskRecord
+	done chan resultWritten // buffered: the writer never blocks on a caller that gave up
+}
+
+type resultWritten struct {
+	rec taskRecord
+	err error
+}
+
+// saveResult inserts r with its task id as _id. The insert cannot make a
+// second document for a task: a duplicate key means an earlier save won,
+// and that document is returned instead.
 func (s *mongoStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, error) {
-	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
-		Attempts: r.Attempts, CompletedAt: itemTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner, TraceID: r.TraceID}
-	filter := bson.D{{Key: "_id", Value: r.TaskID}}
-	update := bson.D{{Key: "$setOnInsert", Value: doc}}
-	opts := options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)
-	var saved mongoTaskRecord
-	err := s.results.FindOneAndUpdate(ctx, filter, update, opts).Decode(&saved)
-	if mongo.IsDuplicateKeyError(err) {
-		// Two workers upserted the same task at once and the other won
-		// the insert; its document is the result.
-		return s.getResult(ctx, r.TaskID)
+	w := resultWrite{
+		doc: mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
+			Attempts: r.Attempts, CompletedAt: itemTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner, TraceID: r.TraceID},
+		done: make(chan resultWritten, 1),
 	}
-	if err != nil {
-		return taskRecord{}, fmt.Errorf("mongodb: save result of %s: %w", r.TaskID, err)
+	select {
+	case s.resultWrites <- w:
+	case <-ctx.Done():
+		return taskRecord{}, fmt.Errorf("mongodb: save result of %s: %w", r.TaskID, ctx.Err())
 	}
-	return saved.record(), nil
+	select {
+	case out := <-w.done:
+		return out.rec, out.err
+	case <-ctx.Done():
+		return taskRecord{}, fmt.Errorf("mongodb: save result of %s: %w", r.TaskID, ctx.Err())
+	}
+}
+
+func (s *mongoStore) writeResults() {
+	for {
+		var batch []resultWrite
+		select {
+		case w := <-s.resultWrites:
+			batch = append(batch, w)
+		case <-s.stopWriters:
+			return
+		}
+	fill:
+		for len(batch) < maxResultBatch {
+			select {
+			case w := <-s.resultWrites:
+				batch = append(batch, w)
+			default:
+				break fill
+			}
+		}
+		s.insertResults(batch)
+	}
+}
+
+// insertResults stores a batch and answers each of its callers.
+func (s *mongoStore) insertResults(batch []resultWrite) {
+	// The writers serve callers whose contexts they do not have; each
+	// batch gets its own deadline instead.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	docs := make([]any, len(batch))
+	for i, w := range batch {
+		docs[i] = w.doc
+	}
+	_, err := s.results.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	failed := map[int]mongo.WriteError{}
+	var bwe mongo.BulkWriteException
+	switch {
+	case err == nil:
+	case errors.As(err, &bwe) && bwe.WriteConcernError == nil:
+		for _, we := range bwe.WriteErrors {
+			failed[we.Index] = we.WriteError
+		}
+	default:
+		for _, w := range batch {
+			w.done <- resultWritten{err: fmt.Errorf("mongodb: save result of %s: %w", w.doc.ID, err)}
+		}
+		return
+	}
+	for i, w := range batch {
+		we, bad := failed[i]
+		switch {
+		case !bad:
+			w.done <- resultWritten{rec: w.doc.record()}
+		case mongo.IsDuplicateKeyError(we):
+			// Saved before (a redelivery or a duplicate message): the
+			// first result stands.
+			rec, err := s.getResult(ctx, w.doc.ID)
+			w.done <- resultWritten{rec: rec, err: err}
+		default:
+			w.done <- resultWritten{err: fmt.Errorf("mongodb: save result of %s: %w", w.doc.ID, we)}
+		}
+	}
 }
 
 func (s *mongoStore) listResults(ctx context.Context, f resultFilter, skip, limit int) ([]taskRecord, error) {
