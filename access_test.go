@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -8,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"errand/tasks"
 )
 
 // request sends method url with headers and an optional body, returning
@@ -166,5 +172,40 @@ func TestHealthcheckCommand(t *testing.T) {
 	}
 	if err := run(t.Context(), []string{"errand", "healthcheck", "-url", "http://" + freeAddr(t) + "/health"}, func(string) string { return "" }, &out, &out); err == nil {
 		t.Errorf("healthcheck of nothing succeeded, want an error")
+	}
+}
+
+// TestIdempotencyKeyTakeover: an API process that died between reserving
+// an Idempotency-Key and publishing its task leaves the key reserved and
+// the task never queued. The client's retry with the key takes it over and
+// queues the task under the same id, so it runs instead of staying PENDING.
+func TestIdempotencyKeyTakeover(t *testing.T) {
+	env := realStack(t)
+	env["HEAVY_TASK_DELAY"] = "1ms"
+	base := startErrand(t, env)
+
+	crashedID := newTaskID()
+	raw, _ := json.Marshal(tasks.HeavyArgs{Data: "retried", Iterations: 2})
+	stale := keyReservation{taskID: crashedID, fingerprint: idempotencyFingerprint(tasks.HeavyTaskName, "normal", raw), at: time.Now().Add(-time.Minute)}
+	sum := sha256.Sum256([]byte("\x00" + "crash-1"))
+	rdb := testRedis(t)
+	ctx := context.Background()
+	if err := rdb.Set(ctx, env["REDIS_KEY_PREFIX"]+"idem:"+hex.EncodeToString(sum[:]), stale.encode(), time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// What the dead process had written before it died.
+	statuses := newRedisStatusStore(rdb, env["REDIS_KEY_PREFIX"])
+	if err := statuses.put(ctx, taskStatus{TaskID: crashedID, Status: statePending, TaskType: tasks.HeavyTaskName, UpdatedAt: time.Now()}, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	resp, body := request(t, "POST", base+"/api/async/process", `{"data": "retried", "iterations": 2}`, map[string]string{"Idempotency-Key": "crash-1"})
+	if resp.StatusCode != http.StatusAccepted || !strings.Contains(body, crashedID) {
+		t.Fatalf("retry after a crashed request: %d %s, want 202 with task %s", resp.StatusCode, body, crashedID)
+	}
+	waitForStatus(t, base, crashedID, stateSuccess, 20*time.Second)
+	resp, body = request(t, "POST", base+"/api/async/process", `{"data": "retried", "iterations": 2}`, map[string]string{"Idempotency-Key": "crash-1"})
+	if resp.Header.Get("Idempotent-Replayed") != "true" || !strings.Contains(body, `"status":"SUCCESS"`) {
+		t.Errorf("replay after the takeover: %s %s, want the finished task replayed", resp.Header.Get("Idempotent-Replayed"), body)
 	}
 }

@@ -44,7 +44,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		broker.queue = cfg.QueueName
 		store := newMemoryStore()
 		statuses := newMemoryStatusStore()
-		obs := storeObserver{store: "embedded", m: m, tracer: tracer}
+		obs := newStoreObserver("embedded", m, tracer, append(statusOps, documentOps...)...)
 		measured := measuredDocumentStore{next: store, obs: obs}
 		return &backends{
 			mode: "embedded", publisher: broker, queue: broker, queues: broker,
@@ -68,10 +68,10 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	broker := newAMQPBroker(cfg.AMQPURL, cfg.QueueName, cfg.PublishTimeout, log.With("component", "amqp"))
 	broker.onReconnect = func(kind string) { m.reconnects.WithLabelValues(kind).Inc() }
 	statuses := newRedisStatusStore(rdb, cfg.KeyPrefix)
-	measured := measuredDocumentStore{next: mongoStore, obs: storeObserver{store: "mongodb", m: m, tracer: tracer}}
+	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
 	b := &backends{
 		mode: "external", publisher: broker, queue: broker, queues: broker,
-		statuses: measuredStatusStore{next: statuses, obs: storeObserver{store: "redis", m: m, tracer: tracer}},
+		statuses: measuredStatusStore{next: statuses, obs: newStoreObserver("redis", m, tracer, statusOps...)},
 		items:    measured, results: measured,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
 		closers: []func(){

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -275,8 +273,11 @@ type taskSubmitter struct {
 	now       func() time.Time
 	metrics   *metrics
 	// keyTTL is how long an Idempotency-Key keeps pointing at its task.
-	keyTTL  time.Duration
-	tracing *tracing
+	keyTTL time.Duration
+	// staleAfter is how long a reserved, unpublished key may be in flight
+	// before another request takes it over (see keyReservation).
+	staleAfter time.Duration
+	tracing    *tracing
 }
 
 // submission is the outcome of a submit.
@@ -303,25 +304,17 @@ func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, pr
 		return submission{}, fmt.Errorf("encode %s arguments: %w", taskType, err)
 	}
 	owner := taskOwner(ctx)
-	id := newTaskID()
-	var key, keyValue string
+	claim := keyClaim{taskID: newTaskID()}
 	if idempotencyKey != "" {
-		sum := sha256.Sum256([]byte(owner + "\x00" + idempotencyKey))
-		key = hex.EncodeToString(sum[:])
-		fingerprint := sha256.Sum256(append([]byte(taskType+"\x00"+priority+"\x00"), raw...))
-		keyValue = id + " " + hex.EncodeToString(fingerprint[:])
-		existing, err := s.statuses.reserveKey(ctx, key, keyValue, s.keyTTL)
+		claim, err = s.claimKey(ctx, owner, idempotencyKey, idempotencyFingerprint(taskType, priority, raw), claim.taskID)
 		if err != nil {
-			return submission{}, fmt.Errorf("%w: %v", errStatusUnavailable, err)
+			return submission{}, err
 		}
-		if existing != "" {
-			existingID, existingPrint, _ := strings.Cut(existing, " ")
-			if existingPrint != hex.EncodeToString(fingerprint[:]) {
-				return submission{}, errIdempotencyMismatch
-			}
-			return submission{id: existingID, replayed: true}, nil
+		if claim.replay {
+			return submission{id: claim.taskID, replayed: true}, nil
 		}
 	}
+	id := claim.taskID
 	// The producer span is the parent of the worker's consumer span: its
 	// context travels with the message.
 	ctx, span := s.tracing.tracer.Start(ctx, "publish "+taskType, trace.WithSpanKind(trace.SpanKindProducer),
@@ -332,7 +325,7 @@ func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, pr
 	s.tracing.propagator.Inject(ctx, carrier)
 	now := s.now()
 	if err := s.statuses.put(ctx, taskStatus{TaskID: id, Status: statePending, TaskType: taskType, Owner: owner, TraceID: traceID(ctx), UpdatedAt: now}, 0); err != nil {
-		s.release(ctx, key, keyValue)
+		s.settleKey(ctx, claim, false)
 		return submission{}, fmt.Errorf("%w: record pending %s: %v", errStatusUnavailable, id, err)
 	}
 	publishStart := time.Now()
@@ -347,22 +340,12 @@ func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, pr
 		if undoErr := s.statuses.deletePending(undoCtx, id); undoErr != nil {
 			s.log.Error("pending status of an unqueued task not removed", "task_id", id, "error", undoErr)
 		}
-		s.release(undoCtx, key, keyValue)
+		s.settleKey(undoCtx, claim, false)
 		return submission{}, fmt.Errorf("queue %s %s: %w", taskType, id, err)
 	}
+	s.settleKey(ctx, claim, true)
 	s.log.InfoContext(ctx, "task queued", "task_id", id, "task_type", taskType, "priority", priority, "request_id", requestID(ctx))
 	return submission{id: id}, nil
-}
-
-// release frees an idempotency key whose task was not queued, so a retry
-// of the request can queue it.
-func (s taskSubmitter) release(ctx context.Context, key, value string) {
-	if key == "" {
-		return
-	}
-	if err := s.statuses.releaseKey(ctx, key, value); err != nil {
-		s.log.Error("idempotency key of an unqueued task not released", "error", err)
-	}
 }
 
 // idempotencyKey reads and checks the Idempotency-Key header.

@@ -110,6 +110,31 @@ func newMetrics(version string) *metrics {
 	return m
 }
 
+// initSeries creates every series whose labels are known in advance at
+// zero, so dashboards and alerts see "none so far" as 0 rather than as a
+// missing series (on which rate() and ratios return nothing at all).
+func (m *metrics) initSeries(taskTypes []string) {
+	for _, tt := range taskTypes {
+		for p := range priorityLevels {
+			m.tasksSubmitted.WithLabelValues(tt, p)
+		}
+		m.tasksStarted.WithLabelValues(tt)
+		m.tasksSucceeded.WithLabelValues(tt)
+		m.tasksFailed.WithLabelValues(tt)
+		m.tasksRetried.WithLabelValues(tt)
+		m.publishErrors.WithLabelValues(tt)
+		for _, reason := range []string{"failed", "delivery_limit"} {
+			m.tasksDeadLettered.WithLabelValues(tt, reason)
+		}
+	}
+	for _, reason := range []string{"undecodable", "unknown_task_type"} {
+		m.tasksDeadLettered.WithLabelValues("unknown", reason)
+	}
+	for _, kind := range []string{"publisher", "consumer"} {
+		m.reconnects.WithLabelValues(kind)
+	}
+}
+
 func goVersion() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		return bi.GoVersion

@@ -49,7 +49,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			log.Warn("trace export incomplete at shutdown", "error", err)
 		}
 	}()
+	registry := tasks.NewRegistry(tasks.Config{
+		HeavyTaskDelay: cfg.HeavyTaskDelay, EmailStepDelay: cfg.EmailStepDelay, Logger: log,
+		Mailer: newMailer(cfg, log),
+	})
 	m := newMetrics(buildVersion())
+	m.initSeries(registry.Names())
 	b, err := openBackends(ctx, cfg, log, m, tr.tracer)
 	if err != nil {
 		return err
@@ -67,6 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			health: b.health, backends: b.mode, maxBody: cfg.MaxBodyBytes, healthTimeout: cfg.HealthTimeout,
 			now: time.Now, serveAPI: cfg.runsAPI(), metrics: m, resultTTL: cfg.ResultTTL,
 			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg), tracing: tr,
+			publishTimeout: cfg.PublishTimeout,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -88,12 +94,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}()
 	if cfg.runsWorker() {
 		pool := &workerPool{
-			size:  cfg.Workers,
-			queue: b.queue,
-			registry: tasks.NewRegistry(tasks.Config{
-				HeavyTaskDelay: cfg.HeavyTaskDelay, EmailStepDelay: cfg.EmailStepDelay, Logger: log,
-				Mailer: newMailer(cfg, log),
-			}),
+			size:     cfg.Workers,
+			queue:    b.queue,
+			registry: registry,
 			statuses: b.statuses, results: b.results,
 			resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout,
 			log: log.With("component", "worker"), now: time.Now, metrics: m, jitter: rand.Float64, tracing: tr,
@@ -151,7 +154,9 @@ func newConfiguredRateLimiter(cfg config) *rateLimiter {
 // newMailer is the SMTP mailer when SMTP_ADDR is set, else one that logs.
 func newMailer(cfg config, log *slog.Logger) tasks.Mailer {
 	if cfg.SMTPAddr == "" {
-		log.Info("no SMTP_ADDR: send_welcome_email logs its messages instead of sending them")
+		if cfg.runsWorker() {
+			log.Info("no SMTP_ADDR: send_welcome_email logs its messages instead of sending them")
+		}
 		return tasks.LogMailer{Logger: log}
 	}
 	return tasks.SMTPMailer{Addr: cfg.SMTPAddr, From: cfg.SMTPFrom, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword}

@@ -26,6 +26,9 @@ type serverDeps struct {
 	apiKeys       *apiKeys     // nil or empty: /api is open
 	rateLimiter   *rateLimiter // nil: no rate limit
 	tracing       *tracing
+	// publishTimeout bounds a submit's publish; an idempotency key held
+	// longer than that by a request belongs to a request that died.
+	publishTimeout time.Duration
 }
 
 // newServer builds errand's HTTP handler. Every route is registered here.
@@ -41,7 +44,8 @@ func newServer(d serverDeps) http.Handler {
 	route("GET /health", health(d.health, d.backends, d.healthTimeout, d.log, d.now))
 	mux.Handle("GET /metrics", d.metrics.handler())
 	if d.serveAPI {
-		sub := taskSubmitter{statuses: d.statuses, publisher: d.publisher, log: d.log, now: d.now, metrics: d.metrics, keyTTL: max(d.resultTTL, time.Hour), tracing: d.tracing}
+		sub := taskSubmitter{statuses: d.statuses, publisher: d.publisher, log: d.log, now: d.now, metrics: d.metrics, keyTTL: max(d.resultTTL, time.Hour), tracing: d.tracing,
+			staleAfter: max(15*time.Second, 2*(d.publishTimeout+storeOpTimeout))}
 		reader := taskStatusReader{statuses: d.statuses, results: d.results, resultTTL: d.resultTTL, log: d.log, now: d.now}
 		apiRoute("POST /api/items", createItem(d.items, d.maxBody, d.now))
 		apiRoute("GET /api/items", listItems(d.items))

@@ -73,8 +73,12 @@ type statusStore interface {
 	// reserveKey stores value under an idempotency key unless the key holds
 	// a value already, which it returns ("" when value was stored).
 	reserveKey(ctx context.Context, key, value string, ttl time.Duration) (existing string, err error)
-	// releaseKey removes the key if it still holds value.
-	releaseKey(ctx context.Context, key, value string) error
+	// swapKey replaces the key's value with value if it still holds old
+	// (an empty value deletes it), keeping its expiry, and reports whether
+	// it did.
+	swapKey(ctx context.Context, key, old, value string) (bool, error)
+	// getKey returns the key's value, "" when it has none.
+	getKey(ctx context.Context, key string) (string, error)
 	ping(ctx context.Context) error
 }
 

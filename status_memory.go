@@ -111,13 +111,28 @@ func (s *memoryStatusStore) reserveKey(_ context.Context, key, value string, ttl
 	return "", nil
 }
 
-func (s *memoryStatusStore) releaseKey(_ context.Context, key, value string) error {
+func (s *memoryStatusStore) swapKey(_ context.Context, key, old, value string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if k, ok := s.keys[key]; ok && k.value == value {
-		delete(s.keys, key)
+	k, ok := s.keys[key]
+	if !ok || !s.now().Before(k.expires) || k.value != old {
+		return false, nil
 	}
-	return nil
+	if value == "" {
+		delete(s.keys, key)
+	} else {
+		s.keys[key] = memoryKey{value: value, expires: k.expires}
+	}
+	return true, nil
+}
+
+func (s *memoryStatusStore) getKey(_ context.Context, key string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k, ok := s.keys[key]; ok && s.now().Before(k.expires) {
+		return k.value, nil
+	}
+	return "", nil
 }
 
 func (s *memoryStatusStore) ping(context.Context) error { return nil }

@@ -79,11 +79,15 @@ func (s *redisStatusStore) deletePending(ctx context.Context, taskID string) err
 	return nil
 }
 
-var releaseKeyScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+var swapKeyScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '' then
   return redis.call('DEL', KEYS[1])
 end
-return 0
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
 `)
 
 func (s *redisStatusStore) idempotencyKey(key string) string { return s.prefix + "idem:" + key }
@@ -102,11 +106,23 @@ func (s *redisStatusStore) reserveKey(ctx context.Context, key, value string, tt
 	return old, nil
 }
 
-func (s *redisStatusStore) releaseKey(ctx context.Context, key, value string) error {
-	if err := releaseKeyScript.Run(ctx, s.client, []string{s.idempotencyKey(key)}, value).Err(); err != nil {
-		return fmt.Errorf("redis: release idempotency key: %w", err)
+func (s *redisStatusStore) swapKey(ctx context.Context, key, old, value string) (bool, error) {
+	n, err := swapKeyScript.Run(ctx, s.client, []string{s.idempotencyKey(key)}, old, value).Int()
+	if err != nil {
+		return false, fmt.Errorf("redis: swap idempotency key: %w", err)
 	}
-	return nil
+	return n == 1, nil
+}
+
+func (s *redisStatusStore) getKey(ctx context.Context, key string) (string, error) {
+	v, err := s.client.Get(ctx, s.idempotencyKey(key)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("redis: get idempotency key: %w", err)
+	}
+	return v, nil
 }
 
 func (s *redisStatusStore) ping(ctx context.Context) error {

@@ -18,6 +18,20 @@ type storeObserver struct {
 	tracer trace.Tracer
 }
 
+// Operation names, for creating their error series up front (see
+// metrics.initSeries for why).
+var (
+	statusOps   = []string{"put_status", "get_status", "delete_pending", "reserve_key", "swap_key", "get_key"}
+	documentOps = []string{"create_item", "list_items", "get_item", "update_item", "delete_item", "save_result", "get_result", "list_results"}
+)
+
+func newStoreObserver(store string, m *metrics, tracer trace.Tracer, ops ...string) storeObserver {
+	for _, op := range ops {
+		m.storeErrors.WithLabelValues(store, op)
+	}
+	return storeObserver{store: store, m: m, tracer: tracer}
+}
+
 // start begins one operation; the returned function ends it with its
 // error. Errors listed in notFound are answers, not failures.
 func (o storeObserver) start(ctx context.Context, op string) (context.Context, func(err error, notFound ...error)) {
@@ -74,11 +88,18 @@ func (s measuredStatusStore) reserveKey(ctx context.Context, key, value string, 
 	return out, err
 }
 
-func (s measuredStatusStore) releaseKey(ctx context.Context, key, value string) error {
-	ctx, end := s.obs.start(ctx, "release_key")
-	err := s.next.releaseKey(ctx, key, value)
+func (s measuredStatusStore) swapKey(ctx context.Context, key, old, value string) (bool, error) {
+	ctx, end := s.obs.start(ctx, "swap_key")
+	ok, err := s.next.swapKey(ctx, key, old, value)
 	end(err)
-	return err
+	return ok, err
+}
+
+func (s measuredStatusStore) getKey(ctx context.Context, key string) (string, error) {
+	ctx, end := s.obs.start(ctx, "get_key")
+	v, err := s.next.getKey(ctx, key)
+	end(err)
+	return v, err
 }
 
 func (s measuredStatusStore) ping(ctx context.Context) error { return s.next.ping(ctx) }
