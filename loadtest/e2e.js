@@ -1,0 +1,68 @@
+// e2e.js: TASKS tasks submitted through nginx, each polled until SUCCESS.
+// A task that was accepted (202) but does not reach SUCCESS within
+// TASK_TIMEOUT seconds counts in tasks_lost, whose threshold is count==0:
+// one lost task fails the run. A submit that never got a 202 (after
+// retries with its Idempotency-Key) counts in tasks_not_accepted, also 0.
+//
+//   k6 run loadtest/e2e.js                          # 300 tasks, 20 VUs
+//   TASKS=2000 VUS=50 TASK_TIMEOUT=300 k6 run loadtest/e2e.js
+//
+// TASKS; VUS (clients working through them); ITERATIONS per task (default
+// 1; a task takes ITERATIONS x the stack's HEAVY_TASK_DELAY); TASK_TIMEOUT
+// seconds per task (default 120); POLL seconds between polls (default 0.25).
+import { check } from 'k6';
+import { Counter, Trend } from 'k6/metrics';
+import { ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, SUMMARY_TREND_STATS, envNumber, envString, submitWithRetry, waitForFinal } from './lib.js';
+
+const TASKS = envNumber('TASKS', 300);
+const ITERATIONS = envNumber('ITERATIONS', 1);
+const TASK_TIMEOUT = envNumber('TASK_TIMEOUT', 120);
+const POLL = envNumber('POLL', 0.25);
+const PRIORITY = envString('PRIORITY', 'normal');
+
+const tasksAccepted = new Counter('tasks_accepted');
+const tasksSucceeded = new Counter('tasks_succeeded');
+const tasksFailed = new Counter('tasks_failed'); // ended FAILURE
+const tasksLost = new Counter('tasks_lost'); // accepted, not SUCCESS in time (FAILURE included)
+const tasksNotAccepted = new Counter('tasks_not_accepted');
+const taskDone = new Trend('task_done_ms', true); // submit to SUCCESS seen
+
+export const options = {
+  scenarios: {
+    e2e: {
+      executor: 'shared-iterations',
+      vus: Math.min(envNumber('VUS', 20), TASKS),
+      iterations: TASKS,
+      maxDuration: `${Math.ceil(TASK_TIMEOUT + (TASKS / 10) + 60)}s`,
+    },
+  },
+  thresholds: Object.assign({}, ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, {
+    tasks_lost: ['count==0'],
+    tasks_not_accepted: ['count==0'],
+  }),
+  summaryTrendStats: SUMMARY_TREND_STATS,
+};
+
+export default function () {
+  const started = Date.now();
+  const { res, id } = submitWithRetry(ITERATIONS, PRIORITY, 8);
+  // Every counter gets a sample each iteration, so the count==0 thresholds
+  // are judged on a run that happened, never on a metric with no data.
+  tasksLost.add(0);
+  tasksNotAccepted.add(0);
+  if (!check(res, { 'submit answered 202 with a task id': () => id !== null })) {
+    tasksNotAccepted.add(1);
+    return;
+  }
+  tasksAccepted.add(1);
+  const final = waitForFinal(id, TASK_TIMEOUT, POLL);
+  check(final, { 'task reached SUCCESS': (s) => s === 'SUCCESS' });
+  if (final === 'SUCCESS') {
+    tasksSucceeded.add(1);
+    taskDone.add(Date.now() - started);
+    return;
+  }
+  if (final === 'FAILURE') tasksFailed.add(1);
+  tasksLost.add(1);
+  console.error(`task ${id} is ${final} after ${TASK_TIMEOUT}s, want SUCCESS`);
+}

@@ -1,0 +1,106 @@
+// Shared pieces of the errand load tests: settings from the environment,
+// the SLO thresholds, and the submit/poll calls every script makes.
+//
+// No remote imports: these scripts run on machines without network access.
+import http from 'k6/http';
+import { sleep } from 'k6';
+
+// BASE_URL is nginx in front of the API processes (scripts/stack up).
+export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
+
+export function envString(name, fallback) {
+  const v = __ENV[name];
+  return v === undefined || v === '' ? fallback : v;
+}
+
+export function envNumber(name, fallback) {
+  const v = envString(name, '');
+  if (v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`${name}=${v}: not a number`);
+  return n;
+}
+
+// The SLOs prometheus/alerts.yml watches, as k6 thresholds:
+// - error ratio: under 1 % of requests fail (ErrandAPIErrorRatioHigh pages
+//   at 5 % 5xx; the load test holds the stricter budget);
+// - submit latency: POST /api/async/process answers within 250 ms at p95
+//   and 500 ms at p99 (ErrandSubmitLatencySLOBurn burns the 250 ms budget).
+// A failed threshold makes `k6 run` exit 99.
+export const ERROR_THRESHOLDS = {
+  http_req_failed: ['rate<0.01'],
+  checks: ['rate>0.99'],
+};
+export const SUBMIT_THRESHOLDS = {
+  'http_req_duration{endpoint:submit}': ['p(95)<250', 'p(99)<500'],
+};
+
+export const JSON_HEADERS = { 'Content-Type': 'application/json' };
+
+export const SUMMARY_TREND_STATS = ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'];
+
+// Final task states; every other state (PENDING, PROGRESS, RETRY) is in flight.
+export const FINAL_STATES = ['SUCCESS', 'FAILURE'];
+
+// submitTask posts one process_heavy_task and returns the response and the
+// task id (null unless the answer was 202 with one). With idempotencyKey, a
+// retry of a submit whose answer was lost cannot queue the task twice.
+export function submitTask(iterations, priority, idempotencyKey) {
+  const headers = Object.assign({}, JSON_HEADERS);
+  if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
+  const body = JSON.stringify({ data: `k6 ${__VU}-${__ITER}`, iterations: iterations, priority: priority });
+  const res = http.post(`${BASE_URL}/api/async/process`, body, { headers: headers, tags: { endpoint: 'submit' } });
+  let id = null;
+  if (res.status === 202) {
+    try {
+      id = res.json('task_id') || null;
+    } catch (e) {
+      id = null;
+    }
+  }
+  return { res: res, id: id };
+}
+
+// submitWithRetry submits until a 202, retrying connection errors, 502, 503
+// and 504 (what nginx and errand answer while an instance or dependency is
+// away) with the same Idempotency-Key, at most `attempts` times.
+export function submitWithRetry(iterations, priority, attempts) {
+  const key = `k6-${__VU}-${__ITER}-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
+  let last = null;
+  for (let i = 0; i < attempts; i++) {
+    last = submitTask(iterations, priority, key);
+    if (last.id) return last;
+    if (!(last.res.status === 0 || last.res.status === 502 || last.res.status === 503 || last.res.status === 504)) return last;
+    sleep(Math.min(0.05 * 2 ** i, 1));
+  }
+  return last;
+}
+
+// taskStatus reads one task's status: { code, status } (status null when
+// the answer was not 200).
+export function taskStatus(id) {
+  const res = http.get(`${BASE_URL}/api/async/status/${id}`, { tags: { endpoint: 'status', name: 'GET /api/async/status/{task_id}' } });
+  let status = null;
+  if (res.status === 200) {
+    try {
+      status = res.json('status');
+    } catch (e) {
+      status = null;
+    }
+  }
+  return { code: res.status, status: status };
+}
+
+// waitForFinal polls a task every pollSeconds until it is SUCCESS or
+// FAILURE or timeoutSeconds have passed, and returns its last status
+// ('UNKNOWN' when errand never answered 200 for it).
+export function waitForFinal(id, timeoutSeconds, pollSeconds) {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  let last = 'UNKNOWN';
+  for (;;) {
+    const st = taskStatus(id);
+    if (st.status) last = st.status;
+    if (FINAL_STATES.indexOf(last) >= 0 || Date.now() >= deadline) return last;
+    sleep(pollSeconds);
+  }
+}

@@ -1,0 +1,75 @@
+// soak.js: a long, steady load like production's: RATE submits a second
+// for DURATION, each task polled until it ends, with the same SLO
+// thresholds as submit.js and e2e.js's tasks_lost == 0.
+//
+// Every accepted task id is logged as a line "accepted_task_id=<id>", so a
+// run can be audited against MongoDB afterwards with scripts/tally:
+//
+//   k6 run --console-output=/tmp/soak-ids.log loadtest/soak.js
+//   scripts/tally check --ids /tmp/soak-ids.log
+//
+//   RATE=20 DURATION=2h k6 run --console-output=/tmp/soak-ids.log loadtest/soak.js
+//
+// RATE submits per second (default 5); DURATION (default 30m); ITERATIONS
+// per task (default 1); TASK_TIMEOUT seconds per task (default 300); POLL
+// seconds between polls (default 1); LOG_IDS=0 turns the id lines off;
+// VUS / MAX_VUS (a VU is busy for a task's whole life: MAX_VUS must exceed
+// RATE x the task's seconds, else k6 reports dropped_iterations).
+import { check } from 'k6';
+import { Counter, Trend } from 'k6/metrics';
+import { ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, SUMMARY_TREND_STATS, envNumber, envString, submitWithRetry, waitForFinal } from './lib.js';
+
+const ITERATIONS = envNumber('ITERATIONS', 1);
+const TASK_TIMEOUT = envNumber('TASK_TIMEOUT', 300);
+const POLL = envNumber('POLL', 1);
+const LOG_IDS = envString('LOG_IDS', '1') !== '0';
+
+const tasksAccepted = new Counter('tasks_accepted');
+const tasksSucceeded = new Counter('tasks_succeeded');
+const tasksFailed = new Counter('tasks_failed');
+const tasksLost = new Counter('tasks_lost');
+const tasksNotAccepted = new Counter('tasks_not_accepted');
+const taskDone = new Trend('task_done_ms', true);
+
+export const options = {
+  scenarios: {
+    soak: {
+      executor: 'constant-arrival-rate',
+      rate: envNumber('RATE', 5),
+      timeUnit: '1s',
+      duration: envString('DURATION', '30m'),
+      preAllocatedVUs: envNumber('VUS', 20),
+      maxVUs: envNumber('MAX_VUS', 300),
+      // Tasks submitted near the end still get their full time to finish.
+      gracefulStop: `${TASK_TIMEOUT + 10}s`,
+    },
+  },
+  thresholds: Object.assign({}, ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, {
+    tasks_lost: ['count==0'],
+    tasks_not_accepted: ['count==0'],
+  }),
+  summaryTrendStats: SUMMARY_TREND_STATS,
+};
+
+export default function () {
+  const started = Date.now();
+  const { res, id } = submitWithRetry(ITERATIONS, 'normal', 8);
+  tasksLost.add(0);
+  tasksNotAccepted.add(0);
+  if (!check(res, { 'submit answered 202 with a task id': () => id !== null })) {
+    tasksNotAccepted.add(1);
+    return;
+  }
+  tasksAccepted.add(1);
+  if (LOG_IDS) console.log(`accepted_task_id=${id}`);
+  const final = waitForFinal(id, TASK_TIMEOUT, POLL);
+  check(final, { 'task reached SUCCESS': (s) => s === 'SUCCESS' });
+  if (final === 'SUCCESS') {
+    tasksSucceeded.add(1);
+    taskDone.add(Date.now() - started);
+    return;
+  }
+  if (final === 'FAILURE') tasksFailed.add(1);
+  tasksLost.add(1);
+  console.error(`task ${id} is ${final} after ${TASK_TIMEOUT}s, want SUCCESS`);
+}
