@@ -65,7 +65,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		rdb.Close()
 		return nil, err
 	}
-	broker := newAMQPBroker(cfg.AMQPURL, cfg.QueueName, cfg.PublishTimeout, log.With("component", "amqp"))
+	broker := newAMQPBroker(cfg.AMQPURL, cfg.QueueName, cfg.QueueType, cfg.PublishTimeout, log.With("component", "amqp"))
 	broker.onReconnect = func(kind string) { m.reconnects.WithLabelValues(kind).Inc() }
 	statuses := newRedisStatusStore(rdb, cfg.KeyPrefix)
 	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
@@ -76,6 +76,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
 		closers: []func(){
 			func() { rdb.Close() },
+			statuses.close,
 			func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()

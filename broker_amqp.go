@@ -23,6 +23,7 @@ import (
 type amqpBroker struct {
 	url            string
 	queue          string
+	queueType      string
 	deadQueue      string
 	publishTimeout time.Duration
 	log            *slog.Logger
@@ -43,10 +44,11 @@ type amqpBroker struct {
 // behind a dial timeout.
 const redialPause = time.Second
 
-func newAMQPBroker(url, queue string, publishTimeout time.Duration, log *slog.Logger) *amqpBroker {
+func newAMQPBroker(url, queue, queueType string, publishTimeout time.Duration, log *slog.Logger) *amqpBroker {
 	return &amqpBroker{
 		url:            url,
 		queue:          queue,
+		queueType:      queueType,
 		deadQueue:      queue + ".dead",
 		publishTimeout: publishTimeout,
 		log:            log,
@@ -69,28 +71,62 @@ func (b *amqpBroker) dial(purpose string) (*amqp.Connection, error) {
 	return conn, nil
 }
 
+// Queue types (QUEUE_TYPE). Classic queues honour the three priorities
+// strictly through x-max-priority. Quorum queues are replicated by Raft,
+// confirm faster under load, and count redeliveries themselves, but on
+// RabbitMQ 3.x they deliver in arrival order whatever the priority.
+const (
+	queueClassic = "classic"
+	queueQuorum  = "quorum"
+)
+
+// queueArgs are the declare arguments of one of errand's queues, extra
+// merged in: the queue type, and for a classic work queue its priorities.
+func (b *amqpBroker) queueArgs(extra amqp.Table) amqp.Table {
+	args := amqp.Table{}
+	if b.queueType != queueClassic {
+		// Classic is RabbitMQ's default; naming it would make queues
+		// declared before QUEUE_TYPE existed look inequivalent.
+		args["x-queue-type"] = b.queueType
+	}
+	for k, v := range extra {
+		args[k] = v
+	}
+	return args
+}
+
 // declareTopology declares the durable work queue and its dead-letter
 // queue. Rejected messages (poison, or out of retries) go to the latter.
 func (b *amqpBroker) declareTopology(ch *amqp.Channel) error {
-	if _, err := ch.QueueDeclare(b.deadQueue,
-		true,  // durable
-		false, // autoDelete
-		false, // exclusive
-		false, // noWait
-		nil); err != nil {
-		return fmt.Errorf("declare queue %s: %w", b.deadQueue, err)
+	if err := b.declareQueue(ch, b.deadQueue, nil); err != nil {
+		return err
 	}
-	if _, err := ch.QueueDeclare(b.queue,
+	work := amqp.Table{
+		"x-dead-letter-exchange":    "",
+		"x-dead-letter-routing-key": b.deadQueue,
+	}
+	if b.queueType == queueClassic {
+		work["x-max-priority"] = int32(maxPriority)
+	}
+	return b.declareQueue(ch, b.queue, work)
+}
+
+// declareQueue declares a durable queue of the configured type. A queue
+// that exists with other arguments (another QUEUE_TYPE, say) is an error
+// RabbitMQ answers by closing the channel; the message says what to do.
+func (b *amqpBroker) declareQueue(ch *amqp.Channel, name string, extra amqp.Table) error {
+	_, err := ch.QueueDeclare(name,
 		true,  // durable
 		false, // autoDelete
 		false, // exclusive
 		false, // noWait
-		amqp.Table{
-			"x-max-priority":            int32(maxPriority),
-			"x-dead-letter-exchange":    "",
-			"x-dead-letter-routing-key": b.deadQueue,
-		}); err != nil {
-		return fmt.Errorf("declare queue %s: %w", b.queue, err)
+		b.queueArgs(extra))
+	var amqpErr *amqp.Error
+	if errors.As(err, &amqpErr) && amqpErr.Code == amqp.PreconditionFailed {
+		return fmt.Errorf("declare queue %s as %s: it exists with other settings (a queue keeps its type; delete it or set QUEUE_TYPE to match): %w", name, b.queueType, err)
+	}
+	if err != nil {
+		return fmt.Errorf("declare queue %s: %w", name, err)
 	}
 	return nil
 }
@@ -239,18 +275,12 @@ func (b *amqpBroker) publishDelayed(ctx context.Context, m taskMessage, delay ti
 	secs := max(1, int64((delay+time.Second-1)/time.Second))
 	delayQueue := fmt.Sprintf("%s.retry.%ds", b.queue, secs)
 	declare := func(ch *amqp.Channel) error {
-		_, err := ch.QueueDeclare(delayQueue,
-			true,  // durable
-			false, // autoDelete
-			false, // exclusive
-			false, // noWait
-			amqp.Table{
-				"x-message-ttl":             secs * 1000,
-				"x-dead-letter-exchange":    "",
-				"x-dead-letter-routing-key": b.queue,
-				"x-expires":                 secs*1000 + int64(time.Hour/time.Millisecond),
-			})
-		return err
+		return b.declareQueue(ch, delayQueue, amqp.Table{
+			"x-message-ttl":             secs * 1000,
+			"x-dead-letter-exchange":    "",
+			"x-dead-letter-routing-key": b.queue,
+			"x-expires":                 secs*1000 + int64(time.Hour/time.Millisecond),
+		})
 	}
 	return b.publishTo(ctx, delayQueue, m.ID, amqp.Publishing{
 		Headers:   traceHeaders(m),

@@ -24,6 +24,7 @@ type config struct {
 	HeavyTaskDelay  time.Duration
 	EmailStepDelay  time.Duration
 	QueueName       string
+	QueueType       string
 	KeyPrefix       string
 	ResultTTL       time.Duration
 	DrainTimeout    time.Duration
@@ -38,6 +39,7 @@ type config struct {
 	APIKeys         string
 	RateLimit       float64
 	RateBurst       int
+	PprofAddr       string
 }
 
 const (
@@ -103,6 +105,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&cfg.HeavyTaskDelay, "heavy-task-delay", envDuration("HEAVY_TASK_DELAY", 500*time.Millisecond), "per-iteration delay of process_heavy_task (HEAVY_TASK_DELAY)")
 	fs.DurationVar(&cfg.EmailStepDelay, "email-step-delay", envDuration("EMAIL_STEP_DELAY", 2*time.Second), "per-step delay of send_welcome_email (EMAIL_STEP_DELAY)")
 	fs.StringVar(&cfg.QueueName, "queue", env("QUEUE_NAME", "errand.tasks"), "work queue name (QUEUE_NAME)")
+	fs.StringVar(&cfg.QueueType, "queue-type", env("QUEUE_TYPE", queueClassic), "RabbitMQ queue type: classic (honours priorities) or quorum (replicated, faster confirms, no priorities on RabbitMQ 3.x) (QUEUE_TYPE)")
 	fs.StringVar(&cfg.KeyPrefix, "redis-key-prefix", env("REDIS_KEY_PREFIX", "errand:"), "prefix of every Redis key (REDIS_KEY_PREFIX)")
 	fs.DurationVar(&cfg.ResultTTL, "result-ttl", envDuration("RESULT_TTL", 24*time.Hour), "how long a final status stays in Redis; MongoDB keeps it after (RESULT_TTL)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", envDuration("DRAIN_TIMEOUT", 30*time.Second), "how long shutdown waits for in-flight tasks before requeueing them (DRAIN_TIMEOUT)")
@@ -116,6 +119,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	cfg.APIKeys = getenv("API_KEYS")           // secrets too
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", envFloat("RATE_LIMIT", 0), "requests per second each client may make to /api, 0 for no limit (RATE_LIMIT)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", envInt("RATE_BURST", 0), "burst above RATE_LIMIT; 0 means twice the rate (RATE_BURST)")
+	fs.StringVar(&cfg.PprofAddr, "pprof-addr", env("PPROF_ADDR", ""), "serve Go's /debug/pprof profiles on this separate address, for example 127.0.0.1:6060; empty for none (PPROF_ADDR)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second), "how long shutdown waits for open HTTP requests (SHUTDOWN_TIMEOUT)")
 	if len(errs) > 0 {
 		return config{}, errors.Join(errs...)
@@ -164,6 +168,9 @@ func (c config) validate() error {
 	if c.RateLimit < 0 || c.RateBurst < 0 {
 		errs = append(errs, fmt.Errorf("RATE_LIMIT=%g, RATE_BURST=%d: must not be negative", c.RateLimit, c.RateBurst))
 	}
+	if c.QueueType != queueClassic && c.QueueType != queueQuorum {
+		errs = append(errs, fmt.Errorf("QUEUE_TYPE=%q: want classic or quorum", c.QueueType))
+	}
 	if c.QueueName == "" {
 		errs = append(errs, errors.New("QUEUE_NAME is empty"))
 	}
@@ -177,12 +184,13 @@ func (c config) logAttrs() []any {
 		"addr", c.Addr, "role", c.Role, "embedded", c.embedded(),
 		"amqp_url", redactURL(c.AMQPURL), "redis_url", redactURL(c.RedisURL),
 		"mongodb_uri", redactURL(c.MongoURI), "mongodb_database", c.MongoDatabase,
-		"workers", c.Workers, "queue", c.QueueName, "redis_key_prefix", c.KeyPrefix,
+		"workers", c.Workers, "queue", c.QueueName, "queue_type", c.QueueType, "redis_key_prefix", c.KeyPrefix,
 		"heavy_task_delay", c.HeavyTaskDelay.String(), "email_step_delay", c.EmailStepDelay.String(),
 		"result_ttl", c.ResultTTL.String(), "drain_timeout", c.DrainTimeout.String(),
 		"publish_timeout", c.PublishTimeout.String(), "max_body_bytes", c.MaxBodyBytes,
 		"smtp_addr", c.SMTPAddr, "smtp_from", c.SMTPFrom, "smtp_auth", c.SMTPUsername != "",
 		"api_keys", len(newAPIKeys(c.APIKeys).digests), "rate_limit", c.RateLimit, "rate_burst", c.RateBurst,
+		"pprof_addr", c.PprofAddr,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,8 +22,44 @@ func TestStatusStoreContract(t *testing.T) {
 	t.Run("memory", func(t *testing.T) { statusStoreContract(t, newMemoryStatusStore()) })
 	t.Run("redis", func(t *testing.T) {
 		env := realStack(t)
-		statusStoreContract(t, newRedisStatusStore(testRedis(t), env["REDIS_KEY_PREFIX"]))
+		s := newRedisStatusStore(testRedis(t), env["REDIS_KEY_PREFIX"])
+		t.Cleanup(s.close)
+		statusStoreContract(t, s)
 	})
+}
+
+// TestRedisStatusWritesSurviveScriptFlush: a restarted Redis has forgotten
+// errand's scripts; the pipelined writes load them again by themselves.
+func TestRedisStatusWritesSurviveScriptFlush(t *testing.T) {
+	env := realStack(t)
+	rdb := testRedis(t)
+	s := newRedisStatusStore(rdb, env["REDIS_KEY_PREFIX"])
+	t.Cleanup(s.close)
+	ctx := context.Background()
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- s.put(ctx, taskStatus{TaskID: fmt.Sprint("flushed-", i), Status: stateProgress}, 0)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("put after SCRIPT FLUSH: %v", err)
+		}
+	}
+	for i := range 50 {
+		if st, err := s.get(ctx, fmt.Sprint("flushed-", i)); err != nil || st.Status != stateProgress {
+			t.Fatalf("status %d after SCRIPT FLUSH: %+v, %v", i, st, err)
+		}
+	}
 }
 
 func statusStoreContract(t *testing.T, s statusStore) {
@@ -340,14 +377,44 @@ type contractBroker interface {
 func TestBrokerContract(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
 		b := newMemoryBroker()
-		brokerContract(t, b, func() int { _, dead := b.depth(); return dead })
+		brokerContract(t, b, byPriority, func() int { _, dead := b.depth(); return dead })
 	})
-	t.Run("rabbitmq", func(t *testing.T) {
+	t.Run("rabbitmq classic", func(t *testing.T) {
 		env := realStack(t)
-		b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], 5*time.Second, slog.New(slog.DiscardHandler))
+		b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
 		t.Cleanup(b.close)
-		brokerContract(t, b, func() int { return queueDepth(t, env["QUEUE_NAME"]+".dead") })
+		brokerContract(t, b, byPriority, func() int { return queueDepth(t, env["QUEUE_NAME"]+".dead") })
 	})
+	t.Run("rabbitmq quorum", func(t *testing.T) {
+		env := realStack(t)
+		b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueQuorum, 5*time.Second, slog.New(slog.DiscardHandler))
+		t.Cleanup(b.close)
+		// RabbitMQ 3.x quorum queues know no priorities: arrival order.
+		brokerContract(t, b, inArrivalOrder, func() int { return queueDepth(t, env["QUEUE_NAME"]+".dead") })
+	})
+}
+
+// The order in which a broker hands out the contract's five messages
+// (low-1, normal-1, low-2, high-1, normal-2), up to the return of the
+// third, which is requeued.
+var (
+	byPriority     = []string{"high-1", "normal-1", "normal-2", "normal-2"}
+	inArrivalOrder = []string{"low-1", "normal-1", "low-2", "high-1", "normal-2", "low-2"}
+)
+
+func TestQueueTypeMismatchIsExplained(t *testing.T) {
+	env := realStack(t)
+	classic := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
+	t.Cleanup(classic.close)
+	if err := classic.publish(context.Background(), taskMessage{ID: "first", Type: "t", Args: []byte(`{}`), EnqueuedAt: time.Now()}); err != nil {
+		t.Fatalf("publish on a classic queue: %v", err)
+	}
+	quorum := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueQuorum, 5*time.Second, slog.New(slog.DiscardHandler))
+	t.Cleanup(quorum.close)
+	err := quorum.publish(context.Background(), taskMessage{ID: "second", Type: "t", Args: []byte(`{}`), EnqueuedAt: time.Now()})
+	if err == nil || !strings.Contains(err.Error(), "set QUEUE_TYPE to match") {
+		t.Fatalf("publishing as quorum onto a classic queue: got %v, want an error naming QUEUE_TYPE", err)
+	}
 }
 
 // queueDepth is the number of ready messages in a RabbitMQ queue.
@@ -369,7 +436,7 @@ func queueDepth(t testing.TB, queue string) int {
 	return q.Messages
 }
 
-func brokerContract(t *testing.T, b contractBroker, deadLetters func() int) {
+func brokerContract(t *testing.T, b contractBroker, wantOrder []string, deadLetters func() int) {
 	ctx := context.Background()
 	publish := func(id, priority string) {
 		t.Helper()
@@ -400,7 +467,9 @@ func brokerContract(t *testing.T, b contractBroker, deadLetters func() int) {
 		}
 	}
 
-	// Priority first, then first-in first-out within a priority.
+	// Two acked, then one rejected with requeue: it must come back, marked
+	// redelivered (at once on a classic queue, behind the rest on a
+	// quorum queue), and is then rejected for good: a dead letter.
 	var order []string
 	for range 2 {
 		d, m := next()
@@ -409,36 +478,40 @@ func brokerContract(t *testing.T, b contractBroker, deadLetters func() int) {
 			t.Fatalf("ack %s: %v", m.ID, err)
 		}
 	}
-	d, m := next()
-	order = append(order, m.ID)
-	// A rejected-with-requeue message comes back, marked redelivered.
+	d, requeued := next()
+	order = append(order, requeued.ID)
 	if err := d.reject(true); err != nil {
 		t.Fatal(err)
 	}
-	d, m2 := next()
-	if m2.ID != m.ID || !d.redelivered {
-		t.Errorf("after requeue got %s (redelivered %v), want %s again, redelivered", m2.ID, d.redelivered, m.ID)
+	for range 5 {
+		d, m := next()
+		order = append(order, m.ID)
+		if m.ID != requeued.ID {
+			if err := d.ack(); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if !d.redelivered {
+			t.Errorf("%s came back after a requeue not marked redelivered", m.ID)
+		}
+		if err := d.reject(false); err != nil {
+			t.Fatal(err)
+		}
+		break
 	}
-	if err := d.ack(); err != nil {
-		t.Fatal(err)
-	}
-	// A rejected-without-requeue message becomes a dead letter.
-	d, m = next()
-	order = append(order, m.ID)
-	if err := d.reject(false); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff([]string{"high-1", "normal-1", "normal-2", "low-1"}, order); diff != "" {
+	if diff := cmp.Diff(wantOrder, order); diff != "" {
 		t.Errorf("delivery order (-want +got):\n%s", diff)
 	}
 	waitFor(t, 5*time.Second, "one dead letter", func() bool { return deadLetters() == 1 })
 
-	// Stopping the consumer hands out nothing more; the last message stays
-	// queued for the next consumer.
+	// Stopping the consumer hands out nothing more; a message published
+	// then stays queued for the next consumer.
 	stop()
 	if err := <-consumed; err != nil {
 		t.Errorf("consume returned %v, want nil after its context ended", err)
 	}
+	publish("last", "high")
 	out2 := make(chan delivery)
 	ctx2, stop2 := context.WithCancel(ctx)
 	defer stop2()
@@ -446,8 +519,8 @@ func brokerContract(t *testing.T, b contractBroker, deadLetters func() int) {
 	select {
 	case d := <-out2:
 		m, _ := decodeTaskMessage(d.body)
-		if m.ID != "low-2" {
-			t.Errorf("next consumer got %s, want low-2", m.ID)
+		if m.ID != "last" {
+			t.Errorf("next consumer got %s, want last", m.ID)
 		}
 		_ = d.ack()
 	case <-time.After(10 * time.Second):

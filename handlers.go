@@ -500,6 +500,10 @@ func validateEmailArgs(args tasks.EmailArgs) error {
 	if n := utf8.RuneCountInString(args.UserName); n < 1 || n > maxUserName {
 		return invalidField("user_name", "must be 1 to %d characters", maxUserName)
 	}
+	if !utf8.ValidString(args.UserName) {
+		// A query string can carry any bytes; JSON bodies are UTF-8 already.
+		return invalidField("user_name", "must be valid UTF-8")
+	}
 	if strings.ContainsAny(args.UserName, "\r\n") {
 		return invalidField("user_name", "must not contain line breaks")
 	}

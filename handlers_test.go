@@ -891,6 +891,7 @@ func TestHandlersWelcomeEmailErrors(t *testing.T) {
 		{name: "no name", target: path + "?user_email=john@example.com", wantStatus: 422, wantCode: "validation_error", wantField: "user_name"},
 		{name: "empty name", target: path + "?user_email=john@example.com&user_name=", wantStatus: 422, wantCode: "validation_error", wantField: "user_name"},
 		{name: "name with a newline in the query", target: path + "?user_email=john@example.com&user_name=Jo%0Ahn", wantStatus: 422, wantCode: "validation_error", wantField: "user_name"},
+		{name: "name not UTF-8 in the query", target: path + "?user_email=john@example.com&user_name=Jo%FFhn", wantStatus: 422, wantCode: "validation_error", wantField: "user_name"},
 		{name: "name with a newline in JSON", target: path, body: `{"user_email": "john@example.com", "user_name": "Jo\nhn"}`, wantStatus: 422, wantCode: "validation_error", wantField: "user_name"},
 		{name: "name with a carriage return", target: path, body: `{"user_email": "john@example.com", "user_name": "Jo\rhn"}`, wantStatus: 422, wantCode: "validation_error", wantField: "user_name"},
 		{name: "201-character name", target: path, body: `{"user_email": "john@example.com", "user_name": "` + strings.Repeat("n", 201) + `"}`, wantStatus: 422, wantCode: "validation_error", wantField: "user_name"},

@@ -261,7 +261,7 @@ func TestSubmitWhenBrokerDown(t *testing.T) {
 // queue was deleted under the publisher) is an error, not a silent loss.
 func TestUnroutablePublishIsRefused(t *testing.T) {
 	env := realStack(t)
-	b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], 5*time.Second, slog.New(slog.DiscardHandler))
+	b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
 	t.Cleanup(b.close)
 	msg := taskMessage{ID: "first", Type: tasks.HeavyTaskName, Args: []byte(`{}`), Priority: "normal"}
 	if err := b.publish(context.Background(), msg); err != nil {
@@ -292,7 +292,7 @@ func TestDuplicateDeliveryOneResult(t *testing.T) {
 	env["HEAVY_TASK_DELAY"] = "1ms"
 	env["WORKERS"] = "2"
 	base := startErrand(t, env)
-	b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], 5*time.Second, slog.New(slog.DiscardHandler))
+	b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
 	t.Cleanup(b.close)
 	id := newTaskID()
 	args, _ := json.Marshal(tasks.HeavyArgs{Data: "dup", Iterations: 3})

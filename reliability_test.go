@@ -241,7 +241,7 @@ func TestRedeliveryLimit(t *testing.T) {
 	// Simulate the crashes: take the message without acking and drop the
 	// connection, maxDeliveries-1 times over, each time republishing the
 	// count the pool would have written.
-	b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], 5*time.Second, slog.New(slog.DiscardHandler))
+	b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
 	t.Cleanup(b.close)
 	id := newTaskID()
 	msg := taskMessage{ID: id, Type: "crashy", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now(), Deliveries: maxDeliveries - 1}

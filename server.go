@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"log/slog"
 	"net/http"
 	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // serverDeps is what the HTTP API needs from the rest of errand.
@@ -58,10 +60,27 @@ func newServer(d serverDeps) http.Handler {
 		apiRoute("GET /api/tasks", listTasks(d.results))
 		apiRoute("POST /api/tasks/{task_id}/retry", retryTask(d.results, sub))
 	}
+	inner := withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux)))
+	if !d.tracing.recording {
+		// Nothing to record, but a trace started upstream (a traced
+		// client, nginx) still passes through to the task message.
+		return withTraceContext(d.tracing.propagator, inner)
+	}
 	// The server span is outermost, so the access log and every handler
 	// log line carry its trace id.
-	return otelhttp.NewHandler(withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux))), "http.server",
+	return otelhttp.NewHandler(inner, "http.server",
 		otelhttp.WithTracerProvider(d.tracing.provider), otelhttp.WithPropagators(d.tracing.propagator))
+}
+
+// withTraceContext puts the request's incoming trace context, if any, in
+// its context: what otelhttp does when there are no spans to make.
+func withTraceContext(propagator propagation.TextMapPropagator, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("traceparent") != "" {
+			r = r.WithContext(propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // jsonMuxErrors turns the mux's own plain-text 404 (no such route) and 405

@@ -24,19 +24,22 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
-// TestStackScaleOut runs the guide's whole topology through scripts/stack
-// (nginx in front of 3 API processes, 3 worker processes, RabbitMQ, Redis,
-// a MongoDB-wire server), pushes tasks through nginx from 16 clients, and
-// SIGKILLs one API and one worker while they work. Clients retry a failed
-// submit with the same Idempotency-Key, as nginx's error tells them to.
-// Every accepted task must end SUCCESS with exactly one result document,
-// every worker must have run tasks, and nginx must have kept answering.
+// TestStackScaleOut is the scale-out test and the soak: it runs the
+// guide's whole topology through scripts/stack (nginx in front of 3 API
+// processes, 3 worker processes, RabbitMQ, Redis, a MongoDB-wire server),
+// pushes 10,000 tasks through nginx from 16 clients, SIGKILLs one API and
+// one worker while they work, and starts the worker again. Clients retry
+// a failed submit with the same Idempotency-Key, as nginx's error tells
+// them to. Every accepted task must end SUCCESS with exactly one result
+// document (checked here and by scripts/tally, the users' audit), every
+// worker must have run tasks, and nginx must have kept answering.
 func TestStackScaleOut(t *testing.T) {
 	requireNginx(t)
 	const (
-		tasksTotal = 2100
-		clients    = 16
-		killAfter  = tasksTotal / 3 // accepted tasks before the kills
+		tasksTotal   = 10_000
+		clients      = 16
+		killAfter    = tasksTotal / 3     // accepted tasks before the kills
+		restartAfter = 2 * tasksTotal / 3 // accepted tasks before worker-2 starts again
 	)
 	// realStack picks the names and removes the queues, the Redis keys and
 	// the database when the test ends (after `down`, registered below, so
@@ -181,6 +184,17 @@ func TestStackScaleOut(t *testing.T) {
 	t.Logf("SIGKILLed api-2 (pid %d) and worker-2 (pid %d, %v tasks started, busy %v) at %d accepted tasks",
 		apiPid, workerPid, started[2], busy, acceptedN.Load())
 
+	waitFor(t, 90*time.Second, fmt.Sprintf("%d accepted tasks", restartAfter), func() bool { return acceptedN.Load() >= restartAfter })
+	if out, err := runStack(env, 90*time.Second, "start", "worker-2", "--dir", dir); err != nil {
+		t.Fatalf("scripts/stack start worker-2: %v\n%s", err, out)
+	}
+	t.Logf("started worker-2 again at %d accepted tasks", acceptedN.Load())
+	var restarted float64
+	waitFor(t, 60*time.Second, "the restarted worker-2 to start tasks", func() bool {
+		restarted = tasksStarted(t, workerURL(2))
+		return restarted > 0
+	})
+
 	wg.Wait()
 	close(unexpected)
 	for msg := range unexpected {
@@ -215,15 +229,44 @@ func TestStackScaleOut(t *testing.T) {
 	for _, n := range []int{1, 3} {
 		started[n] = tasksStarted(t, workerURL(n))
 	}
-	t.Logf("tasks started per worker: worker-1 %v, worker-2 %v (before its kill), worker-3 %v", started[1], started[2], started[3])
+	t.Logf("tasks started per worker: worker-1 %v, worker-2 %v before its kill and %v after its restart, worker-3 %v",
+		started[1], started[2], tasksStarted(t, workerURL(2)), started[3])
 	for n := 1; n <= 3; n++ {
 		if started[n] == 0 {
 			t.Errorf("worker-%d started no task, want every worker to take work", n)
 		}
 	}
 	assertStackResults(t, state, ids)
+	tallyStack(t, env, dir, ids)
 	if code := apiCall(t, "GET", nginx+"/health", "", nil); code != http.StatusOK {
 		t.Errorf("GET /health through nginx after the kills: %d, want 200", code)
+	}
+}
+
+// tallyStack runs scripts/tally, the audit users run after a soak, over the
+// accepted tasks: it must count them all completed, none lost or duplicated.
+func tallyStack(t *testing.T, env []string, dir string, ids map[string]submitOutcome) {
+	t.Helper()
+	var list strings.Builder
+	for id := range ids {
+		list.WriteString(id + "\n")
+	}
+	idsFile := filepath.Join(t.TempDir(), "accepted.txt")
+	if err := os.WriteFile(idsFile, []byte(list.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "scripts/tally", "check", "--ids", idsFile, "--stack", dir)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	t.Logf("scripts/tally check:\n%s", tail(string(out), 12))
+	if err != nil {
+		t.Fatalf("scripts/tally check: %v", err)
+	}
+	want := fmt.Sprintf("tally accepted=%d completed=%d failed=0 in_flight=0 lost=0 duplicated=0", len(ids), len(ids))
+	if !strings.Contains(string(out), want) {
+		t.Errorf("scripts/tally check does not say %q", want)
 	}
 }
 

@@ -13,14 +13,36 @@ import (
 // state's rank and the status JSON. The rank check and the write happen in
 // one Lua script, so concurrent writers (the API, a worker, a duplicate
 // delivery) cannot interleave between them.
+//
+// Status writes are pipelined (see batcher): a task writes its status at
+// least three times, and under load one round trip carries many writes.
 type redisStatusStore struct {
 	client *redis.Client
 	prefix string
+	writer *batcher[statusWrite, struct{}]
+}
+
+const (
+	statusWriters  = 4
+	maxStatusBatch = 128
+)
+
+// statusWrite is one run of putStatusScript.
+type statusWrite struct {
+	key   string
+	rank  int
+	doc   []byte
+	ttlMs int64
 }
 
 func newRedisStatusStore(client *redis.Client, keyPrefix string) *redisStatusStore {
-	return &redisStatusStore{client: client, prefix: keyPrefix}
+	s := &redisStatusStore{client: client, prefix: keyPrefix}
+	s.writer = newBatcher(statusWriters, maxStatusBatch, s.writeStatuses)
+	return s
 }
+
+// close stops the status writers; callers of put must be done.
+func (s *redisStatusStore) close() { s.writer.close() }
 
 var putStatusScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'rank')
@@ -50,11 +72,45 @@ func (s *redisStatusStore) put(ctx context.Context, st taskStatus, ttl time.Dura
 	if err != nil {
 		return fmt.Errorf("encode status of %s: %w", st.TaskID, err)
 	}
-	err = putStatusScript.Run(ctx, s.client, []string{s.key(st.TaskID)}, stateRank(st.Status), doc, ttl.Milliseconds()).Err()
+	_, err = s.writer.do(ctx, statusWrite{key: s.key(st.TaskID), rank: stateRank(st.Status), doc: doc, ttlMs: ttl.Milliseconds()})
 	if err != nil {
 		return fmt.Errorf("redis: put status of %s: %w", st.TaskID, err)
 	}
 	return nil
+}
+
+// writeStatuses runs a batch of status writes in one pipeline. Redis
+// forgets its scripts when it restarts; the script is then loaded again
+// and the batch rerun, which is harmless: a write never lowers a rank.
+func (s *redisStatusStore) writeStatuses(batch []statusWrite) []batchOutcome[struct{}] {
+	ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+	defer cancel()
+	cmds, err := s.pipelinePuts(ctx, batch)
+	out := make([]batchOutcome[struct{}], len(batch))
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err := putStatusScript.Load(ctx, s.client).Err(); err != nil {
+			for i := range out {
+				out[i].err = fmt.Errorf("load status script: %w", err)
+			}
+			return out
+		}
+		cmds, _ = s.pipelinePuts(ctx, batch)
+	}
+	// A failed pipeline sets its error on every command.
+	for i, cmd := range cmds {
+		out[i].err = cmd.Err()
+	}
+	return out
+}
+
+func (s *redisStatusStore) pipelinePuts(ctx context.Context, batch []statusWrite) ([]*redis.Cmd, error) {
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	for i, w := range batch {
+		cmds[i] = putStatusScript.EvalSha(ctx, pipe, []string{w.key}, w.rank, w.doc, w.ttlMs)
+	}
+	_, err := pipe.Exec(ctx)
+	return cmds, err
 }
 
 func (s *redisStatusStore) get(ctx context.Context, taskID string) (taskStatus, error) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -19,11 +18,8 @@ type mongoStore struct {
 	items   *mongo.Collection
 	results *mongo.Collection
 
-	// resultWrites feeds the result writers (see writeResults), which
-	// group concurrent saves into InsertMany calls.
-	resultWrites chan resultWrite
-	stopWriters  chan struct{}
-	writers      sync.WaitGroup
+	// resultWriter groups concurrent saves into InsertMany calls.
+	resultWriter *batcher[mongoTaskRecord, taskRecord]
 }
 
 // connectMongo opens a client. Nested documents decode as maps (not
@@ -38,23 +34,15 @@ func connectMongo(ctx context.Context, uri, database string) (*mongoStore, error
 		return nil, fmt.Errorf("connect mongodb: %w", err)
 	}
 	db := client.Database(database)
-	s := &mongoStore{client: client, items: db.Collection("items"), results: db.Collection("task_results"),
-		resultWrites: make(chan resultWrite), stopWriters: make(chan struct{})}
-	for range resultWriters {
-		s.writers.Add(1)
-		go func() {
-			defer s.writers.Done()
-			s.writeResults()
-		}()
-	}
+	s := &mongoStore{client: client, items: db.Collection("items"), results: db.Collection("task_results")}
+	s.resultWriter = newBatcher(resultWriters, maxResultBatch, s.insertResults)
 	return s, nil
 }
 
 // close stops the result writers, then disconnects. Callers of saveResult
 // must be done by then (errand closes stores after the worker pool).
 func (s *mongoStore) close(ctx context.Context) error {
-	close(s.stopWriters)
-	s.writers.Wait()
+	s.resultWriter.close()
 	return s.client.Disconnect(ctx)
 }
 
@@ -186,81 +174,39 @@ func (m mongoTaskRecord) record() taskRecord {
 		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority, Owner: m.Owner, TraceID: m.TraceID}
 }
 
-// Result writes are batched: resultWriters goroutines each take one
-// pending save, add whatever else is already waiting (up to
-// maxResultBatch), and insert them with one unordered InsertMany. At low
-// load a batch is a single document and adds no delay; under load one
-// round trip stores many results, which is what lets the task path go
-// faster than one MongoDB write at a time.
+// Result writes are batched (see batcher): under load one InsertMany
+// stores many results, which is what lets the task path go faster than
+// one MongoDB write at a time.
 const (
 	resultWriters  = 4
 	maxResultBatch = 256
 )
 
-type resultWrite struct {
-	doc  mongoTaskRecord
-	done chan resultWritten // buffered: the writer never blocks on a caller that gave up
-}
-
-type resultWritten struct {
-	rec taskRecord
-	err error
-}
-
 // saveResult inserts r with its task id as _id. The insert cannot make a
 // second document for a task: a duplicate key means an earlier save won,
 // and that document is returned instead.
 func (s *mongoStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, error) {
-	w := resultWrite{
-		doc: mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
-			Attempts: r.Attempts, CompletedAt: itemTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner, TraceID: r.TraceID},
-		done: make(chan resultWritten, 1),
+	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
+		Attempts: r.Attempts, CompletedAt: itemTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner, TraceID: r.TraceID}
+	saved, err := s.resultWriter.do(ctx, doc)
+	if err != nil && ctx.Err() != nil {
+		return taskRecord{}, fmt.Errorf("mongodb: save result of %s: %w", r.TaskID, err)
 	}
-	select {
-	case s.resultWrites <- w:
-	case <-ctx.Done():
-		return taskRecord{}, fmt.Errorf("mongodb: save result of %s: %w", r.TaskID, ctx.Err())
-	}
-	select {
-	case out := <-w.done:
-		return out.rec, out.err
-	case <-ctx.Done():
-		return taskRecord{}, fmt.Errorf("mongodb: save result of %s: %w", r.TaskID, ctx.Err())
-	}
+	return saved, err
 }
 
-func (s *mongoStore) writeResults() {
-	for {
-		var batch []resultWrite
-		select {
-		case w := <-s.resultWrites:
-			batch = append(batch, w)
-		case <-s.stopWriters:
-			return
-		}
-	fill:
-		for len(batch) < maxResultBatch {
-			select {
-			case w := <-s.resultWrites:
-				batch = append(batch, w)
-			default:
-				break fill
-			}
-		}
-		s.insertResults(batch)
-	}
-}
-
-// insertResults stores a batch and answers each of its callers.
-func (s *mongoStore) insertResults(batch []resultWrite) {
+// insertResults stores a batch with one unordered InsertMany and tells
+// each document's outcome.
+func (s *mongoStore) insertResults(batch []mongoTaskRecord) []batchOutcome[taskRecord] {
 	// The writers serve callers whose contexts they do not have; each
 	// batch gets its own deadline instead.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	docs := make([]any, len(batch))
-	for i, w := range batch {
-		docs[i] = w.doc
+	for i, doc := range batch {
+		docs[i] = doc
 	}
+	out := make([]batchOutcome[taskRecord], len(batch))
 	_, err := s.results.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 	failed := map[int]mongo.WriteError{}
 	var bwe mongo.BulkWriteException
@@ -271,25 +217,25 @@ func (s *mongoStore) insertResults(batch []resultWrite) {
 			failed[we.Index] = we.WriteError
 		}
 	default:
-		for _, w := range batch {
-			w.done <- resultWritten{err: fmt.Errorf("mongodb: save result of %s: %w", w.doc.ID, err)}
+		for i, doc := range batch {
+			out[i].err = fmt.Errorf("mongodb: save result of %s: %w", doc.ID, err)
 		}
-		return
+		return out
 	}
-	for i, w := range batch {
+	for i, doc := range batch {
 		we, bad := failed[i]
 		switch {
 		case !bad:
-			w.done <- resultWritten{rec: w.doc.record()}
+			out[i].resp = doc.record()
 		case mongo.IsDuplicateKeyError(we):
 			// Saved before (a redelivery or a duplicate message): the
 			// first result stands.
-			rec, err := s.getResult(ctx, w.doc.ID)
-			w.done <- resultWritten{rec: rec, err: err}
+			out[i].resp, out[i].err = s.getResult(ctx, doc.ID)
 		default:
-			w.done <- resultWritten{err: fmt.Errorf("mongodb: save result of %s: %w", w.doc.ID, we)}
+			out[i].err = fmt.Errorf("mongodb: save result of %s: %w", doc.ID, we)
 		}
 	}
+	return out
 }
 
 func (s *mongoStore) listResults(ctx context.Context, f resultFilter, skip, limit int) ([]taskRecord, error) {

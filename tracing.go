@@ -19,6 +19,8 @@ import (
 // tracing is errand's tracer and the propagator that carries trace
 // context across HTTP and the broker.
 type tracing struct {
+	// recording is false when tracing is off: spans are no-ops then.
+	recording  bool
 	provider   trace.TracerProvider
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
@@ -75,7 +77,7 @@ func newTracing(ctx context.Context, getenv func(string) string, role, version s
 		}
 	}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithResource(res))
-	return &tracing{provider: tp, tracer: tp.Tracer("errand"), propagator: off.propagator, shutdown: tp.Shutdown}, nil
+	return &tracing{recording: true, provider: tp, tracer: tp.Tracer("errand"), propagator: off.propagator, shutdown: tp.Shutdown}, nil
 }
 
 // disabledTracing records nothing but still propagates trace context, so

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
@@ -146,4 +147,31 @@ func keys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestTraceContextPassesThroughWithTracingOff: with no OTEL_* variable
+// errand records no spans, but a trace a client started still reaches
+// the task, so the client can find its task in its own trace.
+func TestTraceContextPassesThroughWithTracingOff(t *testing.T) {
+	base := startErrand(t, map[string]string{"HEAVY_TASK_DELAY": "0s"})
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	req, err := http.NewRequest("POST", base+"/api/async/process", strings.NewReader(`{"data": "traced", "iterations": 1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var acc taskAccepted
+	if err := json.NewDecoder(resp.Body).Decode(&acc); err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit: status %d, decode error %v", resp.StatusCode, err)
+	}
+	st := waitForStatus(t, base, acc.TaskID, stateSuccess, 10*time.Second)
+	if st.TraceID != traceID {
+		t.Errorf("task trace_id = %q, want the client's %s", st.TraceID, traceID)
+	}
 }

@@ -9,11 +9,16 @@ import (
 
 // TestGuideWalkthrough runs the guide's curl walkthrough (Steps 5 to 8 and
 // Part 5 Step 4) against errand on the embedded backends and on the real
-// servers, and checks the guide's JSON shapes.
+// servers (with either queue type), and checks the guide's JSON shapes.
 func TestGuideWalkthrough(t *testing.T) {
 	stacks := map[string]func(t *testing.T) map[string]string{
 		"embedded": func(*testing.T) map[string]string { return map[string]string{} },
 		"real":     func(t *testing.T) map[string]string { return realStack(t) },
+		"real quorum": func(t *testing.T) map[string]string {
+			env := realStack(t)
+			env["QUEUE_TYPE"] = "quorum"
+			return env
+		},
 	}
 	for name, stack := range stacks {
 		t.Run(name, func(t *testing.T) {
@@ -22,7 +27,7 @@ func TestGuideWalkthrough(t *testing.T) {
 			env["EMAIL_STEP_DELAY"] = "20ms"
 			env["WORKERS"] = "4"
 			base := startErrand(t, env)
-			walkthrough(t, base, name)
+			walkthrough(t, base, map[bool]string{true: "embedded", false: "external"}[name == "embedded"])
 		})
 	}
 }
@@ -36,7 +41,7 @@ func walkthrough(t *testing.T, base, backends string) {
 		t.Fatalf("GET /health: status %d, want 200 (%+v)", code, h)
 	}
 	want := map[string]string{"mongodb": "connected", "redis": "connected", "rabbitmq": "connected"}
-	if h.Status != "healthy" || !isoPattern.MatchString(h.Timestamp) || len(h.Services) != 3 || h.Backends != map[bool]string{true: "embedded", false: "external"}[backends == "embedded"] {
+	if h.Status != "healthy" || !isoPattern.MatchString(h.Timestamp) || len(h.Services) != 3 || h.Backends != backends {
 		t.Errorf("health = %+v, want healthy with a timestamp and three services", h)
 	}
 	for k, v := range want {

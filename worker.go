@@ -180,14 +180,19 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	inProgress := p.metrics.tasksInProgress.WithLabelValues(msg.Type)
 	inProgress.Inc()
 	defer inProgress.Dec()
-	p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: stateProgress, TaskType: msg.Type,
-		Progress: &tasks.Progress{Status: "Started"}, Attempts: msg.Attempt, UpdatedAt: started}, 0)
-	report := func(ctx context.Context, pr tasks.Progress) {
+	progress := newProgressWriter(time.Now(), func(pr tasks.Progress) {
 		p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: stateProgress, TaskType: msg.Type, Progress: &pr,
 			Attempts: msg.Attempt, UpdatedAt: p.now()}, 0)
-	}
+	})
+	// PROGRESS "Started" goes through the throttle too: a run that ends
+	// within progressInterval goes from PENDING straight to its end, one
+	// status write fewer; a longer one shows PROGRESS after the interval.
+	progress.report(ctx, tasks.Progress{Status: "Started"})
 	runCtx, runSpan := p.tracing.tracer.Start(ctx, "run "+msg.Type)
-	value, runErr := runTask(runCtx, log, def, msg, report)
+	value, runErr := runTask(runCtx, log, def, msg, progress.report)
+	// No progress may be written once the run is over: the final status
+	// (or the retry's) comes next and must be the last word.
+	progress.stop()
 	if runErr != nil {
 		runSpan.SetStatus(codes.Error, runErr.Error())
 	}
@@ -429,4 +434,82 @@ func resultObject(value any) (map[string]any, error) {
 		return nil, fmt.Errorf("task result is not a JSON object: %w", err)
 	}
 	return obj, nil
+}
+
+// progressInterval is the least time between two progress writes of one
+// task. A task may report as often as it likes: each report replaces the
+// last, so the ones in between need not reach Redis, and a task that
+// loops through its steps in microseconds costs two status writes (started
+// and finished) instead of one per step. It is far below what anyone
+// polling a status can see.
+const progressInterval = 20 * time.Millisecond
+
+// progressWriter throttles a task's progress reports to one write per
+// progressInterval. A report that comes too soon is kept and written when
+// the interval is up (unless a newer one replaces it first), so the last
+// reported step always shows while the task runs.
+type progressWriter struct {
+	write func(tasks.Progress)
+
+	mu        sync.Mutex // held across writes, so they land in order
+	lastWrite time.Time
+	pending   *tasks.Progress
+	timer     *time.Timer
+	stopped   bool
+}
+
+// newProgressWriter starts throttling from since, the time of the task's
+// last status write.
+func newProgressWriter(since time.Time, write func(tasks.Progress)) *progressWriter {
+	return &progressWriter{write: write, lastWrite: since}
+}
+
+// report is the task's tasks.ReportFunc.
+func (w *progressWriter) report(_ context.Context, pr tasks.Progress) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return // a run abandoned after its time limit reports no more
+	}
+	wait := progressInterval - time.Since(w.lastWrite)
+	if wait <= 0 {
+		w.pending = nil
+		w.writeLocked(pr)
+		return
+	}
+	w.pending = &pr
+	if w.timer == nil {
+		w.timer = time.AfterFunc(wait, w.flush)
+	}
+}
+
+// flush writes the report that came too soon, if it is still wanted.
+func (w *progressWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timer = nil
+	if w.stopped || w.pending == nil {
+		return
+	}
+	pr := *w.pending
+	w.pending = nil
+	w.writeLocked(pr)
+}
+
+func (w *progressWriter) writeLocked(pr tasks.Progress) {
+	w.write(pr)
+	w.lastWrite = time.Now()
+}
+
+// stop drops any report not yet written and waits for a write under way,
+// so nothing is written after it returns.
+func (w *progressWriter) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.pending = nil
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
 }
