@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestBatcherAnswersEachCallerItsOwnOutcome: concurrent calls are grouped
+// into batches no larger than maxBatch, and every caller gets the outcome
+// of its own request, errors included.
+func TestBatcherAnswersEachCallerItsOwnOutcome(t *testing.T) {
+	const maxBatch = 8
+	var mu sync.Mutex
+	var sizes []int
+	release := make(chan struct{})
+	b := newBatcher(2, maxBatch, func(reqs []int) []batchOutcome[string] {
+		<-release // hold the servers so calls pile up into batches
+		mu.Lock()
+		sizes = append(sizes, len(reqs))
+		mu.Unlock()
+		out := make([]batchOutcome[string], len(reqs))
+		for i, r := range reqs {
+			if r%7 == 0 {
+				out[i].err = fmt.Errorf("request %d refused", r)
+				continue
+			}
+			out[i].resp = fmt.Sprint("done ", r)
+		}
+		return out
+	})
+	defer b.close()
+
+	const calls = 100
+	var wg sync.WaitGroup
+	errs := make(chan error, calls)
+	for r := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := b.do(context.Background(), r)
+			switch {
+			case r%7 == 0 && (err == nil || err.Error() != fmt.Sprintf("request %d refused", r)):
+				errs <- fmt.Errorf("request %d: got %q, %v; want its own error", r, resp, err)
+			case r%7 != 0 && (err != nil || resp != fmt.Sprint("done ", r)):
+				errs <- fmt.Errorf("request %d: got %q, %v; want %q", r, resp, err, fmt.Sprint("done ", r))
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	total, batched := 0, false
+	for _, n := range sizes {
+		if n < 1 || n > maxBatch {
+			t.Errorf("batch of %d, want 1 to %d", n, maxBatch)
+		}
+		total += n
+		batched = batched || n > 1
+	}
+	if total != calls {
+		t.Errorf("batches served %d requests, want %d", total, calls)
+	}
+	if !batched {
+		t.Errorf("every batch held one request (%v): calls waiting together were not grouped", sizes)
+	}
+}
+
+// TestBatcherCallerGivesUp: a caller whose context ends stops waiting,
+// and the batcher keeps serving others.
+func TestBatcherCallerGivesUp(t *testing.T) {
+	block := make(chan struct{})
+	b := newBatcher(1, 4, func(reqs []string) []batchOutcome[string] {
+		if reqs[0] == "slow" {
+			<-block
+		}
+		out := make([]batchOutcome[string], len(reqs))
+		for i, r := range reqs {
+			out[i].resp = r
+		}
+		return out
+	})
+	defer b.close()
+	go func() { _, _ = b.do(context.Background(), "slow") }()
+	time.Sleep(20 * time.Millisecond) // the only server is now busy with "slow"
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := b.do(ctx, "impatient"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call with an ended context: %v, want context.DeadlineExceeded", err)
+	}
+	close(block)
+	if resp, err := b.do(context.Background(), "next"); err != nil || resp != "next" {
+		t.Fatalf("call after one gave up: %q, %v", resp, err)
+	}
+}
