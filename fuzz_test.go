@@ -99,13 +99,14 @@ var fuzzJSONBodies = []string{
 	`{"name":"a","metadata":{"k":1,"k":2}}`,
 }
 
-// fuzzing reports whether this run fuzzes (-test.fuzz) rather than only
-// replays the seeds and the corpus. Seeds at the size limits stay out of a
-// fuzzing run: the fuzzer mutates and minimizes every seed, and a few
-// 30-70 KB inputs cut its throughput twentyfold.
+// fuzzing reports whether this run fuzzes (-test.fuzz, in the coordinator
+// or one of its worker processes) rather than only replays the seeds and
+// the corpus. Seeds at the size limits stay out of a fuzzing run: the
+// fuzzer mutates and minimizes every seed, and a few 30-70 KB inputs cut
+// its throughput twentyfold.
 func fuzzing() bool {
-	fl := flag.Lookup("test.fuzz")
-	return fl != nil && fl.Value.String() != ""
+	fuzz, worker := flag.Lookup("test.fuzz"), flag.Lookup("test.fuzzworker")
+	return (fuzz != nil && fuzz.Value.String() != "") || (worker != nil && worker.Value.String() == "true")
 }
 
 // largeSeeds returns seeds unless this run fuzzes.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -52,6 +53,12 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	flag.Parse()
+	if fuzzing() {
+		// The fuzz targets are pure decoders on the embedded backends, and
+		// every fuzz worker process runs TestMain: no servers for them.
+		return m.Run()
+	}
 	services.amqpURL = envOr("ERRAND_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 	services.redisURL = envOr("ERRAND_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 	services.mongoURI = os.Getenv("MONGODB_URI")

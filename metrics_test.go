@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -164,4 +166,31 @@ func histogramCount(families map[string]*dto.MetricFamily, name string, labels m
 		return 0, false
 	}
 	return m.Histogram.GetSampleCount(), true
+}
+
+// TestMetricsFollowPrometheusConventions feeds a real stack's /metrics,
+// after some traffic, to `promtool check metrics`, which flags names,
+// units and help texts that break Prometheus's conventions.
+func TestMetricsFollowPrometheusConventions(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool (Debian's prometheus package, which make test installs) is needed: %v", err)
+	}
+	env := realStack(t)
+	env["HEAVY_TASK_DELAY"] = "1ms"
+	base := startErrand(t, env)
+	waitForStatus(t, base, submitTask(t, base, `{"data": "lint", "iterations": 1}`), stateSuccess, 20*time.Second)
+	apiCall(t, "GET", base+"/api/items/nope", "", nil)
+
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	check := exec.Command(promtool, "check", "metrics")
+	check.Stdin = resp.Body
+	out, err := check.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
 }
