@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,8 @@ import (
 // reconnect. The publisher redials lazily, and every wait for a confirm
 // has its own deadline.
 type amqpBroker struct {
-	url            string
+	urls           []string // one per RabbitMQ node; dials go to the first that answers
+	preferred      atomic.Uint32
 	queue          string
 	queueType      string
 	deadQueue      string
@@ -44,9 +46,11 @@ type amqpBroker struct {
 // behind a dial timeout.
 const redialPause = time.Second
 
-func newAMQPBroker(url, queue, queueType string, publishTimeout time.Duration, log *slog.Logger) *amqpBroker {
+// newAMQPBroker makes a broker for urls: AMQP_URL, one URL or several
+// separated by commas (the nodes of a cluster).
+func newAMQPBroker(urls, queue, queueType string, publishTimeout time.Duration, log *slog.Logger) *amqpBroker {
 	return &amqpBroker{
-		url:            url,
+		urls:           splitURLs(urls),
 		queue:          queue,
 		queueType:      queueType,
 		deadQueue:      queue + ".dead",
@@ -56,19 +60,44 @@ func newAMQPBroker(url, queue, queueType string, publishTimeout time.Duration, l
 	}
 }
 
+// dial connects to the node that answered last, else to the next one that
+// answers: with a cluster's nodes in AMQP_URL, errand follows whichever is
+// up, and its quorum queues are reachable from any of them.
 func (b *amqpBroker) dial(purpose string) (*amqp.Connection, error) {
 	host, _ := os.Hostname()
-	conn, err := amqp.DialConfig(b.url, amqp.Config{
+	cfg := amqp.Config{
 		Heartbeat: 10 * time.Second,
 		Dial:      amqp.DefaultDial(min(b.publishTimeout, 5*time.Second)),
 		Properties: amqp.Table{
 			"connection_name": fmt.Sprintf("errand-%s %s pid %d", purpose, host, os.Getpid()),
 		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("dial rabbitmq: %w", err)
 	}
-	return conn, nil
+	start := int(b.preferred.Load())
+	var errs []error
+	for i := range b.urls {
+		n := (start + i) % len(b.urls)
+		conn, err := amqp.DialConfig(b.urls[n], cfg)
+		if err == nil {
+			if n != start {
+				b.log.Info("connected to another rabbitmq node", "url", redactURL(b.urls[n]), "purpose", purpose)
+				b.preferred.Store(uint32(n))
+			}
+			return conn, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", redactURL(b.urls[n]), err))
+	}
+	return nil, fmt.Errorf("dial rabbitmq: %w", errors.Join(errs...))
+}
+
+// splitURLs reads a comma-separated list of URLs.
+func splitURLs(list string) []string {
+	var urls []string
+	for _, u := range strings.Split(list, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
 }
 
 // Queue types (QUEUE_TYPE). Classic queues honour the three priorities

@@ -7,7 +7,10 @@ import (
 	"io"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // config is errand's effective configuration. Every field comes from an
@@ -97,7 +100,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Addr, "addr", env("ADDR", ":8080"), "HTTP listen address (ADDR)")
 	fs.StringVar(&cfg.Role, "role", env("ROLE", roleAll), "all, api or worker (ROLE)")
-	fs.StringVar(&cfg.AMQPURL, "amqp-url", env("AMQP_URL", ""), "RabbitMQ URL; empty with REDIS_URL and MONGODB_URI empty selects the embedded backends (AMQP_URL)")
+	fs.StringVar(&cfg.AMQPURL, "amqp-url", env("AMQP_URL", ""), "RabbitMQ URL, or the URLs of a cluster's nodes separated by commas; empty with REDIS_URL and MONGODB_URI empty selects the embedded backends (AMQP_URL)")
 	fs.StringVar(&cfg.RedisURL, "redis-url", env("REDIS_URL", ""), "Redis URL (REDIS_URL)")
 	fs.StringVar(&cfg.MongoURI, "mongodb-uri", env("MONGODB_URI", ""), "MongoDB URI (MONGODB_URI)")
 	fs.StringVar(&cfg.MongoDatabase, "mongodb-database", env("MONGODB_DATABASE", "myapp"), "MongoDB database (MONGODB_DATABASE)")
@@ -149,6 +152,11 @@ func (c config) validate() error {
 	} else if c.Role != roleAll {
 		errs = append(errs, fmt.Errorf("ROLE=%s needs AMQP_URL, REDIS_URL and MONGODB_URI: the embedded backends live inside one process", c.Role))
 	}
+	for _, u := range splitURLs(c.AMQPURL) {
+		if _, err := amqp.ParseURI(u); err != nil {
+			errs = append(errs, fmt.Errorf("AMQP_URL %s: %w", redactURL(u), err))
+		}
+	}
 	if c.Workers < 1 || c.Workers > 10000 {
 		errs = append(errs, fmt.Errorf("WORKERS=%d: want 1 to 10000", c.Workers))
 	}
@@ -182,7 +190,7 @@ func (c config) validate() error {
 func (c config) logAttrs() []any {
 	return []any{
 		"addr", c.Addr, "role", c.Role, "embedded", c.embedded(),
-		"amqp_url", redactURL(c.AMQPURL), "redis_url", redactURL(c.RedisURL),
+		"amqp_url", redactURLs(c.AMQPURL), "redis_url", redactURL(c.RedisURL),
 		"mongodb_uri", redactURL(c.MongoURI), "mongodb_database", c.MongoDatabase,
 		"workers", c.Workers, "queue", c.QueueName, "queue_type", c.QueueType, "redis_key_prefix", c.KeyPrefix,
 		"heavy_task_delay", c.HeavyTaskDelay.String(), "email_step_delay", c.EmailStepDelay.String(),
@@ -192,6 +200,15 @@ func (c config) logAttrs() []any {
 		"api_keys", len(newAPIKeys(c.APIKeys).digests), "rate_limit", c.RateLimit, "rate_burst", c.RateBurst,
 		"pprof_addr", c.PprofAddr,
 	}
+}
+
+// redactURLs redacts each URL of a comma-separated list.
+func redactURLs(list string) string {
+	urls := splitURLs(list)
+	for i, u := range urls {
+		urls[i] = redactURL(u)
+	}
+	return strings.Join(urls, ",")
 }
 
 func redactURL(raw string) string {

@@ -167,6 +167,7 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{name: "unknown ROLE", env: configEnvPlus(externalEnv, map[string]string{"ROLE": "scheduler"}), want: []string{`ROLE="scheduler"`}},
 		{name: "unknown role flag", env: externalEnv, args: []string{"-role", "both"}, want: []string{`ROLE="both"`}},
+		{name: "AMQP_URL not amqp", env: configEnvPlus(externalEnv, map[string]string{"AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/,http://127.0.0.1:5672/"}), want: []string{"AMQP_URL http://127.0.0.1:5672/"}},
 		{name: "unknown QUEUE_TYPE", env: configEnvPlus(externalEnv, map[string]string{"QUEUE_TYPE": "stream"}), want: []string{`QUEUE_TYPE="stream"`, "classic or quorum"}},
 		{name: "WORKERS=0", env: map[string]string{"WORKERS": "0"}, want: []string{"WORKERS=0"}},
 		{name: "WORKERS=10001", env: map[string]string{"WORKERS": "10001"}, want: []string{"WORKERS=10001"}},
