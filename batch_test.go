@@ -78,9 +78,10 @@ func TestBatcherAnswersEachCallerItsOwnOutcome(t *testing.T) {
 // TestBatcherCallerGivesUp: a caller whose context ends stops waiting,
 // and the batcher keeps serving others.
 func TestBatcherCallerGivesUp(t *testing.T) {
-	block := make(chan struct{})
+	busy, block := make(chan struct{}), make(chan struct{})
 	b := newBatcher(1, 4, func(reqs []string) []batchOutcome[string] {
 		if reqs[0] == "slow" {
+			close(busy)
 			<-block
 		}
 		out := make([]batchOutcome[string], len(reqs))
@@ -91,7 +92,7 @@ func TestBatcherCallerGivesUp(t *testing.T) {
 	})
 	defer b.close()
 	go func() { _, _ = b.do(context.Background(), "slow") }()
-	time.Sleep(20 * time.Millisecond) // the only server is now busy with "slow"
+	<-busy // the only server is now busy with "slow"
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := b.do(ctx, "impatient"); !errors.Is(err, context.DeadlineExceeded) {

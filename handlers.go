@@ -344,7 +344,10 @@ func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, pr
 		return submission{}, fmt.Errorf("queue %s %s: %w", taskType, id, err)
 	}
 	s.settleKey(ctx, claim, true)
-	s.log.InfoContext(ctx, "task queued", "task_id", id, "task_type", taskType, "priority", priority, "request_id", requestID(ctx))
+	// The request's access-log line carries the task; a line of its own
+	// per submit only at debug level.
+	addAccessLogAttrs(ctx, "task_id", id, "task_type", taskType)
+	s.log.DebugContext(ctx, "task queued", "task_id", id, "task_type", taskType, "priority", priority, "request_id", requestID(ctx))
 	return submission{id: id}, nil
 }
 

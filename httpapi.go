@@ -204,6 +204,21 @@ func jsonTypeName(goType string) string {
 
 type requestIDKey struct{}
 
+// accessLogAttrs are what a handler adds to its request's access-log line
+// (a submit's task_id, say), so one line tells the request and its
+// outcome. Only the request's own goroutine touches them.
+type accessLogAttrs struct{ attrs []any }
+
+type accessLogKey struct{}
+
+// addAccessLogAttrs puts key-value pairs on the access-log line of the
+// request ctx belongs to; outside a request it does nothing.
+func addAccessLogAttrs(ctx context.Context, args ...any) {
+	if a, ok := ctx.Value(accessLogKey{}).(*accessLogAttrs); ok {
+		a.attrs = append(a.attrs, args...)
+	}
+}
+
 func requestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
@@ -262,7 +277,8 @@ func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 			id = newRandomID(8)
 		}
 		w.Header().Set("X-Request-ID", id)
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+		extra := &accessLogAttrs{}
+		r = r.WithContext(context.WithValue(context.WithValue(r.Context(), requestIDKey{}, id), accessLogKey{}, extra))
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
@@ -274,8 +290,8 @@ func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 					writeJSON(rec, http.StatusInternalServerError, errorBody{Error: "internal", Detail: "internal server error", RequestID: id})
 				}
 			}
-			log.InfoContext(r.Context(), "request", "request_id", id, "method", r.Method, "route", r.Pattern, "path", r.URL.Path,
-				"status", rec.status, "duration_ms", float64(time.Since(start).Microseconds())/1000, "remote", r.RemoteAddr)
+			log.InfoContext(r.Context(), "request", append([]any{"request_id", id, "method", r.Method, "route", r.Pattern, "path", r.URL.Path,
+				"status", rec.status, "duration_ms", float64(time.Since(start).Microseconds()) / 1000, "remote", r.RemoteAddr}, extra.attrs...)...)
 		}()
 		next.ServeHTTP(rec, r)
 	})
