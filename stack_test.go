@@ -38,8 +38,8 @@ func TestStackScaleOut(t *testing.T) {
 	const (
 		tasksTotal   = 10_000
 		clients      = 16
-		killAfter    = tasksTotal / 3     // accepted tasks before the kills
-		restartAfter = 2 * tasksTotal / 3 // accepted tasks before worker-2 starts again
+		killAfter    = tasksTotal / 3 // accepted tasks before the kills
+		restartAfter = tasksTotal / 2 // accepted tasks before worker-2 starts again, leaving it work to take
 	)
 	// realStack picks the names and removes the queues, the Redis keys and
 	// the database when the test ends (after `down`, registered below, so

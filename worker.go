@@ -180,7 +180,7 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	inProgress := p.metrics.tasksInProgress.WithLabelValues(msg.Type)
 	inProgress.Inc()
 	defer inProgress.Dec()
-	progress := newProgressWriter(time.Now(), func(pr tasks.Progress) {
+	progress := newProgressWriter(time.Now(), progressInterval, func(pr tasks.Progress) {
 		p.putStatus(ctx, log, taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: stateProgress, TaskType: msg.Type, Progress: &pr,
 			Attempts: msg.Attempt, UpdatedAt: p.now()}, 0)
 	})
@@ -445,7 +445,8 @@ const progressInterval = 20 * time.Millisecond
 // the interval is up (unless a newer one replaces it first), so the last
 // reported step always shows while the task runs.
 type progressWriter struct {
-	write func(tasks.Progress)
+	write    func(tasks.Progress)
+	interval time.Duration // progressInterval, but for tests
 
 	mu        sync.Mutex // held across writes, so they land in order
 	lastWrite time.Time
@@ -455,9 +456,9 @@ type progressWriter struct {
 }
 
 // newProgressWriter starts throttling from since, the time of the task's
-// last status write.
-func newProgressWriter(since time.Time, write func(tasks.Progress)) *progressWriter {
-	return &progressWriter{write: write, lastWrite: since}
+// last status write, with at most one write per interval.
+func newProgressWriter(since time.Time, interval time.Duration, write func(tasks.Progress)) *progressWriter {
+	return &progressWriter{write: write, interval: interval, lastWrite: since}
 }
 
 // report is the task's tasks.ReportFunc.
@@ -467,7 +468,7 @@ func (w *progressWriter) report(_ context.Context, pr tasks.Progress) {
 	if w.stopped {
 		return // a run abandoned after its time limit reports no more
 	}
-	wait := progressInterval - time.Since(w.lastWrite)
+	wait := w.interval - time.Since(w.lastWrite)
 	if wait <= 0 {
 		w.pending = nil
 		w.writeLocked(pr)

@@ -27,9 +27,13 @@ func (l *progressLog) snapshot() []int {
 	return append([]int(nil), l.writes...)
 }
 
+// testProgressInterval is long enough that a test's back-to-back reports
+// surely fall within one interval, even on a loaded machine.
+const testProgressInterval = 300 * time.Millisecond
+
 func TestProgressWriterKeepsTheLatestReport(t *testing.T) {
 	var got progressLog
-	w := newProgressWriter(time.Now(), got.write)
+	w := newProgressWriter(time.Now(), testProgressInterval, got.write)
 	for i := 1; i <= 10; i++ {
 		w.report(context.Background(), tasks.Progress{Current: i, Total: 10})
 	}
@@ -42,7 +46,7 @@ func TestProgressWriterKeepsTheLatestReport(t *testing.T) {
 	}
 
 	// Once the interval has passed, a report is written at once.
-	time.Sleep(progressInterval)
+	time.Sleep(testProgressInterval)
 	w.report(context.Background(), tasks.Progress{Current: 11, Total: 20})
 	if writes := got.snapshot(); len(writes) != 2 || writes[1] != 11 {
 		t.Fatalf("writes = %v, want [10 11]", writes)
@@ -52,10 +56,10 @@ func TestProgressWriterKeepsTheLatestReport(t *testing.T) {
 
 func TestProgressWriterWritesNothingAfterStop(t *testing.T) {
 	var got progressLog
-	w := newProgressWriter(time.Now(), got.write)
+	w := newProgressWriter(time.Now(), testProgressInterval, got.write)
 	w.report(context.Background(), tasks.Progress{Current: 1, Total: 2})
 	w.stop()
-	time.Sleep(2 * progressInterval)
+	time.Sleep(2 * testProgressInterval)
 	w.report(context.Background(), tasks.Progress{Current: 2, Total: 2})
 	if writes := got.snapshot(); len(writes) != 0 {
 		t.Fatalf("writes after stop: %v", writes)
