@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -65,9 +66,18 @@ func newAMQPBroker(urls, queue, queueType string, publishTimeout time.Duration, 
 // up, and its quorum queues are reachable from any of them.
 func (b *amqpBroker) dial(purpose string) (*amqp.Connection, error) {
 	host, _ := os.Hostname()
+	dial := amqp.DefaultDial(min(b.publishTimeout, 5*time.Second))
 	cfg := amqp.Config{
 		Heartbeat: 10 * time.Second,
-		Dial:      amqp.DefaultDial(min(b.publishTimeout, 5*time.Second)),
+		// Concurrent publishes and acks share system calls (see
+		// coalescingConn).
+		Dial: func(network, addr string) (net.Conn, error) {
+			conn, err := dial(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newCoalescingConn(conn), nil
+		},
 		Properties: amqp.Table{
 			"connection_name": fmt.Sprintf("errand-%s %s pid %d", purpose, host, os.Getpid()),
 		},

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// coalescingConn lets concurrent writers share system calls. amqp091
+// writes each publish and each ack with a call of its own, one at a time
+// under its connection lock; on a busy connection those calls, not the
+// bytes, are what costs. Write here only queues the bytes and returns, and
+// one flusher goroutine writes whatever queued while its previous write
+// was under way, in one call.
+//
+// Nothing errand promises rests on a write having reached the socket: a
+// publish counts only once RabbitMQ confirms it, and an ack lost with its
+// connection means a redelivery, as any lost ack does. A failed write is
+// returned by every later Write and closes the connection, so amqp091
+// sees the failure as it would have.
+type coalescingConn struct {
+	net.Conn
+
+	mu      sync.Mutex
+	ready   *sync.Cond // bytes queued, or the conn is closing
+	drained *sync.Cond // the queue was taken by the flusher
+	queued  []byte
+	spare   []byte
+	err     error // the first write error
+	closing bool
+	done    chan struct{} // closed when the flusher has stopped
+}
+
+// maxQueuedBytes bounds the queue: a writer waits while the flusher is
+// this far behind, so a stalled socket pushes back as it would without
+// coalescing.
+const maxQueuedBytes = 1 << 20
+
+// closeFlushTimeout bounds how long Close waits for queued bytes (the
+// connection.close frame among them) to be written.
+const closeFlushTimeout = 2 * time.Second
+
+func newCoalescingConn(conn net.Conn) *coalescingConn {
+	c := &coalescingConn{Conn: conn, done: make(chan struct{})}
+	c.ready = sync.NewCond(&c.mu)
+	c.drained = sync.NewCond(&c.mu)
+	go c.flush()
+	return c
+}
+
+// Write queues p for the flusher. p is copied: the caller may reuse it.
+func (c *coalescingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.err == nil && !c.closing && len(c.queued) >= maxQueuedBytes {
+		c.drained.Wait()
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.closing {
+		return 0, net.ErrClosed
+	}
+	c.queued = append(c.queued, p...)
+	c.ready.Signal()
+	return len(p), nil
+}
+
+func (c *coalescingConn) flush() {
+	defer close(c.done)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		for len(c.queued) == 0 && !c.closing {
+			c.ready.Wait()
+		}
+		if len(c.queued) == 0 {
+			return // closing, and everything is written
+		}
+		buf := c.queued
+		c.queued = c.spare[:0]
+		c.drained.Broadcast()
+		c.mu.Unlock()
+		_, err := c.Conn.Write(buf)
+		c.mu.Lock()
+		c.spare = buf[:0]
+		if err != nil {
+			c.err = err
+			c.queued = nil
+			c.drained.Broadcast()
+			// The reader side must learn of it too, at once.
+			c.Conn.Close()
+			return
+		}
+	}
+}
+
+// Close writes what is queued (within closeFlushTimeout), then closes the
+// connection.
+func (c *coalescingConn) Close() error {
+	c.mu.Lock()
+	c.closing = true
+	c.ready.Signal()
+	c.drained.Broadcast()
+	c.mu.Unlock()
+	select {
+	case <-c.done:
+	case <-time.After(closeFlushTimeout):
+	}
+	return c.Conn.Close()
+}
