@@ -199,11 +199,10 @@ func TestNetworkFaults(t *testing.T) {
 	})
 }
 
-// submitAnswer is what a submit answers, accepted or not.
+// submitAnswer is what a submit answers: the 202's body, or the error.
 type submitAnswer struct {
-	TaskID    string `json:"task_id"`
-	Error     string `json:"error"`
-	RequestID string `json:"request_id"`
+	taskAccepted
+	errorBody
 }
 
 func rawSubmit(t *testing.T, base, body string) (int, submitAnswer) {

@@ -273,10 +273,13 @@ func jsonRoundTrip(s string) string {
 	return out
 }
 
-// onlyQueuedMessage returns the one message on f's broker, failing unless
-// exactly one is ready and none is dead.
-func (f *handlerFixture) onlyQueuedMessage(t *testing.T) taskMessage {
+// acceptedMessage returns the one message on f's broker, failing unless
+// exactly one is ready and none is dead, and unless it is the task of
+// type wantType that rec, a 202, names.
+func (f *handlerFixture) acceptedMessage(t *testing.T, rec *httptest.ResponseRecorder, wantType string) taskMessage {
 	t.Helper()
+	var accepted taskAccepted
+	decodeStrict(t, rec.Body.Bytes(), &accepted)
 	if ready, dead := f.broker.depth(); ready != 1 || dead != 0 {
 		t.Fatalf("broker depth: got %d ready and %d dead, want 1 and 0", ready, dead)
 	}
@@ -286,6 +289,9 @@ func (f *handlerFixture) onlyQueuedMessage(t *testing.T) taskMessage {
 	m, err := decodeTaskMessage(body)
 	if err != nil {
 		t.Fatalf("queued message %q: %v", body, err)
+	}
+	if m.ID != accepted.TaskID || m.Type != wantType {
+		t.Errorf("message id and type: got %q %q, want %q %q", m.ID, m.Type, accepted.TaskID, wantType)
 	}
 	return m
 }
@@ -625,12 +631,7 @@ func FuzzSubmitProcess(f *testing.F) {
 			fx.checkNothingQueued(t)
 			return
 		}
-		var accepted taskAccepted
-		decodeStrict(t, rec.Body.Bytes(), &accepted)
-		m := fx.onlyQueuedMessage(t)
-		if m.ID != accepted.TaskID || m.Type != tasks.HeavyTaskName {
-			t.Errorf("message id and type: got %q %q, want %q %q", m.ID, m.Type, accepted.TaskID, tasks.HeavyTaskName)
-		}
+		m := fx.acceptedMessage(t, rec, tasks.HeavyTaskName)
 		if _, ok := priorityLevels[m.Priority]; !ok {
 			t.Errorf("priority: got %q, want low, normal or high", m.Priority)
 		}
@@ -691,12 +692,7 @@ func FuzzWelcomeEmail(f *testing.F) {
 			fx.checkNothingQueued(t)
 			return
 		}
-		var accepted taskAccepted
-		decodeStrict(t, rec.Body.Bytes(), &accepted)
-		m := fx.onlyQueuedMessage(t)
-		if m.ID != accepted.TaskID || m.Type != tasks.WelcomeEmailName {
-			t.Errorf("message id and type: got %q %q, want %q %q", m.ID, m.Type, accepted.TaskID, tasks.WelcomeEmailName)
-		}
+		m := fx.acceptedMessage(t, rec, tasks.WelcomeEmailName)
 		var args tasks.EmailArgs
 		decodeStrict(t, m.Args, &args)
 		if err := validateEmailArgs(args); err != nil {

@@ -202,26 +202,31 @@ func jsonTypeName(goType string) string {
 	}
 }
 
-type requestIDKey struct{}
+// requestInfo is what errand keeps about a request in its context: its id,
+// and what a handler adds to its access-log line (a submit's task_id, say),
+// so one line tells the request and its outcome. Only the request's own
+// goroutine touches it.
+type requestInfo struct {
+	id       string
+	logAttrs []any
+}
 
-// accessLogAttrs are what a handler adds to its request's access-log line
-// (a submit's task_id, say), so one line tells the request and its
-// outcome. Only the request's own goroutine touches them.
-type accessLogAttrs struct{ attrs []any }
-
-type accessLogKey struct{}
+type requestInfoKey struct{}
 
 // addAccessLogAttrs puts key-value pairs on the access-log line of the
 // request ctx belongs to; outside a request it does nothing.
 func addAccessLogAttrs(ctx context.Context, args ...any) {
-	if a, ok := ctx.Value(accessLogKey{}).(*accessLogAttrs); ok {
-		a.attrs = append(a.attrs, args...)
+	if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+		info.logAttrs = append(info.logAttrs, args...)
 	}
 }
 
+// requestID is the id of the request ctx belongs to, or "".
 func requestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+		return info.id
+	}
+	return ""
 }
 
 // validRequestID accepts an incoming X-Request-ID only if it is short and
@@ -277,8 +282,8 @@ func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 			id = newRandomID(8)
 		}
 		w.Header().Set("X-Request-ID", id)
-		extra := &accessLogAttrs{}
-		r = r.WithContext(context.WithValue(context.WithValue(r.Context(), requestIDKey{}, id), accessLogKey{}, extra))
+		info := &requestInfo{id: id}
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
@@ -291,7 +296,7 @@ func withRequestLog(log *slog.Logger, next http.Handler) http.Handler {
 				}
 			}
 			log.InfoContext(r.Context(), "request", append([]any{"request_id", id, "method", r.Method, "route", r.Pattern, "path", r.URL.Path,
-				"status", rec.status, "duration_ms", float64(time.Since(start).Microseconds()) / 1000, "remote", r.RemoteAddr}, extra.attrs...)...)
+				"status", rec.status, "duration_ms", float64(time.Since(start).Microseconds()) / 1000, "remote", r.RemoteAddr}, info.logAttrs...)...)
 		}()
 		next.ServeHTTP(rec, r)
 	})

@@ -14,8 +14,8 @@ import (
 // one Lua script, so concurrent writers (the API, a worker, a duplicate
 // delivery) cannot interleave between them.
 //
-// Status writes are pipelined (see batcher): a task writes its status at
-// least three times, and under load one round trip carries many writes.
+// Status writes are pipelined (see batcher): every submit and every task's
+// end writes one, and under load one round trip carries many of them.
 type redisStatusStore struct {
 	client *redis.Client
 	prefix string

@@ -435,8 +435,8 @@ func resultObject(value any) (map[string]any, error) {
 // progressInterval is the least time between two progress writes of one
 // task. A task may report as often as it likes: each report replaces the
 // last, so the ones in between need not reach Redis, and a task that
-// loops through its steps in microseconds costs two status writes (started
-// and finished) instead of one per step. It is far below what anyone
+// loops through its steps in microseconds costs the worker one status
+// write (its end) instead of one per step. It is far below what anyone
 // polling a status can see.
 const progressInterval = 20 * time.Millisecond
 

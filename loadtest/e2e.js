@@ -10,9 +10,7 @@
 // TASKS; VUS (clients working through them); ITERATIONS per task (default
 // 1; a task takes ITERATIONS x the stack's HEAVY_TASK_DELAY); TASK_TIMEOUT
 // seconds per task (default 120); POLL seconds between polls (default 0.25).
-import { check } from 'k6';
-import { Counter, Trend } from 'k6/metrics';
-import { ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, SUMMARY_TREND_STATS, envNumber, envString, submitWithRetry, waitForFinal } from './lib.js';
+import { ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, SUMMARY_TREND_STATS, envNumber, envString, followTask, submitWithRetry, taskCounters } from './lib.js';
 
 const TASKS = envNumber('TASKS', 300);
 const ITERATIONS = envNumber('ITERATIONS', 1);
@@ -20,12 +18,7 @@ const TASK_TIMEOUT = envNumber('TASK_TIMEOUT', 120);
 const POLL = envNumber('POLL', 0.25);
 const PRIORITY = envString('PRIORITY', 'normal');
 
-const tasksAccepted = new Counter('tasks_accepted');
-const tasksSucceeded = new Counter('tasks_succeeded');
-const tasksFailed = new Counter('tasks_failed'); // ended FAILURE
-const tasksLost = new Counter('tasks_lost'); // accepted, not SUCCESS in time (FAILURE included)
-const tasksNotAccepted = new Counter('tasks_not_accepted');
-const taskDone = new Trend('task_done_ms', true); // submit to SUCCESS seen
+const counters = taskCounters();
 
 export const options = {
   scenarios: {
@@ -46,23 +39,5 @@ export const options = {
 export default function () {
   const started = Date.now();
   const { res, id } = submitWithRetry(ITERATIONS, PRIORITY, 8);
-  // Every counter gets a sample each iteration, so the count==0 thresholds
-  // are judged on a run that happened, never on a metric with no data.
-  tasksLost.add(0);
-  tasksNotAccepted.add(0);
-  if (!check(res, { 'submit answered 202 with a task id': () => id !== null })) {
-    tasksNotAccepted.add(1);
-    return;
-  }
-  tasksAccepted.add(1);
-  const final = waitForFinal(id, TASK_TIMEOUT, POLL);
-  check(final, { 'task reached SUCCESS': (s) => s === 'SUCCESS' });
-  if (final === 'SUCCESS') {
-    tasksSucceeded.add(1);
-    taskDone.add(Date.now() - started);
-    return;
-  }
-  if (final === 'FAILURE') tasksFailed.add(1);
-  tasksLost.add(1);
-  console.error(`task ${id} is ${final} after ${TASK_TIMEOUT}s, want SUCCESS`);
+  followTask(counters, res, id, started, TASK_TIMEOUT, POLL);
 }

@@ -3,7 +3,8 @@
 //
 // No remote imports: these scripts run on machines without network access.
 import http from 'k6/http';
-import { sleep } from 'k6';
+import { check, sleep } from 'k6';
+import { Counter, Trend } from 'k6/metrics';
 
 // BASE_URL is nginx in front of the API processes (scripts/stack up).
 export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
@@ -103,4 +104,44 @@ export function waitForFinal(id, timeoutSeconds, pollSeconds) {
     if (FINAL_STATES.indexOf(last) >= 0 || Date.now() >= deadline) return last;
     sleep(pollSeconds);
   }
+}
+
+// taskCounters are the end-to-end metrics of e2e.js and soak.js, whose
+// tasks_lost and tasks_not_accepted thresholds say no task went missing.
+// Call it in a script's init code: k6 creates metrics only there.
+export function taskCounters() {
+  return {
+    accepted: new Counter('tasks_accepted'),
+    succeeded: new Counter('tasks_succeeded'),
+    failed: new Counter('tasks_failed'), // ended FAILURE
+    lost: new Counter('tasks_lost'), // accepted, not SUCCESS in time (FAILURE included)
+    notAccepted: new Counter('tasks_not_accepted'),
+    done: new Trend('task_done_ms', true), // submit to SUCCESS seen
+  };
+}
+
+// followTask counts one submit (res and id from submitWithRetry, made at
+// started) and, if it was accepted, polls the task until it ends or
+// timeoutSeconds pass. onAccepted, if given, is called with the id first.
+export function followTask(counters, res, id, started, timeoutSeconds, pollSeconds, onAccepted) {
+  // Every counter gets a sample each iteration, so the count==0 thresholds
+  // are judged on a run that happened, never on a metric with no data.
+  counters.lost.add(0);
+  counters.notAccepted.add(0);
+  if (!check(res, { 'submit answered 202 with a task id': () => id !== null })) {
+    counters.notAccepted.add(1);
+    return;
+  }
+  counters.accepted.add(1);
+  if (onAccepted) onAccepted(id);
+  const final = waitForFinal(id, timeoutSeconds, pollSeconds);
+  check(final, { 'task reached SUCCESS': (s) => s === 'SUCCESS' });
+  if (final === 'SUCCESS') {
+    counters.succeeded.add(1);
+    counters.done.add(Date.now() - started);
+    return;
+  }
+  if (final === 'FAILURE') counters.failed.add(1);
+  counters.lost.add(1);
+  console.error(`task ${id} is ${final} after ${timeoutSeconds}s, want SUCCESS`);
 }

@@ -15,21 +15,14 @@
 // seconds between polls (default 1); LOG_IDS=0 turns the id lines off;
 // VUS / MAX_VUS (a VU is busy for a task's whole life: MAX_VUS must exceed
 // RATE x the task's seconds, else k6 reports dropped_iterations).
-import { check } from 'k6';
-import { Counter, Trend } from 'k6/metrics';
-import { ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, SUMMARY_TREND_STATS, envNumber, envString, submitWithRetry, waitForFinal } from './lib.js';
+import { ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, SUMMARY_TREND_STATS, envNumber, envString, followTask, submitWithRetry, taskCounters } from './lib.js';
 
 const ITERATIONS = envNumber('ITERATIONS', 1);
 const TASK_TIMEOUT = envNumber('TASK_TIMEOUT', 300);
 const POLL = envNumber('POLL', 1);
 const LOG_IDS = envString('LOG_IDS', '1') !== '0';
 
-const tasksAccepted = new Counter('tasks_accepted');
-const tasksSucceeded = new Counter('tasks_succeeded');
-const tasksFailed = new Counter('tasks_failed');
-const tasksLost = new Counter('tasks_lost');
-const tasksNotAccepted = new Counter('tasks_not_accepted');
-const taskDone = new Trend('task_done_ms', true);
+const counters = taskCounters();
 
 export const options = {
   scenarios: {
@@ -54,22 +47,7 @@ export const options = {
 export default function () {
   const started = Date.now();
   const { res, id } = submitWithRetry(ITERATIONS, 'normal', 8);
-  tasksLost.add(0);
-  tasksNotAccepted.add(0);
-  if (!check(res, { 'submit answered 202 with a task id': () => id !== null })) {
-    tasksNotAccepted.add(1);
-    return;
-  }
-  tasksAccepted.add(1);
-  if (LOG_IDS) console.log(`accepted_task_id=${id}`);
-  const final = waitForFinal(id, TASK_TIMEOUT, POLL);
-  check(final, { 'task reached SUCCESS': (s) => s === 'SUCCESS' });
-  if (final === 'SUCCESS') {
-    tasksSucceeded.add(1);
-    taskDone.add(Date.now() - started);
-    return;
-  }
-  if (final === 'FAILURE') tasksFailed.add(1);
-  tasksLost.add(1);
-  console.error(`task ${id} is ${final} after ${TASK_TIMEOUT}s, want SUCCESS`);
+  followTask(counters, res, id, started, TASK_TIMEOUT, POLL, (accepted) => {
+    if (LOG_IDS) console.log(`accepted_task_id=${accepted}`);
+  });
 }

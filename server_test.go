@@ -1,0 +1,65 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHTTPServerLimits: errand's server refuses oversized headers and
+// drops a client that never finishes its headers (ReadHeaderTimeout), so
+// a slow or hostile client cannot hold a connection for ever; and Go's
+// profiles, with PPROF_ADDR set, are served there and not on ADDR.
+func TestHTTPServerLimits(t *testing.T) {
+	pprofAddr := freeAddr(t)
+	base := startErrand(t, map[string]string{"PPROF_ADDR": pprofAddr})
+
+	t.Run("oversized header", func(t *testing.T) {
+		req, err := http.NewRequest("GET", base+"/health", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Padding", strings.Repeat("a", 100<<10))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("100 KB header: status %d, want 431", resp.StatusCode)
+		}
+	})
+
+	t.Run("headers never finished", func(t *testing.T) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, "GET /health HTTP/1.1\r\nHost: errand\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err = io.ReadAll(conn) // returns when the server closes the connection
+		if err != nil {
+			t.Fatalf("server did not close a connection whose headers never ended: %v", err)
+		}
+		if took := time.Since(start); took < 4*time.Second {
+			t.Errorf("connection closed after %v, want it kept for the 5 s header timeout first", took)
+		}
+	})
+
+	t.Run("pprof on its own address", func(t *testing.T) {
+		if code := apiCall(t, "GET", "http://"+pprofAddr+"/debug/pprof/cmdline", "", nil); code != http.StatusOK {
+			t.Errorf("GET /debug/pprof/cmdline on PPROF_ADDR: %d, want 200", code)
+		}
+		var body errorBody
+		if code := apiCall(t, "GET", base+"/debug/pprof/cmdline", "", &body); code != http.StatusNotFound || body.Error != "not_found" {
+			t.Errorf("GET /debug/pprof/cmdline on ADDR: %d %+v, want a JSON 404", code, body)
+		}
+	})
+}
