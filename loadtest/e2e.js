@@ -10,7 +10,7 @@
 // TASKS; VUS (clients working through them); ITERATIONS per task (default
 // 1; a task takes ITERATIONS x the stack's HEAVY_TASK_DELAY); TASK_TIMEOUT
 // seconds per task (default 120); POLL seconds between polls (default 0.25).
-import { ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, SUMMARY_TREND_STATS, envNumber, envString, followTask, submitWithRetry, taskCounters } from './lib.js';
+import { SUMMARY_TREND_STATS, TASK_THRESHOLDS, envNumber, envString, followTask, submitWithRetry, taskCounters } from './lib.js';
 
 const TASKS = envNumber('TASKS', 300);
 const ITERATIONS = envNumber('ITERATIONS', 1);
@@ -29,10 +29,7 @@ export const options = {
       maxDuration: `${Math.ceil(TASK_TIMEOUT + (TASKS / 10) + 60)}s`,
     },
   },
-  thresholds: Object.assign({}, ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, {
-    tasks_lost: ['count==0'],
-    tasks_not_accepted: ['count==0'],
-  }),
+  thresholds: TASK_THRESHOLDS,
   summaryTrendStats: SUMMARY_TREND_STATS,
 };
 

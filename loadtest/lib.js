@@ -120,6 +120,13 @@ export function taskCounters() {
   };
 }
 
+// TASK_THRESHOLDS are the SLO thresholds plus the taskCounters' promise:
+// no task lost, none refused.
+export const TASK_THRESHOLDS = Object.assign({}, ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, {
+  tasks_lost: ['count==0'],
+  tasks_not_accepted: ['count==0'],
+});
+
 // followTask counts one submit (res and id from submitWithRetry, made at
 // started) and, if it was accepted, polls the task until it ends or
 // timeoutSeconds pass. onAccepted, if given, is called with the id first.

@@ -15,7 +15,7 @@
 // seconds between polls (default 1); LOG_IDS=0 turns the id lines off;
 // VUS / MAX_VUS (a VU is busy for a task's whole life: MAX_VUS must exceed
 // RATE x the task's seconds, else k6 reports dropped_iterations).
-import { ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, SUMMARY_TREND_STATS, envNumber, envString, followTask, submitWithRetry, taskCounters } from './lib.js';
+import { SUMMARY_TREND_STATS, TASK_THRESHOLDS, envNumber, envString, followTask, submitWithRetry, taskCounters } from './lib.js';
 
 const ITERATIONS = envNumber('ITERATIONS', 1);
 const TASK_TIMEOUT = envNumber('TASK_TIMEOUT', 300);
@@ -37,10 +37,7 @@ export const options = {
       gracefulStop: `${TASK_TIMEOUT + 10}s`,
     },
   },
-  thresholds: Object.assign({}, ERROR_THRESHOLDS, SUBMIT_THRESHOLDS, {
-    tasks_lost: ['count==0'],
-    tasks_not_accepted: ['count==0'],
-  }),
+  thresholds: TASK_THRESHOLDS,
   summaryTrendStats: SUMMARY_TREND_STATS,
 };
 
