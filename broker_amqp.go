@@ -40,6 +40,14 @@ type amqpBroker struct {
 	// onReconnect, when set, is told of every redial after a lost
 	// connection ("publisher" or "consumer").
 	onReconnect func(kind string)
+	// onEnvelope, when set, is told how many tasks each confirmed task
+	// message carried.
+	onEnvelope func(tasks int)
+
+	// submits groups concurrent task publishes into envelopes, one
+	// batcher per message priority (see taskEnvelopeContentType).
+	submits      map[uint8]*batcher[taskMessage, struct{}]
+	closeSubmits sync.Once
 }
 
 // redialPause is how long publishes fail fast after a failed dial, so a
@@ -50,7 +58,7 @@ const redialPause = time.Second
 // newAMQPBroker makes a broker for urls: AMQP_URL, one URL or several
 // separated by commas (the nodes of a cluster).
 func newAMQPBroker(urls, queue, queueType string, publishTimeout time.Duration, log *slog.Logger) *amqpBroker {
-	return &amqpBroker{
+	b := &amqpBroker{
 		urls:           splitURLs(urls),
 		queue:          queue,
 		queueType:      queueType,
@@ -58,7 +66,22 @@ func newAMQPBroker(urls, queue, queueType string, publishTimeout time.Duration, 
 		publishTimeout: publishTimeout,
 		log:            log,
 		consumers:      map[*amqp.Connection]struct{}{},
+		submits:        map[uint8]*batcher[taskMessage, struct{}]{},
 	}
+	// An envelope has one priority, so a classic queue, which serves
+	// priorities, gets one batcher per level. A quorum queue delivers in
+	// arrival order whatever the priority, so one batcher serves all and
+	// its envelopes are fuller.
+	levels := []uint8{0} // and a message without a priority
+	if queueType == queueClassic {
+		for _, level := range priorityLevels {
+			levels = append(levels, level)
+		}
+	}
+	for _, level := range levels {
+		b.submits[level] = newBatcher(2, maxEnvelopeTasks, b.publishEnvelope)
+	}
+	return b
 }
 
 // dial connects to the node that answered last, else to the next one that
@@ -274,8 +297,42 @@ func (c *confirmChannel) wasReturned(id string) bool {
 
 // publish sends m to the work queue as a persistent, mandatory message
 // and waits for the broker's confirm: when it returns nil, RabbitMQ has
-// the message on a durable queue.
+// the message on a durable queue. Publishes that overlap share a message
+// (an envelope) and its confirm; m's own call still returns only once
+// that confirm is in.
 func (b *amqpBroker) publish(ctx context.Context, m taskMessage) error {
+	level := uint8(0)
+	if b.queueType == queueClassic {
+		level = priorityLevels[m.Priority]
+	}
+	_, err := b.submits[level].do(ctx, m)
+	return err
+}
+
+// publishEnvelope publishes one batch of tasks and tells every caller the
+// outcome of its confirm. A batch of one is an ordinary task message, with
+// its trace context in the headers as well as the body.
+func (b *amqpBroker) publishEnvelope(batch []taskMessage) []batchOutcome[struct{}] {
+	// The batch serves callers whose contexts it does not have; the
+	// publish timeout bounds it instead.
+	ctx := context.Background()
+	var err error
+	if len(batch) == 1 {
+		err = b.publishTask(ctx, batch[0])
+	} else {
+		err = b.publishTasks(ctx, batch)
+	}
+	if err == nil && b.onEnvelope != nil {
+		b.onEnvelope(len(batch))
+	}
+	out := make([]batchOutcome[struct{}], len(batch))
+	for i := range out {
+		out[i].err = err
+	}
+	return out
+}
+
+func (b *amqpBroker) publishTask(ctx context.Context, m taskMessage) error {
 	body, err := encodeTaskMessage(m)
 	if err != nil {
 		return err
@@ -286,6 +343,22 @@ func (b *amqpBroker) publish(ctx context.Context, m taskMessage) error {
 		Type:      m.Type,
 		Timestamp: m.EnqueuedAt,
 		Body:      body,
+	}, nil)
+}
+
+// publishTasks publishes msgs, which share a priority, as one envelope.
+// Each task's trace context travels in its own part of the body.
+func (b *amqpBroker) publishTasks(ctx context.Context, msgs []taskMessage) error {
+	body, err := encodeTaskEnvelope(msgs)
+	if err != nil {
+		return err
+	}
+	id := fmt.Sprintf("%s+%d", msgs[0].ID, len(msgs)-1)
+	return b.publishTo(ctx, b.queue, id, amqp.Publishing{
+		ContentType: taskEnvelopeContentType,
+		Priority:    priorityLevels[msgs[0].Priority],
+		Timestamp:   msgs[0].EnqueuedAt,
+		Body:        body,
 	}, nil)
 }
 
@@ -355,7 +428,9 @@ func (b *amqpBroker) publishTo(ctx context.Context, queue, id string, msg amqp.P
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.publishTimeout)
 	defer cancel()
-	msg.ContentType = "application/json"
+	if msg.ContentType == "" {
+		msg.ContentType = "application/json"
+	}
 	msg.DeliveryMode = amqp.Persistent
 	msg.MessageId = id
 	c := p.channel()
@@ -547,12 +622,18 @@ func (b *amqpBroker) consumeSession(ctx context.Context, prefetch int, out chan<
 				forget()
 				return errors.New("delivery channel closed")
 			}
-			select {
-			case out <- amqpDelivery(d):
-			case <-ctx.Done():
-				_ = d.Nack(false, true) // requeue: shutting down before it started
-				b.stopConsuming(ch, tag, msgs)
-				return nil
+			parts := amqpDeliveries(d)
+			for i, part := range parts {
+				select {
+				case out <- part:
+				case <-ctx.Done():
+					// Shutting down before these started: back to the queue.
+					for _, p := range parts[i:] {
+						_ = p.reject(true)
+					}
+					b.stopConsuming(ch, tag, msgs)
+					return nil
+				}
 			}
 		}
 	}
@@ -567,6 +648,22 @@ func (b *amqpBroker) stopConsuming(ch *amqp.Channel, tag string, msgs <-chan amq
 	for d := range msgs {
 		_ = d.Nack(false, true)
 	}
+}
+
+// amqpDeliveries turns a message into the deliveries of its tasks: one
+// for a task message, one per task for an envelope. An envelope that does
+// not decode is handed on whole, and the worker dead-letters it.
+func amqpDeliveries(d amqp.Delivery) []delivery {
+	single := amqpDelivery(d)
+	if d.ContentType != taskEnvelopeContentType {
+		return []delivery{single}
+	}
+	bodies, err := splitTaskEnvelope(d.Body)
+	if err != nil {
+		return []delivery{single}
+	}
+	settlement := newEnvelopeSettlement(len(bodies), single.ack, func() error { return single.reject(true) })
+	return settlement.parts(bodies, single.headers, d.Redelivered)
 }
 
 func amqpDelivery(d amqp.Delivery) delivery {
@@ -591,6 +688,13 @@ func amqpDelivery(d amqp.Delivery) delivery {
 // close closes every connection. Unsettled deliveries go back to the
 // queue, which is how a worker's abandoned tasks are requeued.
 func (b *amqpBroker) close() {
+	// The envelope publishers first, and outside mu: a batch in flight
+	// needs mu to reach its connection.
+	b.closeSubmits.Do(func() {
+		for _, submits := range b.submits {
+			submits.close()
+		}
+	})
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for conn := range b.consumers {

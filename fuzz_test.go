@@ -411,6 +411,58 @@ func FuzzDecodeTaskMessage(f *testing.F) {
 	})
 }
 
+// FuzzSplitTaskEnvelope: whatever a message claiming to be an envelope
+// holds, splitting it never panics, and an envelope that splits re-encodes
+// from its decodable parts to one that splits into the same tasks.
+func FuzzSplitTaskEnvelope(f *testing.F) {
+	valid, err := encodeTaskEnvelope([]taskMessage{
+		{ID: "a", Type: tasks.HeavyTaskName, Args: json.RawMessage(`{"data":"x","iterations":1}`), Priority: "normal", EnqueuedAt: handlerEpoch},
+		{ID: "b", Type: tasks.WelcomeEmailName, Args: json.RawMessage(`{}`), Priority: "normal", EnqueuedAt: handlerEpoch,
+			Trace: map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}},
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{string(valid), `[]`, `[{}]`, `[null]`, `[1,"x",{"id":"1","type":"t"}]`, `{"id":"1","type":"t"}`, `[`, ``, `[{"id":"1","type":"t"}] x`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		parts, err := splitTaskEnvelope(body)
+		if err != nil {
+			return
+		}
+		if len(parts) == 0 {
+			t.Fatalf("split %q into no parts without an error", body)
+		}
+		var msgs []taskMessage
+		for _, p := range parts {
+			if m, err := decodeTaskMessage(p); err == nil {
+				msgs = append(msgs, m)
+			}
+		}
+		if len(msgs) == 0 {
+			return
+		}
+		again, err := encodeTaskEnvelope(msgs)
+		if err != nil {
+			t.Fatalf("re-encode the tasks of %q: %v", body, err)
+		}
+		parts2, err := splitTaskEnvelope(again)
+		if err != nil || len(parts2) != len(msgs) {
+			t.Fatalf("re-encoded envelope of %q: %d parts (%v), want %d", body, len(parts2), err, len(msgs))
+		}
+		for i, p := range parts2 {
+			m, err := decodeTaskMessage(p)
+			if err != nil {
+				t.Fatalf("part %d of the re-encoded envelope: %v", i, err)
+			}
+			if m.ID != msgs[i].ID || m.Type != msgs[i].Type {
+				t.Errorf("part %d: got task %s/%s, want %s/%s", i, m.ID, m.Type, msgs[i].ID, msgs[i].Type)
+			}
+		}
+	})
+}
+
 // reencodeTaskMessage encodes m and decodes it again, failing if either
 // step fails: a message the decoder accepts must be one a worker can
 // publish again (for a retry) and read back.

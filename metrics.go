@@ -39,6 +39,7 @@ type metrics struct {
 
 	publishDuration *prometheus.HistogramVec
 	publishErrors   *prometheus.CounterVec
+	tasksPerMessage prometheus.Histogram
 	reconnects      *prometheus.CounterVec
 	storeDuration   *prometheus.HistogramVec
 	storeErrors     *prometheus.CounterVec
@@ -87,6 +88,10 @@ func newMetrics(version string) *metrics {
 		Name: "errand_broker_publish_duration_seconds", Help: "Time from publishing a task to the broker's confirm.", Buckets: fastBuckets,
 	}, []string{"outcome"})
 	m.publishErrors = counter("errand_broker_publish_errors_total", "Publishes the broker did not confirm.", "task_type")
+	m.tasksPerMessage = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "errand_broker_tasks_per_message", Help: "Tasks carried by each confirmed task message (submits that overlap share one).",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+	})
 	m.reconnects = counter("errand_broker_reconnects_total", "Broker connections redialled after a loss.", "kind")
 	m.storeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "errand_store_operation_duration_seconds", Help: "Latency of Redis and MongoDB operations.", Buckets: fastBuckets,
@@ -96,7 +101,7 @@ func newMetrics(version string) *metrics {
 	for _, c := range []prometheus.Collector{
 		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
 		m.tasksRetried, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
-		m.workerPoolSize, m.workersBusy, m.publishDuration, m.publishErrors, m.reconnects, m.storeDuration, m.storeErrors,
+		m.workerPoolSize, m.workersBusy, m.publishDuration, m.publishErrors, m.tasksPerMessage, m.reconnects, m.storeDuration, m.storeErrors,
 	} {
 		f(c)
 	}

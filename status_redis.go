@@ -23,7 +23,7 @@ type redisStatusStore struct {
 }
 
 const (
-	statusWriters  = 4
+	statusWriters  = 2
 	maxStatusBatch = 128
 )
 

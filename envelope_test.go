@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func TestTaskEnvelopeRoundTrip(t *testing.T) {
+	msgs := []taskMessage{
+		{ID: "a", Type: "t", Args: json.RawMessage(`{"x":1}`), Priority: "normal", EnqueuedAt: time.Unix(1, 0).UTC()},
+		{ID: "b", Type: "t", Args: json.RawMessage(`{}`), Priority: "normal", EnqueuedAt: time.Unix(2, 0).UTC(), Trace: map[string]string{"traceparent": "00-x"}},
+	}
+	body, err := encodeTaskEnvelope(msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := splitTaskEnvelope(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []taskMessage
+	for _, p := range parts {
+		m, err := decodeTaskMessage(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m)
+	}
+	if diff := cmp.Diff(msgs, got); diff != "" {
+		t.Errorf("tasks after a round trip (-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{``, `{}`, `[]`, `[{"id":"a"}`, `"x"`} {
+		if _, err := splitTaskEnvelope([]byte(bad)); err == nil {
+			t.Errorf("splitTaskEnvelope(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+// TestEnvelopeSettlement: the message is settled once, by the last part,
+// acked only if every part was.
+func TestEnvelopeSettlement(t *testing.T) {
+	tests := []struct {
+		name        string
+		acks        []bool // each part's outcome, in settling order
+		wantAck     int
+		wantRequeue int
+	}{
+		{"all acked", []bool{true, true, true}, 1, 0},
+		{"one rejected", []bool{true, false, true}, 0, 1},
+		{"all rejected", []bool{false, false}, 0, 1},
+		{"single part", []bool{true}, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var acks, requeues int
+			e := newEnvelopeSettlement(len(tt.acks), func() error { acks++; return nil }, func() error { requeues++; return nil })
+			parts := e.parts(make([][]byte, len(tt.acks)), nil, false)
+			for i, ok := range tt.acks {
+				if acks+requeues != 0 {
+					t.Fatalf("message settled before part %d of %d", i+1, len(parts))
+				}
+				settle := parts[i].ack
+				if !ok {
+					settle = func() error { return parts[i].reject(true) }
+				}
+				if err := settle(); err != nil {
+					t.Fatalf("settle part %d: %v", i, err)
+				}
+			}
+			if acks != tt.wantAck || requeues != tt.wantRequeue {
+				t.Errorf("got %d acks and %d requeues, want %d and %d", acks, requeues, tt.wantAck, tt.wantRequeue)
+			}
+			if err := parts[0].ack(); err == nil {
+				t.Error("settling a part twice succeeded")
+			}
+			if acks != tt.wantAck || requeues != tt.wantRequeue {
+				t.Errorf("settling a part twice settled the message again")
+			}
+		})
+	}
+}
+
+// TestConcurrentPublishesShareEnvelopes: publishes that overlap travel in
+// shared messages, and every task arrives exactly once.
+func TestConcurrentPublishesShareEnvelopes(t *testing.T) {
+	for _, queueType := range []string{queueClassic, queueQuorum} {
+		t.Run(queueType, func(t *testing.T) {
+			env := realStack(t)
+			b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueType, 5*time.Second, slog.New(slog.DiscardHandler))
+			t.Cleanup(b.close)
+			const publishers, each = 40, 5
+			var want []string
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for p := range publishers {
+				for i := range each {
+					want = append(want, fmt.Sprintf("p%02d-%d", p, i))
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					for i := range each {
+						id := fmt.Sprintf("p%02d-%d", p, i)
+						if err := b.publish(context.Background(), taskMessage{ID: id, Type: "t", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now()}); err != nil {
+							t.Errorf("publish %s: %v", id, err)
+						}
+					}
+				}()
+			}
+			close(start)
+			wg.Wait()
+
+			got, envelopes := drainRaw(t, env["QUEUE_NAME"])
+			sort.Strings(want)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("tasks on the queue (-want +got):\n%s", diff)
+			}
+			if envelopes == 0 {
+				t.Errorf("%d overlapping publishes made no envelope", len(want))
+			}
+		})
+	}
+}
+
+// drainRaw takes every message off queue with basic.get and returns the
+// task ids they carry, sorted, and how many of the messages were envelopes.
+func drainRaw(t *testing.T, queue string) (ids []string, envelopes int) {
+	t.Helper()
+	conn, err := amqp.Dial(services.amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		d, ok, err := ch.Get(queue, true) // autoAck
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		bodies := [][]byte{d.Body}
+		if d.ContentType == taskEnvelopeContentType {
+			envelopes++
+			if bodies, err = splitTaskEnvelope(d.Body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, body := range bodies {
+			m, err := decodeTaskMessage(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, m.ID)
+		}
+	}
+	sort.Strings(ids)
+	return ids, envelopes
+}
+
+// TestEnvelopeComesBackWholeUntilEveryPartIsAcked: a consumer that acks
+// some parts and loses its connection, or rejects one part, gets the
+// whole envelope back, every part marked redelivered; acking every part
+// removes it.
+func TestEnvelopeComesBackWholeUntilEveryPartIsAcked(t *testing.T) {
+	env := realStack(t)
+	queue := env["QUEUE_NAME"]
+	ids := []string{"e-1", "e-2", "e-3"}
+	var msgs []taskMessage
+	for _, id := range ids {
+		msgs = append(msgs, taskMessage{ID: id, Type: "t", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now()})
+	}
+	publisher := newAMQPBroker(services.amqpURL, queue, queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
+	t.Cleanup(publisher.close)
+	if err := publisher.publishTasks(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+
+	// receive starts a consumer and returns the deliveries of one message.
+	receive := func(t *testing.T) (*amqpBroker, []delivery) {
+		t.Helper()
+		b := newAMQPBroker(services.amqpURL, queue, queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(func() { cancel(); b.close() })
+		out := make(chan delivery)
+		go func() { _ = b.consume(ctx, 1, out) }()
+		var parts []delivery
+		for range ids {
+			select {
+			case d := <-out:
+				parts = append(parts, d)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("got %d of the envelope's %d tasks", len(parts), len(ids))
+			}
+		}
+		var got []string
+		for _, d := range parts {
+			m, err := decodeTaskMessage(d.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, m.ID)
+		}
+		if diff := cmp.Diff(ids, got); diff != "" {
+			t.Fatalf("the envelope's tasks (-want +got):\n%s", diff)
+		}
+		return b, parts
+	}
+
+	first, parts := receive(t)
+	if parts[0].redelivered {
+		t.Error("a first delivery is marked redelivered")
+	}
+	for _, d := range parts[:2] {
+		if err := d.ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first.close() // the third part is never settled
+	waitFor(t, 10*time.Second, "the envelope back on the queue", func() bool { return queueDepth(t, queue) == 1 })
+
+	second, parts := receive(t)
+	for i, d := range parts {
+		if !d.redelivered {
+			t.Errorf("part %d of a redelivered envelope not marked redelivered", i)
+		}
+	}
+	_ = parts[0].ack()
+	_ = parts[1].reject(true)
+	_ = parts[2].ack()
+	second.close()
+	waitFor(t, 10*time.Second, "the envelope requeued after a rejected part", func() bool { return queueDepth(t, queue) == 1 })
+
+	third, parts := receive(t)
+	for _, d := range parts {
+		if err := d.ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	third.close()
+	time.Sleep(200 * time.Millisecond) // a wrongly requeued message would be back by now
+	if n := queueDepth(t, queue); n != 0 {
+		t.Errorf("%d messages on the queue after every part was acked, want 0", n)
+	}
+}
+
+// TestConcurrentSubmitsRunOnceEach: through the API and a worker, tasks
+// submitted together share messages and each still runs to exactly one
+// result.
+func TestConcurrentSubmitsRunOnceEach(t *testing.T) {
+	env := realStack(t)
+	env["HEAVY_TASK_DELAY"] = "0s"
+	env["QUEUE_TYPE"] = queueQuorum
+	base := startErrand(t, env)
+	const clients, each = 16, 8
+	ids := make(chan string, clients*each)
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				var acc taskAccepted
+				body := fmt.Sprintf(`{"data":"c%d-%d","iterations":1}`, c, i)
+				if code := apiCall(t, http.MethodPost, base+"/api/async/process", body, &acc); code != http.StatusAccepted {
+					t.Errorf("submit %s: %d, want 202", body, code)
+					return
+				}
+				ids <- acc.TaskID
+			}
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	var all []string
+	for id := range ids {
+		waitForStatus(t, base, id, stateSuccess, 30*time.Second)
+		all = append(all, id)
+	}
+	assertOneResultEach(t, env, all)
+	m, ok := findMetric(scrape(t, base), "errand_broker_tasks_per_message", nil)
+	if !ok {
+		t.Fatal("no errand_broker_tasks_per_message metric")
+	}
+	h := m.GetHistogram()
+	if h.GetSampleSum() != float64(len(all)) {
+		t.Errorf("messages carried %v tasks, want %d", h.GetSampleSum(), len(all))
+	}
+	t.Logf("%d tasks in %d messages", len(all), h.GetSampleCount())
+}
