@@ -6,9 +6,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"errand/tasks"
 )
@@ -22,28 +25,52 @@ import (
 // env) as run() does.
 func benchStack(b *testing.B, env map[string]string) *backends {
 	b.Helper()
+	bk, _ := benchStackWithMetrics(b, env)
+	return bk
+}
+
+// benchStackWithMetrics is benchStack that also returns the metrics the
+// backends report to.
+func benchStackWithMetrics(b *testing.B, env map[string]string) (*backends, *metrics) {
+	b.Helper()
 	cfg, err := parseConfig([]string{"errand"}, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		b.Fatal(err)
 	}
-	bk, err := openBackends(context.Background(), cfg, slog.New(slog.DiscardHandler), newMetrics("bench"), disabledTracing().tracer)
+	m := newMetrics("bench")
+	bk, err := openBackends(context.Background(), cfg, slog.New(slog.DiscardHandler), m, disabledTracing().tracer)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(bk.close)
-	return bk
+	return bk, m
+}
+
+// meanTasksPerMessage is the average fill of the task messages published.
+func meanTasksPerMessage(m *metrics) float64 {
+	var d dto.Metric
+	if err := m.tasksPerMessage.Write(&d); err != nil || d.GetHistogram().GetSampleCount() == 0 {
+		return 0
+	}
+	return d.GetHistogram().GetSampleSum() / float64(d.GetHistogram().GetSampleCount())
 }
 
 // BenchmarkSubmit measures the submit path (PENDING status write, then a
 // confirmed publish) from many goroutines at once, as concurrent HTTP
-// requests drive it.
+// requests drive it. On RabbitMQ it also reports how many tasks each
+// message carried (overlapping publishes share one; see envelope.go).
 func BenchmarkSubmit(b *testing.B) {
 	for name, env := range map[string]func(b *testing.B) map[string]string{
 		"embedded": func(*testing.B) map[string]string { return map[string]string{} },
 		"real":     func(b *testing.B) map[string]string { return realStack(b) },
 	} {
 		b.Run(name, func(b *testing.B) {
-			bk := benchStack(b, env(b))
+			bk, m := benchStackWithMetrics(b, env(b))
+			defer func() {
+				if name == "real" {
+					b.ReportMetric(meanTasksPerMessage(m), "tasks/msg")
+				}
+			}()
 			sub := taskSubmitter{statuses: bk.statuses, publisher: bk.publisher, log: slog.New(slog.DiscardHandler),
 				now: time.Now, metrics: newMetrics("bench"), tracing: disabledTracing(), keyTTL: time.Hour}
 			args := tasks.HeavyArgs{Data: "bench", Iterations: 1}
@@ -112,6 +139,31 @@ func BenchmarkSaveResult(b *testing.B) {
 		for pb.Next() {
 			_, err := bk.results.saveResult(context.Background(), taskRecord{TaskID: newTaskID(), TaskType: "bench", Status: stateSuccess,
 				Result: map[string]any{"ok": true}, CompletedAt: time.Now()})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkItems measures one items iteration as the bench harness drives
+// it (create, read by id, delete) on MongoDB from 32 goroutines, where
+// creates and reads of different requests share round trips.
+func BenchmarkItems(b *testing.B) {
+	bk := benchStack(b, realStack(b))
+	b.SetParallelism(32 / max(1, runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			it, err := bk.items.createItem(ctx, item{Name: "bench", Metadata: map[string]any{"category": "bench"}, CreatedAt: time.Now(), UpdatedAt: time.Now()})
+			if err == nil {
+				_, err = bk.items.getItem(ctx, it.ID)
+			}
+			if err == nil {
+				err = bk.items.deleteItem(ctx, it.ID)
+			}
 			if err != nil {
 				b.Error(err)
 				return

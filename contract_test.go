@@ -311,6 +311,43 @@ func documentStoreContract(t *testing.T, s documentStore) {
 		}
 	})
 
+	t.Run("concurrent creates and reads each get their own", func(t *testing.T) {
+		// Creates and reads that overlap may share a round trip (the
+		// MongoDB store batches them); each must still get its own item,
+		// and a missing id among found ones must be not found.
+		const n = 24
+		var wg sync.WaitGroup
+		errs := make(chan error, 3*n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name := fmt.Sprintf("concurrent-%d", i)
+				it, err := s.createItem(ctx, item{Name: name, Metadata: map[string]any{"i": int64(i)}, CreatedAt: base, UpdatedAt: base})
+				if err != nil {
+					errs <- fmt.Errorf("create %s: %w", name, err)
+					return
+				}
+				got, err := s.getItem(ctx, it.ID)
+				if err != nil || got.ID != it.ID || got.Name != name {
+					errs <- fmt.Errorf("get %s (%s): got %s %q, %v", it.ID, name, got.ID, got.Name, err)
+				}
+				missing := fmt.Sprintf("%024x", i)
+				if _, err := s.getItem(ctx, missing); !errors.Is(err, errNotFound) {
+					errs <- fmt.Errorf("get missing %s: got %v, want not found", missing, err)
+				}
+				if err := s.deleteItem(ctx, it.ID); err != nil {
+					errs <- fmt.Errorf("delete %s: %w", it.ID, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+
 	t.Run("concurrent saves agree", func(t *testing.T) {
 		id := "result-" + newRandomID(4)
 		var wg sync.WaitGroup

@@ -20,6 +20,10 @@ type mongoStore struct {
 
 	// resultWriter groups concurrent saves into InsertMany calls.
 	resultWriter *batcher[mongoTaskRecord, taskRecord]
+	// itemWriter and itemReader group concurrent item creates into
+	// InsertMany calls and concurrent reads by id into one find each.
+	itemWriter *batcher[mongoItem, struct{}]
+	itemReader *batcher[bson.ObjectID, mongoItem]
 }
 
 // connectMongo opens a client. Nested documents decode as maps (not
@@ -36,15 +40,29 @@ func connectMongo(ctx context.Context, uri, database string) (*mongoStore, error
 	db := client.Database(database)
 	s := &mongoStore{client: client, items: db.Collection("items"), results: db.Collection("task_results")}
 	s.resultWriter = newBatcher(resultWriters, maxResultBatch, s.insertResults)
+	s.itemWriter = newBatcher(itemBatchers, maxItemBatch, s.insertItems)
+	s.itemReader = newBatcher(itemBatchers, maxItemBatch, s.findItems)
 	return s, nil
 }
 
-// close stops the result writers, then disconnects. Callers of saveResult
-// must be done by then (errand closes stores after the worker pool).
+// close stops the batchers, then disconnects. Their callers must be done
+// by then (errand closes stores after the HTTP server and the worker pool).
 func (s *mongoStore) close(ctx context.Context) error {
 	s.resultWriter.close()
+	s.itemWriter.close()
+	s.itemReader.close()
 	return s.client.Disconnect(ctx)
 }
+
+// Item creates and reads by id are batched like result writes: under
+// load one InsertMany, or one find on _id $in, serves many requests, and
+// a MongoDB server's cost is far more per operation than per document. At
+// low load a batch is one request and adds no delay. Deletes stay one
+// operation each, since each must tell whether its own item was there.
+const (
+	itemBatchers = 2
+	maxItemBatch = 64
+)
 
 func (s *mongoStore) ping(ctx context.Context) error { return s.client.Ping(ctx, nil) }
 
@@ -70,10 +88,49 @@ func (s *mongoStore) createItem(ctx context.Context, it item) (item, error) {
 	if doc.Metadata == nil {
 		doc.Metadata = map[string]any{}
 	}
-	if _, err := s.items.InsertOne(ctx, doc); err != nil {
+	if _, err := s.itemWriter.do(ctx, doc); err != nil {
 		return item{}, fmt.Errorf("mongodb: insert item: %w", err)
 	}
 	return doc.item(), nil
+}
+
+// insertItems stores a batch of new items with one unordered InsertMany.
+func (s *mongoStore) insertItems(batch []mongoItem) []batchOutcome[struct{}] {
+	// The batch serves callers whose contexts it does not have; it gets
+	// its own deadline instead.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	docs := make([]any, len(batch))
+	for i, doc := range batch {
+		docs[i] = doc
+	}
+	out := make([]batchOutcome[struct{}], len(batch))
+	for i, err := range insertEach(ctx, s.items, docs) {
+		out[i].err = err
+	}
+	return out
+}
+
+// insertEach inserts docs with one unordered InsertMany and returns each
+// document's error (nil when it was stored).
+func insertEach(ctx context.Context, coll *mongo.Collection, docs []any) []error {
+	errs := make([]error, len(docs))
+	_, err := coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	var bwe mongo.BulkWriteException
+	switch {
+	case err == nil:
+	case errors.As(err, &bwe) && bwe.WriteConcernError == nil:
+		for _, we := range bwe.WriteErrors {
+			if we.Index >= 0 && we.Index < len(errs) {
+				errs[we.Index] = we.WriteError
+			}
+		}
+	default:
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	return errs
 }
 
 func (s *mongoStore) listItems(ctx context.Context, skip, limit int) ([]item, error) {
@@ -98,15 +155,59 @@ func (s *mongoStore) getItem(ctx context.Context, id string) (item, error) {
 	if err != nil {
 		return item{}, err
 	}
-	var doc mongoItem
-	err = s.items.FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&doc)
-	if errors.Is(err, mongo.ErrNoDocuments) {
+	doc, err := s.itemReader.do(ctx, oid)
+	if errors.Is(err, errNotFound) {
 		return item{}, errNotFound
 	}
 	if err != nil {
 		return item{}, fmt.Errorf("mongodb: get item %s: %w", id, err)
 	}
 	return doc.item(), nil
+}
+
+// findItems reads a batch of items by id: one by _id alone, several with
+// one find on _id $in (an index lookup on MongoDB either way).
+func (s *mongoStore) findItems(ids []bson.ObjectID) []batchOutcome[mongoItem] {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := make([]batchOutcome[mongoItem], len(ids))
+	if len(ids) == 1 {
+		err := s.items.FindOne(ctx, bson.D{{Key: "_id", Value: ids[0]}}).Decode(&out[0].resp)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			err = errNotFound
+		}
+		out[0].err = err
+		return out
+	}
+	found, err := s.findItemsByID(ctx, ids)
+	for i, id := range ids {
+		doc, ok := found[id]
+		switch {
+		case err != nil:
+			out[i].err = err
+		case !ok:
+			out[i].err = errNotFound
+		default:
+			out[i].resp = doc
+		}
+	}
+	return out
+}
+
+func (s *mongoStore) findItemsByID(ctx context.Context, ids []bson.ObjectID) (map[bson.ObjectID]mongoItem, error) {
+	cur, err := s.items.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+	if err != nil {
+		return nil, err
+	}
+	var docs []mongoItem
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, err
+	}
+	found := make(map[bson.ObjectID]mongoItem, len(docs))
+	for _, d := range docs {
+		found[d.ID] = d
+	}
+	return found, nil
 }
 
 func (s *mongoStore) updateItem(ctx context.Context, id string, u itemUpdate, now time.Time) (item, error) {
@@ -210,32 +311,17 @@ func (s *mongoStore) insertResults(batch []mongoTaskRecord) []batchOutcome[taskR
 		docs[i] = doc
 	}
 	out := make([]batchOutcome[taskRecord], len(batch))
-	_, err := s.results.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-	failed := map[int]mongo.WriteError{}
-	var bwe mongo.BulkWriteException
-	switch {
-	case err == nil:
-	case errors.As(err, &bwe) && bwe.WriteConcernError == nil:
-		for _, we := range bwe.WriteErrors {
-			failed[we.Index] = we.WriteError
-		}
-	default:
-		for i, doc := range batch {
-			out[i].err = fmt.Errorf("mongodb: save result of %s: %w", doc.ID, err)
-		}
-		return out
-	}
-	for i, doc := range batch {
-		we, bad := failed[i]
+	for i, err := range insertEach(ctx, s.results, docs) {
+		doc := batch[i]
 		switch {
-		case !bad:
+		case err == nil:
 			out[i].resp = doc.record()
-		case mongo.IsDuplicateKeyError(we):
+		case mongo.IsDuplicateKeyError(err):
 			// Saved before (a redelivery or a duplicate message): the
 			// first result stands.
 			out[i].resp, out[i].err = s.getResult(ctx, doc.ID)
 		default:
-			out[i].err = fmt.Errorf("mongodb: save result of %s: %w", doc.ID, we)
+			out[i].err = fmt.Errorf("mongodb: save result of %s: %w", doc.ID, err)
 		}
 	}
 	return out
