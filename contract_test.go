@@ -454,18 +454,27 @@ func TestQueueTypeMismatchIsExplained(t *testing.T) {
 	}
 }
 
-// queueDepth is the number of ready messages in a RabbitMQ queue.
-func queueDepth(t testing.TB, queue string) int {
+// testAMQPChannel opens a channel on a connection of its own to the test
+// RabbitMQ; the returned function closes the connection.
+func testAMQPChannel(t testing.TB) (*amqp.Channel, func()) {
 	t.Helper()
 	conn, err := amqp.Dial(services.amqpURL)
 	if err != nil {
 		t.Fatalf("dial rabbitmq: %v", err)
 	}
-	defer conn.Close()
 	ch, err := conn.Channel()
 	if err != nil {
-		t.Fatal(err)
+		conn.Close()
+		t.Fatalf("open a channel: %v", err)
 	}
+	return ch, func() { conn.Close() }
+}
+
+// queueDepth is the number of ready messages in a RabbitMQ queue.
+func queueDepth(t testing.TB, queue string) int {
+	t.Helper()
+	ch, closeChannel := testAMQPChannel(t)
+	defer closeChannel()
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	if err != nil {
 		t.Fatalf("inspect queue %s: %v", queue, err)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 func TestTaskEnvelopeRoundTrip(t *testing.T) {
@@ -137,15 +136,8 @@ func TestConcurrentPublishesShareEnvelopes(t *testing.T) {
 // task ids they carry, sorted, and how many of the messages were envelopes.
 func drainRaw(t *testing.T, queue string) (ids []string, envelopes int) {
 	t.Helper()
-	conn, err := amqp.Dial(services.amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, closeChannel := testAMQPChannel(t)
+	defer closeChannel()
 	for {
 		d, ok, err := ch.Get(queue, true) // autoAck
 		if err != nil {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"errand/tasks"
@@ -277,15 +276,8 @@ func TestUnroutablePublishIsRefused(t *testing.T) {
 	if err := b.publish(context.Background(), msg); err != nil {
 		t.Fatalf("publish to the declared queue: %v", err)
 	}
-	conn, err := amqp.Dial(services.amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, closeChannel := testAMQPChannel(t)
+	defer closeChannel()
 	if _, err := ch.QueueDelete(env["QUEUE_NAME"], false, false, false); err != nil {
 		t.Fatal(err)
 	}

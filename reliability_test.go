@@ -83,15 +83,8 @@ func (s *poolStack) submit(t *testing.T, taskType string, args any) string {
 // messages by task id.
 func deadLetters(t *testing.T, queue string) map[string]string {
 	t.Helper()
-	conn, err := amqp.Dial(services.amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch, closeChannel := testAMQPChannel(t)
+	defer closeChannel()
 	out := map[string]string{}
 	for {
 		d, ok, err := ch.Get(queue+".dead", false)

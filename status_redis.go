@@ -14,16 +14,19 @@ import (
 // one Lua script, so concurrent writers (the API, a worker, a duplicate
 // delivery) cannot interleave between them.
 //
-// Status writes are pipelined (see batcher): every submit and every task's
-// end writes one, and under load one round trip carries many of them.
+// Status writes and reads are pipelined (see batcher): every submit and
+// every task's end writes one, every poll reads one, and under load one
+// round trip (two system calls) carries many of them.
 type redisStatusStore struct {
 	client *redis.Client
 	prefix string
 	writer *batcher[statusWrite, struct{}]
+	reader *batcher[string, []byte]
 }
 
 const (
 	statusWriters  = 2
+	statusReaders  = 2
 	maxStatusBatch = 128
 )
 
@@ -38,11 +41,16 @@ type statusWrite struct {
 func newRedisStatusStore(client *redis.Client, keyPrefix string) *redisStatusStore {
 	s := &redisStatusStore{client: client, prefix: keyPrefix}
 	s.writer = newBatcher(statusWriters, maxStatusBatch, s.writeStatuses)
+	s.reader = newBatcher(statusReaders, maxStatusBatch, s.readStatuses)
 	return s
 }
 
-// close stops the status writers; callers of put must be done.
-func (s *redisStatusStore) close() { s.writer.close() }
+// close stops the status writers and readers; callers of put and get
+// must be done.
+func (s *redisStatusStore) close() {
+	s.writer.close()
+	s.reader.close()
+}
 
 var putStatusScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'rank')
@@ -113,8 +121,25 @@ func (s *redisStatusStore) pipelinePuts(ctx context.Context, batch []statusWrite
 	return cmds, err
 }
 
+// readStatuses reads a batch of status documents in one pipeline.
+func (s *redisStatusStore) readStatuses(keys []string) []batchOutcome[[]byte] {
+	ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+	defer cancel()
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.StringCmd, len(keys))
+	for i, key := range keys {
+		cmds[i] = pipe.HGet(ctx, key, "doc")
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	out := make([]batchOutcome[[]byte], len(keys))
+	for i, cmd := range cmds {
+		out[i].resp, out[i].err = cmd.Bytes()
+	}
+	return out
+}
+
 func (s *redisStatusStore) get(ctx context.Context, taskID string) (taskStatus, error) {
-	doc, err := s.client.HGet(ctx, s.key(taskID), "doc").Bytes()
+	doc, err := s.reader.do(ctx, s.key(taskID))
 	if errors.Is(err, redis.Nil) {
 		return taskStatus{}, errStatusNotFound
 	}

@@ -51,14 +51,18 @@ func run(args []string) error {
 	var cfg probeConfig
 	fs.StringVar(&cfg.uri, "uri", "mongodb://127.0.0.1:27017", "MongoDB `URI` (loopback only)")
 	fs.StringVar(&cfg.database, "db", "errand_bench", "`database` to use")
-	fs.StringVar(&cfg.collection, "collection", "items", "`collection` to use: by default errand's own items collection, so the probe meets the table errand's requests meet (its size, its indexes, what earlier runs left in it); the probe removes only the documents it makes")
+	fs.StringVar(&cfg.collection, "collection", "wireprobe_items", "`collection` to use, in errand's database by default; it is kept between runs, so over a side-by-side set it ages as errand's items collection does (on FerretDB without autovacuum, deleted rows stay behind and slow later lookups)")
 	fs.IntVar(&cfg.workers, "workers", 32, "concurrent goroutines")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to drive the server")
+	drop := fs.String("drop", "", "comma-separated `databases` to drop, then exit without probing: a side-by-side starts every system on fresh collections (start the systems after it)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := checkLoopback(cfg.uri); err != nil {
 		return err
+	}
+	if *drop != "" {
+		return dropDatabases(context.Background(), cfg.uri, strings.Split(*drop, ","))
 	}
 	if cfg.workers < 1 || cfg.duration <= 0 {
 		return errors.New("-workers must be at least 1 and -duration positive")
@@ -68,6 +72,25 @@ func run(args []string) error {
 		return err
 	}
 	fmt.Println(res.line())
+	return nil
+}
+
+// dropDatabases drops each named database.
+func dropDatabases(ctx context.Context, uri string, names []string) error {
+	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetServerSelectionTimeout(5 * time.Second).SetTimeout(time.Minute))
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer client.Disconnect(context.Background())
+	for _, name := range names {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		if err := client.Database(name).Drop(ctx); err != nil {
+			return fmt.Errorf("drop database %s: %w", name, err)
+		}
+		fmt.Fprintf(os.Stderr, "wireprobe: dropped database %s\n", name)
+	}
 	return nil
 }
 
