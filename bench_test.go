@@ -129,6 +129,26 @@ func BenchmarkStatusPut(b *testing.B) {
 	})
 }
 
+// BenchmarkStatusGet measures a status read on Redis from 32 goroutines,
+// as concurrent polls drive it; reads that overlap share a pipeline.
+func BenchmarkStatusGet(b *testing.B) {
+	bk := benchStack(b, realStack(b))
+	id := newTaskID()
+	if err := bk.statuses.put(context.Background(), taskStatus{TaskID: id, Status: stateSuccess}, time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	b.SetParallelism(32 / max(1, runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := bk.statuses.get(context.Background(), id); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkSaveResult measures the idempotent result write on MongoDB
 // from as many goroutines as a busy worker pool has.
 func BenchmarkSaveResult(b *testing.B) {
