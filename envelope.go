@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // A task envelope is one AMQP message carrying several tasks. Submits that
@@ -109,11 +110,12 @@ func (e *envelopeSettlement) settlePart(acked bool) error {
 func (e *envelopeSettlement) parts(bodies [][]byte, headers map[string]string, redelivered bool) []delivery {
 	out := make([]delivery, len(bodies))
 	for i, body := range bodies {
-		var once sync.Once
-		settle := func(acked bool) (err error) {
-			err = fmt.Errorf("task %d of its envelope was settled twice", i)
-			once.Do(func() { err = e.settlePart(acked) })
-			return err
+		var settled atomic.Bool
+		settle := func(acked bool) error {
+			if settled.Swap(true) {
+				return fmt.Errorf("task %d of its envelope was settled twice", i)
+			}
+			return e.settlePart(acked)
 		}
 		out[i] = delivery{
 			body:        body,
