@@ -11,8 +11,8 @@ import (
 // A task envelope is one AMQP message carrying several tasks. Submits that
 // arrive together are published together (see amqpBroker.publish): one
 // message, one confirm, one delivery and one ack for all of them, instead
-// of one of each per task. RabbitMQ's work is per message, so under load
-// this is what keeps the broker from being the bottleneck. A lone submit
+// of one of each per task. RabbitMQ's work is mostly per message, so under
+// load this cuts its CPU per task (README, Performance). A lone submit
 // still travels as an ordinary single-task message.
 //
 // The worker pool never sees an envelope: the consumer splits it into one
@@ -24,9 +24,8 @@ const taskEnvelopeContentType = "application/vnd.errand.tasks+json"
 // tasks, and a message is acked only when its last task ends: the bound
 // keeps that time well inside RabbitMQ's consumer_timeout (30 minutes by
 // default) for any task shorter than about a minute, and keeps what one
-// lost connection sends back to the queue small. Fuller envelopes save
-// little more: at 16 tasks a message the broker's per-message work is
-// already a small part of a task's cost.
+// lost connection sends back to the queue small. Fuller envelopes would
+// save the broker a little more per task, at the price of both.
 const maxEnvelopeTasks = 16
 
 // encodeTaskEnvelope encodes msgs as a JSON array of task messages.
