@@ -156,6 +156,26 @@ func statusStoreContract(t *testing.T, s statusStore) {
 		}
 	})
 
+	t.Run("concurrent reads each get their own", func(t *testing.T) {
+		// Reads that overlap may share a round trip (the Redis store
+		// pipelines them); each must still get its own task's status, and
+		// a missing task among found ones must be not found.
+		inParallel(t, 24, func(i int, fail func(error)) {
+			id := fmt.Sprintf("contract-read-%d-%s", i, newRandomID(4))
+			taskType := fmt.Sprintf("type-%d", i)
+			if err := s.put(ctx, taskStatus{TaskID: id, Status: stateProgress, TaskType: taskType, UpdatedAt: now}, time.Minute); err != nil {
+				fail(fmt.Errorf("put %s: %w", id, err))
+				return
+			}
+			if got, err := s.get(ctx, id); err != nil || got.TaskID != id || got.TaskType != taskType {
+				fail(fmt.Errorf("get %s: got %s/%s, %v", id, got.TaskID, got.TaskType, err))
+			}
+			if _, err := s.get(ctx, id+"-missing"); !errors.Is(err, errStatusNotFound) {
+				fail(fmt.Errorf("get %s-missing: got %v, want not found", id, err))
+			}
+		})
+	})
+
 	t.Run("concurrent writers never move backwards", func(t *testing.T) {
 		id := "contract-" + newRandomID(4)
 		put(id, stateSuccess, 0)
@@ -173,6 +193,31 @@ func statusStoreContract(t *testing.T, s statusStore) {
 			t.Errorf("after racing PENDING/PROGRESS writes: got %s, want SUCCESS", got)
 		}
 	})
+}
+
+// inParallel runs f for i in [0, n) on n goroutines at once and, once all
+// are done, fails the test with every error they passed to fail.
+func inParallel(t *testing.T, n int, f func(i int, fail func(error))) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(i, fail)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Error(err)
+	}
 }
 
 // documentStore is what the item and result contracts exercise.
@@ -315,37 +360,25 @@ func documentStoreContract(t *testing.T, s documentStore) {
 		// Creates and reads that overlap may share a round trip (the
 		// MongoDB store batches them); each must still get its own item,
 		// and a missing id among found ones must be not found.
-		const n = 24
-		var wg sync.WaitGroup
-		errs := make(chan error, 3*n)
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				name := fmt.Sprintf("concurrent-%d", i)
-				it, err := s.createItem(ctx, item{Name: name, Metadata: map[string]any{"i": int64(i)}, CreatedAt: base, UpdatedAt: base})
-				if err != nil {
-					errs <- fmt.Errorf("create %s: %w", name, err)
-					return
-				}
-				got, err := s.getItem(ctx, it.ID)
-				if err != nil || got.ID != it.ID || got.Name != name {
-					errs <- fmt.Errorf("get %s (%s): got %s %q, %v", it.ID, name, got.ID, got.Name, err)
-				}
-				missing := fmt.Sprintf("%024x", i)
-				if _, err := s.getItem(ctx, missing); !errors.Is(err, errNotFound) {
-					errs <- fmt.Errorf("get missing %s: got %v, want not found", missing, err)
-				}
-				if err := s.deleteItem(ctx, it.ID); err != nil {
-					errs <- fmt.Errorf("delete %s: %w", it.ID, err)
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
+		inParallel(t, 24, func(i int, fail func(error)) {
+			name := fmt.Sprintf("concurrent-%d", i)
+			it, err := s.createItem(ctx, item{Name: name, Metadata: map[string]any{"i": int64(i)}, CreatedAt: base, UpdatedAt: base})
+			if err != nil {
+				fail(fmt.Errorf("create %s: %w", name, err))
+				return
+			}
+			got, err := s.getItem(ctx, it.ID)
+			if err != nil || got.ID != it.ID || got.Name != name {
+				fail(fmt.Errorf("get %s (%s): got %s %q, %v", it.ID, name, got.ID, got.Name, err))
+			}
+			missing := fmt.Sprintf("%024x", i)
+			if _, err := s.getItem(ctx, missing); !errors.Is(err, errNotFound) {
+				fail(fmt.Errorf("get missing %s: got %v, want not found", missing, err))
+			}
+			if err := s.deleteItem(ctx, it.ID); err != nil {
+				fail(fmt.Errorf("delete %s: %w", it.ID, err))
+			}
+		})
 	})
 
 	t.Run("concurrent saves agree", func(t *testing.T) {

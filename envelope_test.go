@@ -251,6 +251,44 @@ func TestEnvelopeComesBackWholeUntilEveryPartIsAcked(t *testing.T) {
 	}
 }
 
+// TestEnvelopeShutdownRequeuesUnstartedParts: a consumer that stops while
+// an envelope's later parts wait for a worker rejects those parts, so once
+// the started part is acked the whole envelope goes back to the queue.
+func TestEnvelopeShutdownRequeuesUnstartedParts(t *testing.T) {
+	env := realStack(t)
+	queue := env["QUEUE_NAME"]
+	b := newAMQPBroker(services.amqpURL, queue, queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
+	t.Cleanup(b.close)
+	var msgs []taskMessage
+	for _, id := range []string{"s-1", "s-2", "s-3"} {
+		msgs = append(msgs, taskMessage{ID: id, Type: "t", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now()})
+	}
+	if err := b.publishTasks(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	out := make(chan delivery)
+	consumed := make(chan error, 1)
+	go func() { consumed <- b.consume(ctx, 1, out) }()
+	var started delivery
+	select {
+	case started = <-out:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery within 10s")
+	}
+	stop() // parts 2 and 3 are never taken
+	if err := <-consumed; err != nil {
+		t.Fatalf("consume returned %v, want nil after its context ended", err)
+	}
+	if n := queueDepth(t, queue); n != 0 {
+		t.Fatalf("%d messages ready while a part is still running, want 0", n)
+	}
+	if err := started.ack(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the envelope back on the queue", func() bool { return queueDepth(t, queue) == 1 })
+}
+
 // TestConcurrentSubmitsRunOnceEach: through the API and a worker, tasks
 // submitted together share messages and each still runs to exactly one
 // result.

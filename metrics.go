@@ -90,7 +90,7 @@ func newMetrics(version string) *metrics {
 	m.publishErrors = counter("errand_broker_publish_errors_total", "Publishes the broker did not confirm.", "task_type")
 	m.tasksPerMessage = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "errand_broker_tasks_per_message", Help: "Tasks carried by each confirmed task message (submits that overlap share one).",
-		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+		Buckets: []float64{1, 2, 4, 8, maxEnvelopeTasks},
 	})
 	m.reconnects = counter("errand_broker_reconnects_total", "Broker connections redialled after a loss.", "kind")
 	m.storeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
