@@ -68,6 +68,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	broker := newAMQPBroker(cfg.AMQPURL, cfg.QueueName, cfg.QueueType, cfg.PublishTimeout, log.With("component", "amqp"))
 	broker.onReconnect = func(kind string) { m.reconnects.WithLabelValues(kind).Inc() }
 	broker.onEnvelope = func(tasks int) { m.tasksPerMessage.Observe(float64(tasks)) }
+	broker.onRepublish = func(tasks int) { m.tasksRepublished.Add(float64(tasks)) }
 	statuses := newRedisStatusStore(rdb, cfg.KeyPrefix)
 	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
 	b := &backends{

@@ -43,6 +43,13 @@ type amqpBroker struct {
 	// onEnvelope, when set, is told how many tasks each confirmed task
 	// message carried.
 	onEnvelope func(tasks int)
+	// onRepublish, when set, is told how many envelope tasks the consumer
+	// sent back to the queue for having waited past envelopeHold.
+	onRepublish func(tasks int)
+	// envelopeHold is how long a consumer keeps an envelope's task that no
+	// worker has started (see republishStale); envelopeHoldLimit but for
+	// tests.
+	envelopeHold time.Duration
 
 	// submits groups concurrent task publishes into envelopes, one
 	// batcher per message priority (see taskEnvelopeContentType).
@@ -67,6 +74,7 @@ func newAMQPBroker(urls, queue, queueType string, publishTimeout time.Duration, 
 		log:            log,
 		consumers:      map[*amqp.Connection]struct{}{},
 		submits:        map[uint8]*batcher[taskMessage, struct{}]{},
+		envelopeHold:   envelopeHoldLimit,
 	}
 	// An envelope has one priority, so a classic queue, which serves
 	// priorities, gets one batcher per level. A quorum queue delivers in
@@ -612,31 +620,105 @@ func (b *amqpBroker) consumeSession(ctx context.Context, prefetch int, out chan<
 		return fmt.Errorf("consume %s: %w", b.queue, err)
 	}
 	b.log.Info("consuming", "queue", b.queue, "prefetch", prefetch)
+	// Messages are read as they come, and their tasks wait here, in
+	// arrival order, until a worker takes them; now and then the tasks of
+	// envelopes that waited too long go back to the queue.
+	var held []heldTask
+	staleCheck := time.NewTicker(b.envelopeHold / 4)
+	defer staleCheck.Stop()
 	for {
+		var next chan<- delivery
+		var head delivery
+		if len(held) > 0 {
+			next, head = out, held[0].delivery
+		}
 		select {
 		case <-ctx.Done():
+			// Shutting down before these started: back to the queue.
+			for _, h := range held {
+				_ = h.reject(true)
+			}
 			b.stopConsuming(ch, tag, msgs)
 			return nil
 		case d, ok := <-msgs:
 			if !ok {
+				// The tasks still held cannot be settled on a closed
+				// channel; the broker requeues their messages.
 				forget()
 				return errors.New("delivery channel closed")
 			}
+			arrived := time.Now()
 			parts := amqpDeliveries(d)
-			for i, part := range parts {
-				select {
-				case out <- part:
-				case <-ctx.Done():
-					// Shutting down before these started: back to the queue.
-					for _, p := range parts[i:] {
-						_ = p.reject(true)
-					}
-					b.stopConsuming(ch, tag, msgs)
-					return nil
-				}
+			for _, part := range parts {
+				held = append(held, heldTask{delivery: part, arrived: arrived, inEnvelope: len(parts) > 1})
 			}
+		case next <- head:
+			held = held[1:]
+		case now := <-staleCheck.C:
+			held = b.republishStale(ctx, held, now)
 		}
 	}
+}
+
+// envelopeHoldLimit bounds how long a consumer holds an envelope's task
+// that no worker has started. An envelope is acked only when its last
+// task ends, and a consumer holds up to its prefetch in messages, so up
+// to maxEnvelopeTasks times that in tasks. Behind long tasks those could
+// wait long enough to break RabbitMQ's consumer_timeout (30 minutes by
+// default), which closes the channel and sends every unacked message
+// back, running ones included, and they would sit idle while other
+// workers have nothing to do. Past the limit the waiting tasks go back to
+// the queue as single messages, which any worker can take.
+const envelopeHoldLimit = 30 * time.Second
+
+// heldTask is a delivered task that no worker has taken yet.
+type heldTask struct {
+	delivery
+	arrived    time.Time
+	inEnvelope bool
+}
+
+// republishStale publishes, each as a single message, the envelope tasks
+// in held that arrived envelopeHold or more before now, acks their parts
+// of the envelope once the broker has confirmed them, and returns the rest
+// of held in order. A single message is never republished, so a task goes
+// back at most once; if a crash comes between the publish and the
+// envelope's ack, the task can run twice, as any redelivered task can.
+func (b *amqpBroker) republishStale(ctx context.Context, held []heldTask, now time.Time) []heldTask {
+	kept := held[:0]
+	republished := 0
+	for i, h := range held {
+		if now.Sub(h.arrived) < b.envelopeHold {
+			// Later tasks arrived later still.
+			kept = append(kept, held[i:]...)
+			break
+		}
+		if !h.inEnvelope {
+			kept = append(kept, h)
+			continue
+		}
+		m, err := decodeTaskMessage(h.body)
+		if err != nil {
+			kept = append(kept, h) // the worker dead-letters it
+			continue
+		}
+		if err := b.publishTask(ctx, m); err != nil {
+			b.log.Warn("could not send a long-held envelope task back to the queue; keeping it", "task_id", m.ID, "error", err)
+			kept = append(kept, held[i:]...)
+			break
+		}
+		if err := h.ack(); err != nil {
+			b.log.Warn("acking a republished envelope task failed; the envelope comes back and the task may run twice", "task_id", m.ID, "error", err)
+		}
+		republished++
+	}
+	if republished > 0 {
+		b.log.Info("sent envelope tasks that waited for a worker back to the queue", "tasks", republished, "held_for_at_least", b.envelopeHold.String())
+		if b.onRepublish != nil {
+			b.onRepublish(republished)
+		}
+	}
+	return kept
 }
 
 // stopConsuming cancels the consumer and requeues what the broker had

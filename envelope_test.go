@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -287,6 +288,77 @@ func TestEnvelopeShutdownRequeuesUnstartedParts(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the envelope back on the queue", func() bool { return queueDepth(t, queue) == 1 })
+}
+
+// TestLongHeldEnvelopeTasksGoBackAlone: tasks of an envelope that wait
+// past the hold limit without a worker go back to the queue as single
+// messages; the running task, and a single message waiting behind them,
+// stay; the envelope is acked once its running task ends.
+func TestLongHeldEnvelopeTasksGoBackAlone(t *testing.T) {
+	env := realStack(t)
+	queue := env["QUEUE_NAME"]
+	b := newAMQPBroker(services.amqpURL, queue, queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
+	b.envelopeHold = 200 * time.Millisecond
+	var republished atomic.Int64
+	b.onRepublish = func(n int) { republished.Add(int64(n)) }
+	t.Cleanup(b.close)
+	task := func(id string) taskMessage {
+		return taskMessage{ID: id, Type: "t", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now()}
+	}
+	if err := b.publishTasks(context.Background(), []taskMessage{task("h-1"), task("h-2"), task("h-3")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.publishTask(context.Background(), task("h-4")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	out := make(chan delivery)
+	consumed := make(chan error, 1)
+	go func() { consumed <- b.consume(ctx, 2, out) }()
+	take := func(want string) delivery {
+		t.Helper()
+		select {
+		case d := <-out:
+			if m, err := decodeTaskMessage(d.body); err != nil || m.ID != want {
+				t.Fatalf("delivered %+v (%v), want %s", m, err, want)
+			}
+			return d
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no delivery within 10s, want %s", want)
+			return delivery{}
+		}
+	}
+	// One busy worker: h-1 runs, and the rest wait.
+	running := take("h-1")
+	waitFor(t, 10*time.Second, "the waiting envelope tasks back on the queue", func() bool { return queueDepth(t, queue) == 2 })
+	ids, envelopes := drainRaw(t, queue)
+	if diff := cmp.Diff([]string{"h-2", "h-3"}, ids); diff != "" || envelopes != 0 {
+		t.Fatalf("back on the queue: %v in %d envelopes, want h-2 and h-3 as single messages (-want +got):\n%s", ids, envelopes, diff)
+	}
+	if n := republished.Load(); n != 2 {
+		t.Errorf("onRepublish counted %d tasks, want 2", n)
+	}
+	// The single message behind them is never sent back: it comes next.
+	single := take("h-4")
+	for _, d := range []delivery{running, single} {
+		if err := d.ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+	if err := <-consumed; err != nil {
+		t.Fatalf("consume returned %v, want nil after its context ended", err)
+	}
+	// Had the envelope not been acked, closing its connection would put
+	// it back.
+	b.close()
+	for range 10 {
+		if n := queueDepth(t, queue); n != 0 {
+			t.Fatalf("%d messages back on the queue after every task was acked, want 0", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // TestConcurrentSubmitsRunOnceEach: through the API and a worker, tasks

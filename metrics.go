@@ -40,9 +40,12 @@ type metrics struct {
 	publishDuration *prometheus.HistogramVec
 	publishErrors   *prometheus.CounterVec
 	tasksPerMessage prometheus.Histogram
-	reconnects      *prometheus.CounterVec
-	storeDuration   *prometheus.HistogramVec
-	storeErrors     *prometheus.CounterVec
+	// tasksRepublished counts envelope tasks sent back to the queue after
+	// waiting past envelopeHoldLimit for a worker.
+	tasksRepublished prometheus.Counter
+	reconnects       *prometheus.CounterVec
+	storeDuration    *prometheus.HistogramVec
+	storeErrors      *prometheus.CounterVec
 }
 
 // Task latencies span milliseconds (an empty task) to minutes (the guide's
@@ -92,6 +95,10 @@ func newMetrics(version string) *metrics {
 		Name: "errand_broker_tasks_per_message", Help: "Tasks carried by each confirmed task message (submits that overlap share one).",
 		Buckets: []float64{1, 2, 4, 8, maxEnvelopeTasks},
 	})
+	m.tasksRepublished = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "errand_broker_envelope_tasks_republished_total",
+		Help: "Envelope tasks a consumer sent back to the queue, as single messages, after they waited 30 s for a worker.",
+	})
 	m.reconnects = counter("errand_broker_reconnects_total", "Broker connections redialled after a loss.", "kind")
 	m.storeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "errand_store_operation_duration_seconds", Help: "Latency of Redis and MongoDB operations.", Buckets: fastBuckets,
@@ -101,7 +108,7 @@ func newMetrics(version string) *metrics {
 	for _, c := range []prometheus.Collector{
 		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
 		m.tasksRetried, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
-		m.workerPoolSize, m.workersBusy, m.publishDuration, m.publishErrors, m.tasksPerMessage, m.reconnects, m.storeDuration, m.storeErrors,
+		m.workerPoolSize, m.workersBusy, m.publishDuration, m.publishErrors, m.tasksPerMessage, m.tasksRepublished, m.reconnects, m.storeDuration, m.storeErrors,
 	} {
 		f(c)
 	}
