@@ -8,9 +8,11 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"errand/tasks"
@@ -84,6 +86,79 @@ func BenchmarkSubmit(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkTaskPath measures the task path: a worker pool of the default
+// size consuming b.N queued process_heavy_task tasks (one iteration, no
+// delay), running each, storing its result and final status, and acking
+// it. The tasks are queued first, by concurrent submits as HTTP requests
+// make them (so on RabbitMQ they share messages), outside the timer.
+func BenchmarkTaskPath(b *testing.B) {
+	for name, env := range map[string]func(b *testing.B) map[string]string{
+		"embedded": func(*testing.B) map[string]string { return map[string]string{} },
+		"real":     func(b *testing.B) map[string]string { return realStack(b) },
+	} {
+		b.Run(name, func(b *testing.B) {
+			e := env(b)
+			bk, m := benchStackWithMetrics(b, e)
+			sub := taskSubmitter{statuses: bk.statuses, publisher: bk.publisher, log: slog.New(slog.DiscardHandler),
+				now: time.Now, metrics: newMetrics("bench"), tracing: disabledTracing(), keyTTL: time.Hour}
+			args := tasks.HeavyArgs{Data: "bench", Iterations: 1}
+			queued := make(chan struct{}, b.N)
+			var submitters sync.WaitGroup
+			for range 8 {
+				submitters.Add(1)
+				go func() {
+					defer submitters.Done()
+					for range queued {
+						if _, err := sub.submit(context.Background(), tasks.HeavyTaskName, args, "normal", ""); err != nil {
+							b.Error(err)
+						}
+					}
+				}()
+			}
+			for range b.N {
+				queued <- struct{}{}
+			}
+			close(queued)
+			submitters.Wait()
+
+			cfg, err := parseConfig([]string{"errand"}, func(k string) string { return e[k] }, io.Discard)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pool := &workerPool{size: cfg.Workers, queue: bk.queue, registry: tasks.NewRegistry(tasks.Config{}),
+				statuses: bk.statuses, results: bk.results, resultTTL: time.Hour, drainTimeout: 5 * time.Second,
+				log: slog.New(slog.DiscardHandler), now: time.Now, metrics: m, jitter: func() float64 { return 0 }, tracing: disabledTracing()}
+			succeeded := m.tasksSucceeded.WithLabelValues(tasks.HeavyTaskName)
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			b.ResetTimer()
+			go func() { done <- pool.run(ctx) }()
+			for counterValue(succeeded) < float64(b.N) {
+				select {
+				case err := <-done:
+					b.Fatalf("worker pool stopped early: %v", err)
+				case <-time.After(time.Millisecond):
+				}
+			}
+			b.StopTimer()
+			stop()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+}
+
+// counterValue reads a Prometheus counter.
+func counterValue(c prometheus.Counter) float64 {
+	var d dto.Metric
+	if err := c.Write(&d); err != nil {
+		return 0
+	}
+	return d.GetCounter().GetValue()
 }
 
 // BenchmarkSubmitHTTP measures POST /api/async/process through the whole

@@ -621,10 +621,10 @@ func (b *amqpBroker) consumeSession(ctx context.Context, prefetch int, out chan<
 	}
 	b.log.Info("consuming", "queue", b.queue, "prefetch", prefetch)
 	// Messages are read as they come, and their tasks wait here, in
-	// arrival order, until a worker takes them; now and then the tasks of
+	// arrival order, until a worker takes them; now and then the
 	// envelopes that waited too long go back to the queue.
 	var held []heldTask
-	staleCheck := time.NewTicker(b.envelopeHold / 4)
+	staleCheck := time.NewTicker(max(b.envelopeHold/4, time.Millisecond))
 	defer staleCheck.Stop()
 	for {
 		var next chan<- delivery
@@ -647,78 +647,125 @@ func (b *amqpBroker) consumeSession(ctx context.Context, prefetch int, out chan<
 				forget()
 				return errors.New("delivery channel closed")
 			}
-			arrived := time.Now()
 			parts := amqpDeliveries(d)
+			msg := &heldMessage{arrived: time.Now(), forwardable: len(parts) > 1 && !d.Redelivered}
 			for _, part := range parts {
-				held = append(held, heldTask{delivery: part, arrived: arrived, inEnvelope: len(parts) > 1})
+				held = append(held, heldTask{delivery: part, msg: msg})
 			}
 		case next <- head:
+			held[0].msg.started = true
+			held[0] = heldTask{} // let the delivery go once its task is done
 			held = held[1:]
 		case now := <-staleCheck.C:
-			held = b.republishStale(ctx, held, now)
+			held = b.forwardStale(ctx, held, now)
 		}
 	}
 }
 
-// envelopeHoldLimit bounds how long a consumer holds an envelope's task
-// that no worker has started. An envelope is acked only when its last
-// task ends, and a consumer holds up to its prefetch in messages, so up
-// to maxEnvelopeTasks times that in tasks. Behind long tasks those could
-// wait long enough to break RabbitMQ's consumer_timeout (30 minutes by
-// default), which closes the channel and sends every unacked message
-// back, running ones included, and they would sit idle while other
-// workers have nothing to do. Past the limit the waiting tasks go back to
-// the queue as single messages, which any worker can take.
+// envelopeHoldLimit bounds how long a consumer holds an envelope none of
+// whose tasks a worker has taken. A consumer holds up to its prefetch in
+// messages, so up to maxEnvelopeTasks times that in tasks, and behind
+// long tasks they would sit there while other workers have nothing to
+// do, and their messages stay unacked toward RabbitMQ's consumer_timeout
+// (30 minutes by default), which closes the channel and sends back every
+// unacked message, running tasks included. Past the limit such an
+// envelope's tasks go back to the queue as single messages, which any
+// worker can take, and the envelope is acked.
 const envelopeHoldLimit = 30 * time.Second
+
+// heldMessage is what the consumer knows of a message whose tasks it holds.
+type heldMessage struct {
+	arrived time.Time
+	// started: a worker has taken one of its tasks. The message is then
+	// acked only when that task ends, and if it comes back meanwhile
+	// (a rejected part, a lost connection) every task in it comes back,
+	// so none of them may go out a second way.
+	started bool
+	// forwardable: an envelope that has not come back from the queue. A
+	// redelivered task needs the worker's check for a stored result and
+	// its delivery count, which a fresh copy would not get.
+	forwardable bool
+}
 
 // heldTask is a delivered task that no worker has taken yet.
 type heldTask struct {
 	delivery
-	arrived    time.Time
-	inEnvelope bool
+	msg *heldMessage
 }
 
-// republishStale publishes, each as a single message, the envelope tasks
-// in held that arrived envelopeHold or more before now, acks their parts
-// of the envelope once the broker has confirmed them, and returns the rest
-// of held in order. A single message is never republished, so a task goes
-// back at most once; if a crash comes between the publish and the
-// envelope's ack, the task can run twice, as any redelivered task can.
-func (b *amqpBroker) republishStale(ctx context.Context, held []heldTask, now time.Time) []heldTask {
+// forwardStale sends back to the queue the tasks of every envelope in held
+// that arrived envelopeHold or more before now, is forwardable and has no
+// task started, and returns the rest of held in order. Each task goes as
+// a single message (which is never forwarded again) and its part of the
+// envelope is acked once the broker has confirmed the copy, so the
+// envelope is acked once all are. A crash in between runs the task twice,
+// as any redelivered task can.
+func (b *amqpBroker) forwardStale(ctx context.Context, held []heldTask, now time.Time) []heldTask {
 	kept := held[:0]
-	republished := 0
-	for i, h := range held {
-		if now.Sub(h.arrived) < b.envelopeHold {
-			// Later tasks arrived later still.
-			kept = append(kept, held[i:]...)
+	forwarded := 0
+	for i := 0; i < len(held); {
+		msg := held[i].msg
+		if now.Sub(msg.arrived) < b.envelopeHold {
+			kept = append(kept, held[i:]...) // later messages arrived later still
 			break
 		}
-		if !h.inEnvelope {
-			kept = append(kept, h)
-			continue
+		// A message's tasks are next to each other in held.
+		j := i + 1
+		for j < len(held) && held[j].msg == msg {
+			j++
 		}
-		m, err := decodeTaskMessage(h.body)
-		if err != nil {
-			kept = append(kept, h) // the worker dead-letters it
-			continue
+		if msg.started || !msg.forwardable {
+			kept = append(kept, held[i:j]...)
+		} else {
+			left := b.forward(ctx, held[i:j])
+			forwarded += j - i - len(left)
+			kept = append(kept, left...)
 		}
-		if err := b.publishTask(ctx, m); err != nil {
-			b.log.Warn("could not send a long-held envelope task back to the queue; keeping it", "task_id", m.ID, "error", err)
-			kept = append(kept, held[i:]...)
-			break
-		}
-		if err := h.ack(); err != nil {
-			b.log.Warn("acking a republished envelope task failed; the envelope comes back and the task may run twice", "task_id", m.ID, "error", err)
-		}
-		republished++
+		i = j
 	}
-	if republished > 0 {
-		b.log.Info("sent envelope tasks that waited for a worker back to the queue", "tasks", republished, "held_for_at_least", b.envelopeHold.String())
+	clear(held[len(kept):])
+	if forwarded > 0 {
+		b.log.Info("sent the tasks of envelopes that waited for a worker back to the queue", "tasks", forwarded, "waited_at_least", b.envelopeHold.String())
 		if b.onRepublish != nil {
-			b.onRepublish(republished)
+			b.onRepublish(forwarded)
 		}
 	}
 	return kept
+}
+
+// forward publishes each of tasks as a single message, all at once, acks
+// the part of every one the broker confirmed, and returns the others.
+// Shutdown does not cut a publish short (the publish timeout bounds it):
+// a publish abandoned unconfirmed may still reach the queue, and the task
+// would then also go back with its envelope.
+func (b *amqpBroker) forward(ctx context.Context, tasks []heldTask) []heldTask {
+	ctx = context.WithoutCancel(ctx)
+	errs := make([]error, len(tasks))
+	var wg sync.WaitGroup
+	for i, h := range tasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := decodeTaskMessage(h.body)
+			if err == nil {
+				err = b.publishTask(ctx, m)
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	var left []heldTask
+	for i, h := range tasks {
+		if errs[i] != nil {
+			b.log.Warn("could not send a long-held envelope task back to the queue; keeping it", "error", errs[i])
+			left = append(left, h)
+			continue
+		}
+		if err := h.ack(); err != nil {
+			b.log.Warn("acking a forwarded envelope task failed; the envelope comes back and the task may run twice", "error", err)
+		}
+	}
+	return left
 }
 
 // stopConsuming cancels the consumer and requeues what the broker had

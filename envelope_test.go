@@ -290,38 +290,56 @@ func TestEnvelopeShutdownRequeuesUnstartedParts(t *testing.T) {
 	waitFor(t, 10*time.Second, "the envelope back on the queue", func() bool { return queueDepth(t, queue) == 1 })
 }
 
-// TestLongHeldEnvelopeTasksGoBackAlone: tasks of an envelope that wait
-// past the hold limit without a worker go back to the queue as single
-// messages; the running task, and a single message waiting behind them,
-// stay; the envelope is acked once its running task ends.
+// TestLongHeldEnvelopeTasksGoBackAlone: an envelope none of whose tasks
+// has started goes back to the queue as single messages once it has
+// waited past the hold limit, and is acked; an envelope with a task
+// running, a redelivered envelope and single messages stay where they
+// are, in order.
 func TestLongHeldEnvelopeTasksGoBackAlone(t *testing.T) {
 	env := realStack(t)
 	queue := env["QUEUE_NAME"]
-	b := newAMQPBroker(services.amqpURL, queue, queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
-	b.envelopeHold = 200 * time.Millisecond
-	var republished atomic.Int64
-	b.onRepublish = func(n int) { republished.Add(int64(n)) }
-	t.Cleanup(b.close)
+	const hold = 200 * time.Millisecond
+	newBroker := func() (*amqpBroker, *atomic.Int64) {
+		b := newAMQPBroker(services.amqpURL, queue, queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
+		b.envelopeHold = hold
+		var forwarded atomic.Int64
+		b.onRepublish = func(n int) { forwarded.Add(int64(n)) }
+		t.Cleanup(b.close)
+		return b, &forwarded
+	}
+	b, forwarded := newBroker()
 	task := func(id string) taskMessage {
 		return taskMessage{ID: id, Type: "t", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now()}
 	}
-	if err := b.publishTasks(context.Background(), []taskMessage{task("h-1"), task("h-2"), task("h-3")}); err != nil {
-		t.Fatal(err)
+	ctx := context.Background()
+	for _, err := range []error{
+		b.publishTasks(ctx, []taskMessage{task("h-1"), task("h-2"), task("h-3")}),
+		b.publishTasks(ctx, []taskMessage{task("h-4"), task("h-5")}),
+		b.publishTask(ctx, task("h-6")),
+		b.publishTask(ctx, task("h-7")), // waits on the queue: the prefetch is 3 messages
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := b.publishTask(context.Background(), task("h-4")); err != nil {
-		t.Fatal(err)
+	consume := func(b *amqpBroker) (chan delivery, func()) {
+		ctx, stop := context.WithCancel(context.Background())
+		out := make(chan delivery)
+		consumed := make(chan error, 1)
+		go func() { consumed <- b.consume(ctx, 3, out) }()
+		return out, func() {
+			stop()
+			if err := <-consumed; err != nil {
+				t.Errorf("consume returned %v, want nil after its context ended", err)
+			}
+		}
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	out := make(chan delivery)
-	consumed := make(chan error, 1)
-	go func() { consumed <- b.consume(ctx, 2, out) }()
-	take := func(want string) delivery {
+	take := func(out chan delivery, want string, redelivered bool) delivery {
 		t.Helper()
 		select {
 		case d := <-out:
-			if m, err := decodeTaskMessage(d.body); err != nil || m.ID != want {
-				t.Fatalf("delivered %+v (%v), want %s", m, err, want)
+			if m, err := decodeTaskMessage(d.body); err != nil || m.ID != want || d.redelivered != redelivered {
+				t.Fatalf("delivered %+v (%v, redelivered %v), want %s (redelivered %v)", m, err, d.redelivered, want, redelivered)
 			}
 			return d
 		case <-time.After(10 * time.Second):
@@ -329,30 +347,42 @@ func TestLongHeldEnvelopeTasksGoBackAlone(t *testing.T) {
 			return delivery{}
 		}
 	}
-	// One busy worker: h-1 runs, and the rest wait.
-	running := take("h-1")
-	waitFor(t, 10*time.Second, "the waiting envelope tasks back on the queue", func() bool { return queueDepth(t, queue) == 2 })
+
+	// One busy worker: h-1 runs; the rest of its envelope, the second
+	// envelope and h-6 wait. Once the second envelope is forwarded and
+	// acked, its slot takes h-7, and the copies stay on the queue.
+	out, stop := consume(b)
+	take(out, "h-1", false) // never settled: its connection closes below
+	waitFor(t, 10*time.Second, "the waiting envelope's tasks back on the queue", func() bool { return queueDepth(t, queue) == 2 })
 	ids, envelopes := drainRaw(t, queue)
-	if diff := cmp.Diff([]string{"h-2", "h-3"}, ids); diff != "" || envelopes != 0 {
-		t.Fatalf("back on the queue: %v in %d envelopes, want h-2 and h-3 as single messages (-want +got):\n%s", ids, envelopes, diff)
+	if diff := cmp.Diff([]string{"h-4", "h-5"}, ids); diff != "" || envelopes != 0 {
+		t.Fatalf("back on the queue: %v in %d envelopes, want h-4 and h-5 as single messages (-want +got):\n%s", ids, envelopes, diff)
 	}
-	if n := republished.Load(); n != 2 {
+	if n := forwarded.Load(); n != 2 {
 		t.Errorf("onRepublish counted %d tasks, want 2", n)
 	}
-	// The single message behind them is never sent back: it comes next.
-	single := take("h-4")
-	for _, d := range []delivery{running, single} {
-		if err := d.ack(); err != nil {
+	// Losing the connection with h-1 unsettled brings back its whole
+	// envelope and the single messages, but not the forwarded envelope,
+	// which was acked.
+	stop()
+	b.close()
+	waitFor(t, 10*time.Second, "the started envelope and the single messages back", func() bool { return queueDepth(t, queue) == 3 })
+
+	// Redelivered, the envelope stays held past the limit too: its tasks
+	// need the worker's redelivery checks.
+	b2, forwarded2 := newBroker()
+	out, stop = consume(b2)
+	time.Sleep(4 * hold)
+	if n := queueDepth(t, queue); n != 0 || forwarded2.Load() != 0 {
+		t.Fatalf("%d messages on the queue and %d tasks forwarded after a redelivered envelope waited, want 0 and 0", n, forwarded2.Load())
+	}
+	for _, id := range []string{"h-1", "h-2", "h-3", "h-6", "h-7"} {
+		if err := take(out, id, true).ack(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	stop()
-	if err := <-consumed; err != nil {
-		t.Fatalf("consume returned %v, want nil after its context ended", err)
-	}
-	// Had the envelope not been acked, closing its connection would put
-	// it back.
-	b.close()
+	b2.close()
 	for range 10 {
 		if n := queueDepth(t, queue); n != 0 {
 			t.Fatalf("%d messages back on the queue after every task was acked, want 0", n)

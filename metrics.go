@@ -40,8 +40,8 @@ type metrics struct {
 	publishDuration *prometheus.HistogramVec
 	publishErrors   *prometheus.CounterVec
 	tasksPerMessage prometheus.Histogram
-	// tasksRepublished counts envelope tasks sent back to the queue after
-	// waiting past envelopeHoldLimit for a worker.
+	// tasksRepublished counts the tasks of envelopes sent back to the
+	// queue after waiting past envelopeHoldLimit with none started.
 	tasksRepublished prometheus.Counter
 	reconnects       *prometheus.CounterVec
 	storeDuration    *prometheus.HistogramVec
@@ -97,7 +97,7 @@ func newMetrics(version string) *metrics {
 	})
 	m.tasksRepublished = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "errand_broker_envelope_tasks_republished_total",
-		Help: "Envelope tasks a consumer sent back to the queue, as single messages, after they waited 30 s for a worker.",
+		Help: "Tasks of envelopes that waited 30 s in a consumer with none started, sent back to the queue as single messages.",
 	})
 	m.reconnects = counter("errand_broker_reconnects_total", "Broker connections redialled after a loss.", "kind")
 	m.storeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
