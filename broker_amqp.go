@@ -43,12 +43,11 @@ type amqpBroker struct {
 	// onEnvelope, when set, is told how many tasks each confirmed task
 	// message carried.
 	onEnvelope func(tasks int)
-	// onRepublish, when set, is told how many envelope tasks the consumer
-	// sent back to the queue for having waited past envelopeHold.
+	// onRepublish, when set, is told how many tasks of waiting envelopes
+	// the consumer sent back to the queue (see forwardStale).
 	onRepublish func(tasks int)
-	// envelopeHold is how long a consumer keeps an envelope's task that no
-	// worker has started (see republishStale); envelopeHoldLimit but for
-	// tests.
+	// envelopeHold is how long a consumer keeps an envelope none of whose
+	// tasks has started; envelopeHoldLimit but for tests.
 	envelopeHold time.Duration
 
 	// submits groups concurrent task publishes into envelopes, one
@@ -737,7 +736,10 @@ func (b *amqpBroker) forwardStale(ctx context.Context, held []heldTask, now time
 // the part of every one the broker confirmed, and returns the others.
 // Shutdown does not cut a publish short (the publish timeout bounds it):
 // a publish abandoned unconfirmed may still reach the queue, and the task
-// would then also go back with its envelope.
+// would then also go back with its envelope. The same holds for the
+// copies of an envelope of which some publishes failed: its remaining
+// tasks are tried again at the next check, but if a worker takes one
+// first and the envelope later comes back, the copied tasks come with it.
 func (b *amqpBroker) forward(ctx context.Context, tasks []heldTask) []heldTask {
 	ctx = context.WithoutCancel(ctx)
 	errs := make([]error, len(tasks))
