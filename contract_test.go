@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // The contract tests run one behavioural suite against each backend pair:
@@ -224,6 +227,36 @@ func inParallel(t *testing.T, n int, f func(i int, fail func(error))) {
 type documentStore interface {
 	itemStore
 	resultStore
+}
+
+// TestMongoPoolIsBounded: errand's client opens at most mongoMaxPoolSize
+// connections to a server however many operations are in flight, unless
+// the URI sets its own maxPoolSize.
+func TestMongoPoolIsBounded(t *testing.T) {
+	if got := mongoClientOptions("mongodb://127.0.0.1:27017/?maxPoolSize=50").MaxPoolSize; got == nil || *got != 50 {
+		t.Errorf("maxPoolSize=50 in the URI gave a pool of %v, want 50", got)
+	}
+	env := realStack(t)
+	var opened atomic.Int64
+	opts := mongoClientOptions(services.mongoURI).SetPoolMonitor(&event.PoolMonitor{Event: func(e *event.PoolEvent) {
+		if e.Type == event.ConnectionCreated {
+			opened.Add(1)
+		}
+	}})
+	client, err := mongo.Connect(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	coll := client.Database(env["MONGODB_DATABASE"]).Collection("pool_probe")
+	inParallel(t, 4*mongoMaxPoolSize, func(i int, fail func(error)) {
+		if _, err := coll.InsertOne(context.Background(), bson.D{{Key: "n", Value: i}}); err != nil {
+			fail(err)
+		}
+	})
+	if n := opened.Load(); n == 0 || n > mongoMaxPoolSize {
+		t.Errorf("%d connections opened for %d concurrent inserts, want 1 to %d", n, 4*mongoMaxPoolSize, mongoMaxPoolSize)
+	}
 }
 
 func TestDocumentStoreContract(t *testing.T) {
