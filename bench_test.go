@@ -62,14 +62,10 @@ func meanTasksPerMessage(m *metrics) float64 {
 // requests drive it. On RabbitMQ it also reports how many tasks each
 // message carried (overlapping publishes share one; see envelope.go).
 func BenchmarkSubmit(b *testing.B) {
-	for name, env := range map[string]func(b *testing.B) map[string]string{
-		"embedded": func(*testing.B) map[string]string { return map[string]string{} },
-		"real":     func(b *testing.B) map[string]string { return realStack(b) },
-	} {
+	for name, env := range backendModes {
 		b.Run(name, func(b *testing.B) {
 			bk, m := benchStackWithMetrics(b, env(b))
-			sub := taskSubmitter{statuses: bk.statuses, publisher: bk.publisher, log: slog.New(slog.DiscardHandler),
-				now: time.Now, metrics: newMetrics("bench"), tracing: disabledTracing(), keyTTL: time.Hour}
+			sub := quietSubmitter(bk)
 			args := tasks.HeavyArgs{Data: "bench", Iterations: 1}
 			b.SetParallelism(8)
 			b.ResetTimer()
@@ -94,15 +90,11 @@ func BenchmarkSubmit(b *testing.B) {
 // it. The tasks are queued first, by concurrent submits as HTTP requests
 // make them (so on RabbitMQ they share messages), outside the timer.
 func BenchmarkTaskPath(b *testing.B) {
-	for name, env := range map[string]func(b *testing.B) map[string]string{
-		"embedded": func(*testing.B) map[string]string { return map[string]string{} },
-		"real":     func(b *testing.B) map[string]string { return realStack(b) },
-	} {
+	for name, env := range backendModes {
 		b.Run(name, func(b *testing.B) {
 			e := env(b)
 			bk, m := benchStackWithMetrics(b, e)
-			sub := taskSubmitter{statuses: bk.statuses, publisher: bk.publisher, log: slog.New(slog.DiscardHandler),
-				now: time.Now, metrics: newMetrics("bench"), tracing: disabledTracing(), keyTTL: time.Hour}
+			sub := quietSubmitter(bk)
 			args := tasks.HeavyArgs{Data: "bench", Iterations: 1}
 			queued := make(chan struct{}, b.N)
 			var submitters sync.WaitGroup

@@ -44,7 +44,7 @@ type amqpBroker struct {
 	// message carried.
 	onEnvelope func(tasks int)
 	// onRepublish, when set, is told how many tasks of waiting envelopes
-	// the consumer sent back to the queue (see forwardStale).
+	// the consumer sent back to the queue (see republishStale).
 	onRepublish func(tasks int)
 	// envelopeHold is how long a consumer keeps an envelope none of whose
 	// tasks has started; envelopeHoldLimit but for tests.
@@ -647,7 +647,7 @@ func (b *amqpBroker) consumeSession(ctx context.Context, prefetch int, out chan<
 				return errors.New("delivery channel closed")
 			}
 			parts := amqpDeliveries(d)
-			msg := &heldMessage{arrived: time.Now(), forwardable: len(parts) > 1 && !d.Redelivered}
+			msg := &heldMessage{arrived: time.Now(), republishable: len(parts) > 1 && !d.Redelivered}
 			for _, part := range parts {
 				held = append(held, heldTask{delivery: part, msg: msg})
 			}
@@ -656,7 +656,7 @@ func (b *amqpBroker) consumeSession(ctx context.Context, prefetch int, out chan<
 			held[0] = heldTask{} // let the delivery go once its task is done
 			held = held[1:]
 		case now := <-staleCheck.C:
-			held = b.forwardStale(ctx, held, now)
+			held = b.republishStale(ctx, held, now)
 		}
 	}
 }
@@ -680,10 +680,10 @@ type heldMessage struct {
 	// (a rejected part, a lost connection) every task in it comes back,
 	// so none of them may go out a second way.
 	started bool
-	// forwardable: an envelope that has not come back from the queue. A
+	// republishable: an envelope that has not come back from the queue. A
 	// redelivered task needs the worker's check for a stored result and
 	// its delivery count, which a fresh copy would not get.
-	forwardable bool
+	republishable bool
 }
 
 // heldTask is a delivered task that no worker has taken yet.
@@ -692,16 +692,16 @@ type heldTask struct {
 	msg *heldMessage
 }
 
-// forwardStale sends back to the queue the tasks of every envelope in held
-// that arrived envelopeHold or more before now, is forwardable and has no
+// republishStale sends back to the queue the tasks of every envelope in held
+// that arrived envelopeHold or more before now, is republishable and has no
 // task started, and returns the rest of held in order. Each task goes as
-// a single message (which is never forwarded again) and its part of the
+// a single message (which is never republished again) and its part of the
 // envelope is acked once the broker has confirmed the copy, so the
 // envelope is acked once all are. A crash in between runs the task twice,
 // as any redelivered task can.
-func (b *amqpBroker) forwardStale(ctx context.Context, held []heldTask, now time.Time) []heldTask {
+func (b *amqpBroker) republishStale(ctx context.Context, held []heldTask, now time.Time) []heldTask {
 	kept := held[:0]
-	forwarded := 0
+	republished := 0
 	for i := 0; i < len(held); {
 		msg := held[i].msg
 		if now.Sub(msg.arrived) < b.envelopeHold {
@@ -713,26 +713,26 @@ func (b *amqpBroker) forwardStale(ctx context.Context, held []heldTask, now time
 		for j < len(held) && held[j].msg == msg {
 			j++
 		}
-		if msg.started || !msg.forwardable {
+		if msg.started || !msg.republishable {
 			kept = append(kept, held[i:j]...)
 		} else {
-			left := b.forward(ctx, held[i:j])
-			forwarded += j - i - len(left)
+			left := b.republish(ctx, held[i:j])
+			republished += j - i - len(left)
 			kept = append(kept, left...)
 		}
 		i = j
 	}
 	clear(held[len(kept):])
-	if forwarded > 0 {
-		b.log.Info("sent the tasks of envelopes that waited for a worker back to the queue", "tasks", forwarded, "waited_at_least", b.envelopeHold.String())
+	if republished > 0 {
+		b.log.Info("sent the tasks of envelopes that waited for a worker back to the queue", "tasks", republished, "waited_at_least", b.envelopeHold.String())
 		if b.onRepublish != nil {
-			b.onRepublish(forwarded)
+			b.onRepublish(republished)
 		}
 	}
 	return kept
 }
 
-// forward publishes each of tasks as a single message, all at once, acks
+// republish publishes each of tasks as a single message, all at once, acks
 // the part of every one the broker confirmed, and returns the others.
 // Shutdown does not cut a publish short (the publish timeout bounds it):
 // a publish abandoned unconfirmed may still reach the queue, and the task
@@ -740,7 +740,7 @@ func (b *amqpBroker) forwardStale(ctx context.Context, held []heldTask, now time
 // copies of an envelope of which some publishes failed: its remaining
 // tasks are tried again at the next check, but if a worker takes one
 // first and the envelope later comes back, the copied tasks come with it.
-func (b *amqpBroker) forward(ctx context.Context, tasks []heldTask) []heldTask {
+func (b *amqpBroker) republish(ctx context.Context, tasks []heldTask) []heldTask {
 	ctx = context.WithoutCancel(ctx)
 	errs := make([]error, len(tasks))
 	var wg sync.WaitGroup
@@ -764,7 +764,7 @@ func (b *amqpBroker) forward(ctx context.Context, tasks []heldTask) []heldTask {
 			continue
 		}
 		if err := h.ack(); err != nil {
-			b.log.Warn("acking a forwarded envelope task failed; the envelope comes back and the task may run twice", "error", err)
+			b.log.Warn("acking a republished envelope task failed; the envelope comes back and the task may run twice", "error", err)
 		}
 	}
 	return left

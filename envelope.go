@@ -21,10 +21,10 @@ const taskEnvelopeContentType = "application/vnd.errand.tasks+json"
 
 // maxEnvelopeTasks bounds the tasks in one envelope. A consumer holds up
 // to its prefetch (WORKERS) messages, so up to this many times WORKERS
-// tasks, and a message is acked only when its last task ends: the bound
-// keeps that time well inside RabbitMQ's consumer_timeout (30 minutes by
-// default) for any task shorter than about a minute, and keeps what one
-// lost connection sends back to the queue small. Fuller envelopes would
+// tasks (envelopeHoldLimit sends back those that wait too long), and a
+// message is acked only when its last task ends: the bound keeps small
+// both the tasks that wait behind a started envelope's first one and what
+// one lost connection sends back to the queue. Fuller envelopes would
 // save the broker a little more per task, at the price of both.
 const maxEnvelopeTasks = 16
 

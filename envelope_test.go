@@ -302,12 +302,12 @@ func TestLongHeldEnvelopeTasksGoBackAlone(t *testing.T) {
 	newBroker := func() (*amqpBroker, *atomic.Int64) {
 		b := newAMQPBroker(services.amqpURL, queue, queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
 		b.envelopeHold = hold
-		var forwarded atomic.Int64
-		b.onRepublish = func(n int) { forwarded.Add(int64(n)) }
+		var republished atomic.Int64
+		b.onRepublish = func(n int) { republished.Add(int64(n)) }
 		t.Cleanup(b.close)
-		return b, &forwarded
+		return b, &republished
 	}
-	b, forwarded := newBroker()
+	b, republished := newBroker()
 	task := func(id string) taskMessage {
 		return taskMessage{ID: id, Type: "t", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now()}
 	}
@@ -349,7 +349,7 @@ func TestLongHeldEnvelopeTasksGoBackAlone(t *testing.T) {
 	}
 
 	// One busy worker: h-1 runs; the rest of its envelope, the second
-	// envelope and h-6 wait. Once the second envelope is forwarded and
+	// envelope and h-6 wait. Once the second envelope is republished and
 	// acked, its slot takes h-7, and the copies stay on the queue.
 	out, stop := consume(b)
 	take(out, "h-1", false) // never settled: its connection closes below
@@ -358,11 +358,11 @@ func TestLongHeldEnvelopeTasksGoBackAlone(t *testing.T) {
 	if diff := cmp.Diff([]string{"h-4", "h-5"}, ids); diff != "" || envelopes != 0 {
 		t.Fatalf("back on the queue: %v in %d envelopes, want h-4 and h-5 as single messages (-want +got):\n%s", ids, envelopes, diff)
 	}
-	if n := forwarded.Load(); n != 2 {
+	if n := republished.Load(); n != 2 {
 		t.Errorf("onRepublish counted %d tasks, want 2", n)
 	}
 	// Losing the connection with h-1 unsettled brings back its whole
-	// envelope and the single messages, but not the forwarded envelope,
+	// envelope and the single messages, but not the republished envelope,
 	// which was acked.
 	stop()
 	b.close()
@@ -370,11 +370,11 @@ func TestLongHeldEnvelopeTasksGoBackAlone(t *testing.T) {
 
 	// Redelivered, the envelope stays held past the limit too: its tasks
 	// need the worker's redelivery checks.
-	b2, forwarded2 := newBroker()
+	b2, republished2 := newBroker()
 	out, stop = consume(b2)
 	time.Sleep(4 * hold)
-	if n := queueDepth(t, queue); n != 0 || forwarded2.Load() != 0 {
-		t.Fatalf("%d messages on the queue and %d tasks forwarded after a redelivered envelope waited, want 0 and 0", n, forwarded2.Load())
+	if n := queueDepth(t, queue); n != 0 || republished2.Load() != 0 {
+		t.Fatalf("%d messages on the queue and %d tasks republished after a redelivered envelope waited, want 0 and 0", n, republished2.Load())
 	}
 	for _, id := range []string{"h-1", "h-2", "h-3", "h-6", "h-7"} {
 		if err := take(out, id, true).ack(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -144,6 +145,19 @@ func startMongoWireAt(addr, sqliteDir string) (uri string, stop func(), err erro
 		stop()
 		return "", nil, fmt.Errorf("mongowire did not start within 60s")
 	}
+}
+
+// quietSubmitter submits tasks to bk as the API does, logging nothing.
+func quietSubmitter(bk *backends) taskSubmitter {
+	return taskSubmitter{statuses: bk.statuses, publisher: bk.publisher, log: slog.New(slog.DiscardHandler),
+		now: time.Now, metrics: newMetrics("test"), tracing: disabledTracing(), keyTTL: time.Hour}
+}
+
+// backendModes are the two ways a test or benchmark runs errand: on its
+// embedded backends (an empty environment) and on the real servers.
+var backendModes = map[string]func(testing.TB) map[string]string{
+	"embedded": func(testing.TB) map[string]string { return map[string]string{} },
+	"real":     realStack,
 }
 
 // realStack returns the environment of an errand process on the real

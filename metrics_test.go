@@ -18,10 +18,7 @@ import (
 // through errand, then scrapes /metrics and checks the series a dashboard
 // or alert reads, on the embedded backends and on the real servers.
 func TestMetricsEndToEnd(t *testing.T) {
-	for name, stack := range map[string]func(t *testing.T) map[string]string{
-		"embedded": func(*testing.T) map[string]string { return map[string]string{} },
-		"real":     func(t *testing.T) map[string]string { return realStack(t) },
-	} {
+	for name, stack := range backendModes {
 		t.Run(name, func(t *testing.T) {
 			env := stack(t)
 			env["HEAVY_TASK_DELAY"] = "1ms"

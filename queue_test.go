@@ -20,10 +20,7 @@ import (
 // worker, then one high-priority task, and checks that the high one
 // finishes before most of the backlog that was queued ahead of it.
 func TestPriorityReorders(t *testing.T) {
-	for name, env := range map[string]func(t *testing.T) map[string]string{
-		"embedded": func(*testing.T) map[string]string { return map[string]string{} },
-		"real":     func(t *testing.T) map[string]string { return realStack(t) },
-	} {
+	for name, env := range backendModes {
 		t.Run(name, func(t *testing.T) {
 			e := env(t)
 			e["WORKERS"] = "1"

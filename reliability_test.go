@@ -70,8 +70,7 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 // submit queues a task of the test's own type through the publisher.
 func (s *poolStack) submit(t *testing.T, taskType string, args any) string {
 	t.Helper()
-	sub := taskSubmitter{statuses: s.backend.statuses, publisher: s.backend.publisher, log: slog.New(slog.DiscardHandler),
-		now: time.Now, metrics: newMetrics("test"), tracing: disabledTracing()}
+	sub := quietSubmitter(s.backend)
 	res, err := sub.submit(context.Background(), taskType, args, "normal", "")
 	if err != nil {
 		t.Fatalf("submit %s: %v", taskType, err)

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -62,4 +66,57 @@ func TestHTTPServerLimits(t *testing.T) {
 			t.Errorf("GET /debug/pprof/cmdline on ADDR: %d %+v, want a JSON 404", code, body)
 		}
 	})
+}
+
+// slowWriter is an output whose every write takes a while, as a slow
+// terminal or a full pipe does.
+type slowWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(20 * time.Millisecond)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *slowWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// TestRunTunesGCAndFlushesItsLog: with GOGC unset errand runs the
+// collector at 300 %, and with GOGC set it leaves the collector to the
+// runtime; and every log line, the last included, is written by the time
+// run returns, although lines share writes in between and the output is
+// slow.
+func TestRunTunesGCAndFlushesItsLog(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(before) })
+	for _, tc := range []struct {
+		gogc string
+		want int
+	}{{"", 300}, {"50", 100}} {
+		debug.SetGCPercent(100)
+		addr := freeAddr(t)
+		env := map[string]string{"ADDR": addr, "GOGC": tc.gogc}
+		var out slowWriter
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, []string{"errand"}, func(k string) string { return env[k] }, &out, &out) }()
+		waitForHTTP(t, "http://"+addr+"/health", done)
+		if got := debug.SetGCPercent(100); got != tc.want {
+			t.Errorf("GOGC=%q: collector at %d %%, want %d %%", tc.gogc, got, tc.want)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("run returned %v, want nil", err)
+		}
+		if logged := out.String(); !strings.Contains(logged, `"msg":"errand stopped"`) {
+			t.Fatalf("GOGC=%q: the last log line is missing once run returned; got:\n%s", tc.gogc, logged)
+		}
+	}
 }

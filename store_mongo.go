@@ -32,12 +32,15 @@ func mongoClientOptions(uri string) *options.ClientOptions {
 	opts := options.Client().ApplyURI(uri).
 		SetBSONOptions(&options.BSONOptions{DefaultDocumentM: true}).
 		SetServerSelectionTimeout(5 * time.Second).
-		SetTimeout(10 * time.Second)
+		SetTimeout(mongoOpTimeout)
 	if opts.MaxPoolSize == nil {
 		opts.SetMaxPoolSize(mongoMaxPoolSize)
 	}
 	return opts
 }
+
+// mongoOpTimeout bounds each MongoDB operation, a batch's included.
+const mongoOpTimeout = 10 * time.Second
 
 // mongoMaxPoolSize bounds the connections, and so the operations in
 // flight, from one errand process to each MongoDB server (the driver's
@@ -117,7 +120,7 @@ func (s *mongoStore) createItem(ctx context.Context, it item) (item, error) {
 func (s *mongoStore) insertItems(batch []mongoItem) []batchOutcome[struct{}] {
 	// The batch serves callers whose contexts it does not have; it gets
 	// its own deadline instead.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), mongoOpTimeout)
 	defer cancel()
 	out := make([]batchOutcome[struct{}], len(batch))
 	for i, err := range insertEach(ctx, s.items, batch) {
@@ -189,7 +192,7 @@ func (s *mongoStore) getItem(ctx context.Context, id string) (item, error) {
 // MongoDB-wire stand-in errand is tested on uses an index only for
 // equality, so a read at low load stays a plain lookup there too.
 func (s *mongoStore) findItems(ids []bson.ObjectID) []batchOutcome[mongoItem] {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), mongoOpTimeout)
 	defer cancel()
 	out := make([]batchOutcome[mongoItem], len(ids))
 	if len(ids) == 1 {
@@ -325,7 +328,7 @@ func (s *mongoStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, 
 func (s *mongoStore) insertResults(batch []mongoTaskRecord) []batchOutcome[taskRecord] {
 	// The writers serve callers whose contexts they do not have; each
 	// batch gets its own deadline instead.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), mongoOpTimeout)
 	defer cancel()
 	out := make([]batchOutcome[taskRecord], len(batch))
 	for i, err := range insertEach(ctx, s.results, batch) {
