@@ -414,6 +414,44 @@ func documentStoreContract(t *testing.T, s documentStore) {
 		})
 	})
 
+	t.Run("concurrent deletes of one item: exactly one deletes it", func(t *testing.T) {
+		// Deletes that overlap may share a round trip (the MongoDB store
+		// batches them, and one batch may ask for an item twice): of
+		// three deletes of one item exactly one succeeds, the others and
+		// deletes of missing ids among them find nothing.
+		const items, racers = 8, 3
+		ids := make([]string, items)
+		for k := range ids {
+			it, err := s.createItem(ctx, item{Name: fmt.Sprintf("doomed-%d", k), CreatedAt: base, UpdatedAt: base})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[k] = it.ID
+		}
+		var deleted [items]atomic.Int32
+		inParallel(t, items*racers, func(i int, fail func(error)) {
+			k := i % items
+			switch err := s.deleteItem(ctx, ids[k]); {
+			case err == nil:
+				deleted[k].Add(1)
+			case !errors.Is(err, errNotFound):
+				fail(fmt.Errorf("delete %s: %w", ids[k], err))
+			}
+			missing := fmt.Sprintf("%024x", 1000+i)
+			if err := s.deleteItem(ctx, missing); !errors.Is(err, errNotFound) {
+				fail(fmt.Errorf("delete missing %s: got %v, want not found", missing, err))
+			}
+		})
+		for k, id := range ids {
+			if n := deleted[k].Load(); n != 1 {
+				t.Errorf("item %s: %d of %d deletes succeeded, want exactly 1", id, n, racers)
+			}
+			if _, err := s.getItem(ctx, id); !errors.Is(err, errNotFound) {
+				t.Errorf("get %s after its deletes: got %v, want not found", id, err)
+			}
+		}
+	})
+
 	t.Run("concurrent saves agree", func(t *testing.T) {
 		id := "result-" + newRandomID(4)
 		var wg sync.WaitGroup
