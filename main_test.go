@@ -33,6 +33,9 @@ var services struct {
 	mongoURI string
 	// mongoWire is the built tools/mongowire binary.
 	mongoWire string
+	// embeddedFerretDB: mongoURI is tools/mongowire's FerretDB,
+	// started by TestMain, not a server MONGODB_URI named.
+	embeddedFerretDB bool
 }
 
 // childEnv marks a copy of the test binary started by a test as an errand
@@ -84,6 +87,7 @@ func testMain(m *testing.M) int {
 		}
 		defer stop()
 		services.mongoURI = uri
+		services.embeddedFerretDB = true
 	}
 	return m.Run()
 }
