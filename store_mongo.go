@@ -33,6 +33,8 @@ type mongoStore struct {
 	// collection to answer an _id $in filter (see inspectServer): item
 	// reads and deletes then skip their batchers and go one by one.
 	oneByOne atomic.Bool
+	// inspected: inspectServer has succeeded once.
+	inspected atomic.Bool
 }
 
 // mongoClientOptions are the client options for uri; options the URI
@@ -101,7 +103,17 @@ const (
 	maxItemBatch = 64
 )
 
-func (s *mongoStore) ping(ctx context.Context) error { return s.client.Ping(ctx, nil) }
+// ping checks the server; the first ping that reaches a server errand
+// could not inspect at start inspects it.
+func (s *mongoStore) ping(ctx context.Context) error {
+	if err := s.client.Ping(ctx, nil); err != nil {
+		return err
+	}
+	if !s.inspected.Load() {
+		_ = s.inspectServer(ctx) // tried again at the next ping
+	}
+	return nil
+}
 
 type mongoItem struct {
 	ID          bson.ObjectID  `bson:"_id"`
@@ -494,6 +506,7 @@ func (s *mongoStore) inspectServer(ctx context.Context) error {
 		return fmt.Errorf("mongodb: buildInfo: %w", err)
 	}
 	s.oneByOne.Store(info.FerretDB != nil)
+	s.inspected.Store(true)
 	return nil
 }
 
