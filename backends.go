@@ -91,12 +91,6 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	if err := mongoStore.ensureIndexes(indexCtx); err != nil {
 		log.Warn("results index not created; listing tasks by status scans the collection", "error", err)
 	}
-	switch err := mongoStore.inspectServer(indexCtx); {
-	case err != nil:
-		log.Warn("MongoDB server not inspected; item reads and deletes are batched by _id $in, which FerretDB answers by reading the whole collection", "error", err)
-	case mongoStore.oneByOne.Load():
-		log.Info("MongoDB server is FerretDB, which may read the whole collection for _id $in; item reads and deletes go one by one")
-	}
 	cancel()
 	// A first look at each dependency, so the log says at once what is
 	// missing; errand keeps starting either way.
@@ -106,6 +100,13 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 			log.Warn("dependency not reachable yet", "service", name, "error", err)
 		}
 		cancel()
+	}
+	// That ping also inspected the MongoDB server, if it reached it.
+	switch {
+	case !mongoStore.inspected.Load():
+		log.Warn("MongoDB server not inspected yet; until a health check reaches it, item reads and deletes are batched by _id $in, which FerretDB answers by reading the whole collection")
+	case mongoStore.oneByOne.Load():
+		log.Info("MongoDB server is FerretDB, which may read the whole collection for _id $in; item reads and deletes go one by one")
 	}
 	return b, nil
 }

@@ -263,8 +263,9 @@ func TestDocumentStoreContract(t *testing.T) {
 	t.Run("memory", func(t *testing.T) { documentStoreContract(t, newMemoryStore()) })
 	t.Run("mongodb", func(t *testing.T) {
 		store := connectTestMongo(t)
-		// The first ping that reaches the server inspects it (errand
-		// inspects at start too, but a server may come up later).
+		// The first ping that reaches the server inspects it: errand's
+		// first look at its dependencies at start, or a later health
+		// check if the server came up after errand.
 		if err := store.ping(context.Background()); err != nil {
 			t.Fatal(err)
 		}

@@ -97,7 +97,7 @@ func newMetrics(version string) *metrics {
 	})
 	m.tasksRepublished = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "errand_broker_envelope_tasks_republished_total",
-		Help: "Tasks of envelopes that waited 30 s in a consumer with none started, sent back to the queue as single messages.",
+		Help: "Tasks of envelopes that waited " + envelopeHoldLimit.String() + " in a consumer with none started, sent back to the queue as single messages.",
 	})
 	m.reconnects = counter("errand_broker_reconnects_total", "Broker connections redialled after a loss.", "kind")
 	m.storeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{

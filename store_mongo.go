@@ -343,7 +343,7 @@ func (s *mongoStore) deleteItems(ids []bson.ObjectID) []batchOutcome[struct{}] {
 		out[0].err = s.deleteOneItem(ctx, ids[0])
 		return out
 	}
-	found, err := s.existingItemIDs(ctx, ids)
+	found, err := s.findItemsByID(ctx, ids)
 	if err == nil && len(found) > 0 {
 		gone := make([]bson.ObjectID, 0, len(found))
 		for id := range found {
@@ -352,10 +352,11 @@ func (s *mongoStore) deleteItems(ids []bson.ObjectID) []batchOutcome[struct{}] {
 		_, err = s.items.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: gone}}}})
 	}
 	for i, id := range ids {
+		_, there := found[id]
 		switch {
 		case err != nil:
 			out[i].err = err
-		case !found[id]:
+		case !there:
 			out[i].err = errNotFound
 		default:
 			// The first request for id claims it; a repeat finds it gone.
@@ -371,26 +372,6 @@ func (s *mongoStore) deleteOneItem(ctx context.Context, id bson.ObjectID) error 
 		err = errNotFound
 	}
 	return err
-}
-
-// existingItemIDs returns which of ids name a stored item.
-func (s *mongoStore) existingItemIDs(ctx context.Context, ids []bson.ObjectID) (map[bson.ObjectID]bool, error) {
-	cur, err := s.items.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}},
-		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
-	if err != nil {
-		return nil, err
-	}
-	var docs []struct {
-		ID bson.ObjectID `bson:"_id"`
-	}
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, err
-	}
-	found := make(map[bson.ObjectID]bool, len(docs))
-	for _, d := range docs {
-		found[d.ID] = true
-	}
-	return found, nil
 }
 
 // mongoTaskRecord is a task_results document. Its _id is the task id, which
