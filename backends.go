@@ -60,7 +60,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	rdb := redis.NewClient(redisOpts)
-	mongoStore, err := connectMongo(ctx, cfg.MongoURI, cfg.MongoDatabase)
+	mongoStore, err := connectMongo(ctx, mongoClientOptions(cfg.MongoURI), cfg.MongoDatabase)
 	if err != nil {
 		rdb.Close()
 		return nil, err
@@ -104,9 +104,9 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	// That ping also inspected the MongoDB server, if it reached it.
 	switch {
 	case !mongoStore.inspected.Load():
-		log.Warn("MongoDB server not inspected yet; until a health check reaches it, item reads and deletes are batched by _id $in, which FerretDB answers by reading the whole collection")
+		log.Warn("MongoDB server not inspected yet; until a health check reaches it, item creates, reads and deletes are batched, which costs FerretDB more than it saves")
 	case mongoStore.oneByOne.Load():
-		log.Info("MongoDB server is FerretDB, which may read the whole collection for _id $in; item reads and deletes go one by one")
+		log.Info("MongoDB server is FerretDB, where item batches cost more than they save; item creates, reads and deletes go one by one")
 	}
 	return b, nil
 }

@@ -273,14 +273,14 @@ func TestDocumentStoreContract(t *testing.T) {
 			t.Error("a ping that reached the server did not inspect it")
 		}
 		if services.embeddedFerretDB && !store.oneByOne.Load() {
-			t.Error("FerretDB not recognised: item reads and deletes would share _id $in batches, which it answers by reading the whole collection")
+			t.Error("FerretDB not recognised: item creates, reads and deletes would be batched, which costs it more than it saves")
 		}
 		documentStoreContract(t, store)
 	})
-	t.Run("mongodb, batched lookups", func(t *testing.T) {
-		// MongoDB's path, item reads and deletes batched by _id $in, on
-		// whatever server the tests have: FerretDB answers $in rightly,
-		// only slowly on large collections.
+	t.Run("mongodb, batched", func(t *testing.T) {
+		// MongoDB's path, item creates batched by InsertMany and reads
+		// and deletes by _id $in, on whatever server the tests have:
+		// FerretDB answers them rightly, only at a higher cost.
 		store := connectTestMongo(t)
 		store.inspected.Store(true) // so no ping changes the mode
 		store.oneByOne.Store(false)
@@ -288,10 +288,78 @@ func TestDocumentStoreContract(t *testing.T) {
 	})
 }
 
+// TestMongoItemsOneByOne: in FerretDB's mode, concurrent item creates,
+// reads and deletes reach the server as one command each (one document
+// per insert, _id equality in every find and delete), never as a batch,
+// whatever the server.
+func TestMongoItemsOneByOne(t *testing.T) {
+	env := realStack(t)
+	var mu sync.Mutex
+	commands := map[string][]bson.Raw{}
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if coll, _ := e.Command.Lookup(e.CommandName).StringValueOK(); coll != "items" {
+			return
+		}
+		mu.Lock()
+		commands[e.CommandName] = append(commands[e.CommandName], e.Command)
+		mu.Unlock()
+	}}
+	ctx := context.Background()
+	store, err := connectMongo(ctx, mongoClientOptions(services.mongoURI).SetMonitor(monitor), env["MONGODB_DATABASE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.close(context.Background()) })
+	store.inspected.Store(true) // so no ping changes the mode
+	store.oneByOne.Store(true)
+
+	const n = 32
+	inParallel(t, n, func(i int, fail func(error)) {
+		it, err := store.createItem(ctx, item{Name: fmt.Sprintf("one by one %d", i), CreatedAt: time.Now(), UpdatedAt: time.Now()})
+		if err != nil {
+			fail(fmt.Errorf("create %d: %w", i, err))
+			return
+		}
+		if _, err := store.getItem(ctx, it.ID); err != nil {
+			fail(fmt.Errorf("get %d: %w", i, err))
+		}
+		if err := store.deleteItem(ctx, it.ID); err != nil {
+			fail(fmt.Errorf("delete %d: %w", i, err))
+		}
+		if _, err := store.getItem(ctx, it.ID); !errors.Is(err, errNotFound) {
+			fail(fmt.Errorf("get %d after its delete: %v, want errNotFound", i, err))
+		}
+	})
+
+	mu.Lock()
+	defer mu.Unlock()
+	for name, want := range map[string]int{"insert": n, "find": 2 * n, "delete": n} {
+		if got := len(commands[name]); got != want {
+			t.Errorf("%d %s commands on items for %d concurrent items, want %d", got, name, n, want)
+		}
+	}
+	for _, cmd := range commands["insert"] {
+		if docs, _ := cmd.Lookup("documents").Array().Values(); len(docs) != 1 {
+			t.Errorf("an insert of %d documents, want 1: %s", len(docs), cmd)
+		}
+	}
+	for _, cmd := range commands["find"] {
+		if cmd.Lookup("filter", "_id").Type != bson.TypeObjectID {
+			t.Errorf("a find not by _id equality: %s", cmd)
+		}
+	}
+	for _, cmd := range commands["delete"] {
+		deletes, _ := cmd.Lookup("deletes").Array().Values()
+		if len(deletes) != 1 || deletes[0].Document().Lookup("q", "_id").Type != bson.TypeObjectID {
+			t.Errorf("a delete not of one item by _id equality: %s", cmd)
+		}
+	}
+}
+
 func connectTestMongo(t *testing.T) *mongoStore {
 	t.Helper()
 	env := realStack(t)
-	store, err := connectMongo(context.Background(), services.mongoURI, env["MONGODB_DATABASE"])
+	store, err := connectMongo(context.Background(), mongoClientOptions(services.mongoURI), env["MONGODB_DATABASE"])
 	if err != nil {
 		t.Fatal(err)
 	}
