@@ -60,7 +60,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	rdb := redis.NewClient(redisOpts)
-	mongoStore, err := connectMongo(ctx, mongoClientOptions(cfg.MongoURI), cfg.MongoDatabase)
+	mongoStore, err := connectMongo(mongoClientOptions(cfg.MongoURI), cfg.MongoDatabase)
 	if err != nil {
 		rdb.Close()
 		return nil, err

@@ -19,6 +19,9 @@ type batcher[Req, Resp any] struct {
 	// order. It runs without the callers' contexts, which may end while
 	// the batch is in flight, so it must bound its own work.
 	serve func(reqs []Req) []batchOutcome[Resp]
+	// alone, when set and true, has do serve each request by itself on
+	// its caller's goroutine (see serveAloneWhen).
+	alone func() bool
 }
 
 type batchCall[Req, Resp any] struct {
@@ -44,10 +47,28 @@ func newBatcher[Req, Resp any](servers, maxBatch int, serve func([]Req) []batchO
 	return b
 }
 
+// serveAloneWhen makes do serve each request as a batch of its own, on
+// the caller's goroutine, whenever alone reports true: for servers on
+// which batches cost more than the requests one by one. Requests served
+// alone run concurrently, as many as there are callers. It must be called
+// before the first do.
+func (b *batcher[Req, Resp]) serveAloneWhen(alone func() bool) *batcher[Req, Resp] {
+	b.alone = alone
+	return b
+}
+
 // do queues req and waits for its outcome, or for ctx to end. A request
-// already handed to a batch may still be carried out after ctx ends.
+// already handed to a batch may still be carried out after ctx ends; one
+// served alone is carried out to its end, as serve bounds it.
 func (b *batcher[Req, Resp]) do(ctx context.Context, req Req) (Resp, error) {
 	var zero Resp
+	if b.alone != nil && b.alone() {
+		if err := ctx.Err(); err != nil {
+			return zero, err
+		}
+		out := b.serve([]Req{req})[0]
+		return out.resp, out.err
+	}
 	c := batchCall[Req, Resp]{req: req, done: make(chan batchOutcome[Resp], 1)}
 	select {
 	case b.calls <- c:

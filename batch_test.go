@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -101,5 +103,82 @@ func TestBatcherCallerGivesUp(t *testing.T) {
 	close(block)
 	if resp, err := b.do(context.Background(), "next"); err != nil || resp != "next" {
 		t.Fatalf("call after one gave up: %q, %v", resp, err)
+	}
+}
+
+// TestBatcherServesAloneWhenTold: while its alone function says so, a
+// batcher serves every request as a batch of one on the caller's
+// goroutine, all at once (its one serving goroutine could not run two),
+// and it batches again once it says otherwise.
+func TestBatcherServesAloneWhenTold(t *testing.T) {
+	const callers = 8
+	var alone atomic.Bool
+	alone.Store(true)
+	var mu sync.Mutex
+	var sizes []int
+	inFlight := make(chan struct{}, callers)
+	release := make(chan struct{})
+	b := newBatcher(1, callers, func(reqs []int) []batchOutcome[int] {
+		mu.Lock()
+		sizes = append(sizes, len(reqs))
+		mu.Unlock()
+		inFlight <- struct{}{}
+		<-release
+		out := make([]batchOutcome[int], len(reqs))
+		for i, r := range reqs {
+			out[i].resp = 10 * r
+		}
+		return out
+	}).serveAloneWhen(alone.Load)
+	defer b.close()
+
+	run := func() {
+		t.Helper()
+		var wg sync.WaitGroup
+		for r := range callers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if resp, err := b.do(context.Background(), r); err != nil || resp != 10*r {
+					t.Errorf("request %d: %d, %v; want %d", r, resp, err, 10*r)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+
+	go func() {
+		defer close(release)
+		for range callers { // every caller inside serve at the same time
+			select {
+			case <-inFlight:
+			case <-time.After(5 * time.Second):
+				return // they were not: the sizes below tell
+			}
+		}
+	}()
+	run()
+	mu.Lock()
+	if len(sizes) != callers || slices.Max(sizes) != 1 {
+		t.Errorf("served alone: batches of %v, want %d of one request", sizes, callers)
+	}
+	sizes = nil
+	mu.Unlock()
+
+	alone.Store(false)
+	release = make(chan struct{})
+	go func() {
+		<-inFlight // the first batch holds the only serving goroutine
+		time.Sleep(50 * time.Millisecond)
+		close(release)
+		for range inFlight {
+		}
+	}()
+	run()
+	close(inFlight)
+	mu.Lock()
+	defer mu.Unlock()
+	if slices.Max(sizes) < 2 {
+		t.Errorf("batched again: batches of %v, want calls that waited grouped", sizes)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // The contract tests run one behavioural suite against each backend pair:
@@ -293,7 +294,6 @@ func TestDocumentStoreContract(t *testing.T) {
 // per insert, _id equality in every find and delete), never as a batch,
 // whatever the server.
 func TestMongoItemsOneByOne(t *testing.T) {
-	env := realStack(t)
 	var mu sync.Mutex
 	commands := map[string][]bson.Raw{}
 	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
@@ -305,11 +305,7 @@ func TestMongoItemsOneByOne(t *testing.T) {
 		mu.Unlock()
 	}}
 	ctx := context.Background()
-	store, err := connectMongo(ctx, mongoClientOptions(services.mongoURI).SetMonitor(monitor), env["MONGODB_DATABASE"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.close(context.Background()) })
+	store := connectTestMongoWith(t, mongoClientOptions(services.mongoURI).SetMonitor(monitor))
 	store.inspected.Store(true) // so no ping changes the mode
 	store.oneByOne.Store(true)
 
@@ -358,8 +354,15 @@ func TestMongoItemsOneByOne(t *testing.T) {
 
 func connectTestMongo(t *testing.T) *mongoStore {
 	t.Helper()
+	return connectTestMongoWith(t, mongoClientOptions(services.mongoURI))
+}
+
+// connectTestMongoWith is connectTestMongo with client options of the
+// test's own (mongoClientOptions and a monitor, say).
+func connectTestMongoWith(t *testing.T, opts *options.ClientOptions) *mongoStore {
+	t.Helper()
 	env := realStack(t)
-	store, err := connectMongo(context.Background(), mongoClientOptions(services.mongoURI), env["MONGODB_DATABASE"])
+	store, err := connectMongo(opts, env["MONGODB_DATABASE"])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,8 +30,7 @@ type mongoStore struct {
 	// never overlap and two deletes of one item cannot both find it.
 	itemDeleter *batcher[bson.ObjectID, struct{}]
 	// oneByOne is set when the server is FerretDB (see inspectServer):
-	// item creates, reads and deletes then skip their batchers and go
-	// one by one.
+	// the item batchers then serve each create, read and delete alone.
 	oneByOne atomic.Bool
 	// inspected: inspectServer has succeeded once.
 	inspected atomic.Bool
@@ -67,7 +66,7 @@ const mongoMaxPoolSize = 16
 
 // connectMongo opens a client with opts: mongoClientOptions, to which
 // tests add monitors.
-func connectMongo(ctx context.Context, opts *options.ClientOptions, database string) (*mongoStore, error) {
+func connectMongo(opts *options.ClientOptions, database string) (*mongoStore, error) {
 	client, err := mongo.Connect(opts)
 	if err != nil {
 		return nil, fmt.Errorf("connect mongodb: %w", err)
@@ -75,9 +74,9 @@ func connectMongo(ctx context.Context, opts *options.ClientOptions, database str
 	db := client.Database(database)
 	s := &mongoStore{client: client, items: db.Collection("items"), results: db.Collection("task_results")}
 	s.resultWriter = newBatcher(resultWriters, maxResultBatch, s.insertResults)
-	s.itemWriter = newBatcher(itemBatchers, maxItemBatch, s.insertItems)
-	s.itemReader = newBatcher(itemBatchers, maxItemBatch, s.findItems)
-	s.itemDeleter = newBatcher(1, maxItemBatch, s.deleteItems)
+	s.itemWriter = newBatcher(itemBatchers, maxItemBatch, s.insertItems).serveAloneWhen(s.oneByOne.Load)
+	s.itemReader = newBatcher(itemBatchers, maxItemBatch, s.findItems).serveAloneWhen(s.oneByOne.Load)
+	s.itemDeleter = newBatcher(1, maxItemBatch, s.deleteItems).serveAloneWhen(s.oneByOne.Load)
 	return s, nil
 }
 
@@ -92,7 +91,7 @@ func (s *mongoStore) close(ctx context.Context) error {
 }
 
 // Item creates, reads and deletes by id are batched like result writes
-// (on MongoDB; on FerretDB they go one by one, see inspectServer): under
+// (on MongoDB; on FerretDB each is served alone, see inspectServer): under
 // load one InsertMany, or one find on _id $in, serves many requests, and
 // a MongoDB server's cost is far more per operation than per document.
 // At low load a batch is one request and adds no delay. Each kind has one
@@ -140,19 +139,14 @@ func (s *mongoStore) createItem(ctx context.Context, it item) (item, error) {
 	if doc.Metadata == nil {
 		doc.Metadata = map[string]any{}
 	}
-	var err error
-	if s.oneByOne.Load() {
-		_, err = s.items.InsertOne(ctx, doc)
-	} else {
-		_, err = s.itemWriter.do(ctx, doc)
-	}
-	if err != nil {
+	if _, err := s.itemWriter.do(ctx, doc); err != nil {
 		return item{}, fmt.Errorf("mongodb: insert item: %w", err)
 	}
 	return doc.item(), nil
 }
 
-// insertItems stores a batch of new items with one unordered InsertMany.
+// insertItems stores a batch of new items with one unordered InsertMany
+// (of one document when the item is served alone).
 func (s *mongoStore) insertItems(batch []mongoItem) []batchOutcome[struct{}] {
 	// The batch serves callers whose contexts it does not have; it gets
 	// its own deadline instead.
@@ -213,12 +207,7 @@ func (s *mongoStore) getItem(ctx context.Context, id string) (item, error) {
 	if err != nil {
 		return item{}, err
 	}
-	var doc mongoItem
-	if s.oneByOne.Load() {
-		doc, err = s.findItem(ctx, oid)
-	} else {
-		doc, err = s.itemReader.do(ctx, oid)
-	}
+	doc, err := s.itemReader.do(ctx, oid)
 	if errors.Is(err, errNotFound) {
 		return item{}, errNotFound
 	}
@@ -230,8 +219,8 @@ func (s *mongoStore) getItem(ctx context.Context, id string) (item, error) {
 
 // findItems reads a batch of items by id: several with one find on _id
 // $in, a lone one by _id equality. MongoDB serves both from its index (on
-// FerretDB, where $in reads the whole collection, reads skip this batcher:
-// see inspectServer).
+// FerretDB, where $in reads the whole collection, every read is served
+// alone: see inspectServer).
 func (s *mongoStore) findItems(ids []bson.ObjectID) []batchOutcome[mongoItem] {
 	ctx, cancel := context.WithTimeout(context.Background(), mongoOpTimeout)
 	defer cancel()
@@ -312,11 +301,7 @@ func (s *mongoStore) deleteItem(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if s.oneByOne.Load() {
-		err = s.deleteOneItem(ctx, oid)
-	} else {
-		_, err = s.itemDeleter.do(ctx, oid)
-	}
+	_, err = s.itemDeleter.do(ctx, oid)
 	if errors.Is(err, errNotFound) {
 		return errNotFound
 	}
@@ -494,8 +479,8 @@ func (s *mongoStore) listResults(ctx context.Context, f resultFilter, skip, limi
 // Creates: FerretDB writes an InsertMany as one multi-row INSERT, and on
 // the stand-in (PostgreSQL with autovacuum off, as on the bench machine)
 // the items table then grew by about 5 MB in each 10 s run of the bench
-// harness's items step, to 12 MB after three, against 0.4-0.9 MB with an
-// InsertOne each. PostgreSQL's CPU per item request grew with it, from
+// harness's items step, to 12 MB after three, against 0.4-0.9 MB with
+// one document an insert (measured with InsertOne, the same command). PostgreSQL's CPU per item request grew with it, from
 // 296 to 866 µs over the three runs, and errand's rate fell from 2,010
 // to 1,160 a second; with InsertOne it held at 1,650-1,960 and 280-300 µs,
 // although the stand-in spends some 70 µs more on each single insert.
