@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"maps"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -77,22 +75,7 @@ func isFerretDB(t *testing.T, uri string) bool {
 
 // recordedLog keeps JSON log lines; the backends' goroutines may log while
 // a test reads it.
-type recordedLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *recordedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *recordedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type recordedLog struct{ lockedBuffer }
 
 // has reports whether a line at level has exactly msg as its message.
 func (l *recordedLog) has(level slog.Level, msg string) bool {

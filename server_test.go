@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -70,22 +68,11 @@ func TestHTTPServerLimits(t *testing.T) {
 
 // slowWriter is an output whose every write takes a while, as a slow
 // terminal or a full pipe does.
-type slowWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type slowWriter struct{ lockedBuffer }
 
 func (w *slowWriter) Write(p []byte) (int, error) {
 	time.Sleep(20 * time.Millisecond)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *slowWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
+	return w.lockedBuffer.Write(p)
 }
 
 // TestRunTunesGCAndFlushesItsLog: with GOGC unset errand runs the
