@@ -16,9 +16,10 @@ type batcher[Req, Resp any] struct {
 	serving  sync.WaitGroup
 	maxBatch int
 	// serve handles one batch and returns one outcome per request, in
-	// order. It runs without the callers' contexts, which may end while
-	// the batch is in flight, so it must bound its own work.
-	serve func(reqs []Req) []batchOutcome[Resp]
+	// order. A batch of several callers gets context.Background(), since
+	// their contexts may end while it is in flight, so serve must bound
+	// its own work; a request served alone gets its caller's context.
+	serve func(ctx context.Context, reqs []Req) []batchOutcome[Resp]
 	// alone, when set and true, has do serve each request by itself on
 	// its caller's goroutine (see serveAloneWhen).
 	alone func() bool
@@ -35,7 +36,7 @@ type batchOutcome[Resp any] struct {
 	err  error
 }
 
-func newBatcher[Req, Resp any](servers, maxBatch int, serve func([]Req) []batchOutcome[Resp]) *batcher[Req, Resp] {
+func newBatcher[Req, Resp any](servers, maxBatch int, serve func(context.Context, []Req) []batchOutcome[Resp]) *batcher[Req, Resp] {
 	b := &batcher[Req, Resp]{calls: make(chan batchCall[Req, Resp]), stop: make(chan struct{}), maxBatch: maxBatch, serve: serve}
 	for range servers {
 		b.serving.Add(1)
@@ -50,8 +51,8 @@ func newBatcher[Req, Resp any](servers, maxBatch int, serve func([]Req) []batchO
 // serveAloneWhen makes do serve each request as a batch of its own, on
 // the caller's goroutine, whenever alone reports true: for servers on
 // which batches cost more than the requests one by one. Requests served
-// alone run concurrently, as many as there are callers. It must be called
-// before the first do.
+// alone run concurrently, as many as there are callers, each under its
+// caller's context. It must be called before the first do.
 func (b *batcher[Req, Resp]) serveAloneWhen(alone func() bool) *batcher[Req, Resp] {
 	b.alone = alone
 	return b
@@ -59,14 +60,14 @@ func (b *batcher[Req, Resp]) serveAloneWhen(alone func() bool) *batcher[Req, Res
 
 // do queues req and waits for its outcome, or for ctx to end. A request
 // already handed to a batch may still be carried out after ctx ends; one
-// served alone is carried out to its end, as serve bounds it.
+// served alone stops with ctx.
 func (b *batcher[Req, Resp]) do(ctx context.Context, req Req) (Resp, error) {
 	var zero Resp
 	if b.alone != nil && b.alone() {
 		if err := ctx.Err(); err != nil {
 			return zero, err
 		}
-		out := b.serve([]Req{req})[0]
+		out := b.serve(ctx, []Req{req})[0]
 		return out.resp, out.err
 	}
 	c := batchCall[Req, Resp]{req: req, done: make(chan batchOutcome[Resp], 1)}
@@ -106,7 +107,7 @@ func (b *batcher[Req, Resp]) loop() {
 		for _, c := range calls {
 			reqs = append(reqs, c.req)
 		}
-		outcomes := b.serve(reqs)
+		outcomes := b.serve(context.Background(), reqs)
 		for i, c := range calls {
 			c.done <- outcomes[i]
 		}

@@ -19,7 +19,7 @@ func TestBatcherAnswersEachCallerItsOwnOutcome(t *testing.T) {
 	var mu sync.Mutex
 	var sizes []int
 	release := make(chan struct{})
-	b := newBatcher(2, maxBatch, func(reqs []int) []batchOutcome[string] {
+	b := newBatcher(2, maxBatch, func(_ context.Context, reqs []int) []batchOutcome[string] {
 		<-release // hold the servers so calls pile up into batches
 		mu.Lock()
 		sizes = append(sizes, len(reqs))
@@ -81,7 +81,7 @@ func TestBatcherAnswersEachCallerItsOwnOutcome(t *testing.T) {
 // and the batcher keeps serving others.
 func TestBatcherCallerGivesUp(t *testing.T) {
 	busy, block := make(chan struct{}), make(chan struct{})
-	b := newBatcher(1, 4, func(reqs []string) []batchOutcome[string] {
+	b := newBatcher(1, 4, func(_ context.Context, reqs []string) []batchOutcome[string] {
 		if reqs[0] == "slow" {
 			close(busy)
 			<-block
@@ -118,7 +118,7 @@ func TestBatcherServesAloneWhenTold(t *testing.T) {
 	var sizes []int
 	inFlight := make(chan struct{}, callers)
 	release := make(chan struct{})
-	b := newBatcher(1, callers, func(reqs []int) []batchOutcome[int] {
+	b := newBatcher(1, callers, func(_ context.Context, reqs []int) []batchOutcome[int] {
 		mu.Lock()
 		sizes = append(sizes, len(reqs))
 		mu.Unlock()
@@ -180,5 +180,50 @@ func TestBatcherServesAloneWhenTold(t *testing.T) {
 	defer mu.Unlock()
 	if slices.Max(sizes) < 2 {
 		t.Errorf("batched again: batches of %v, want calls that waited grouped", sizes)
+	}
+}
+
+// TestBatcherAloneRequestStopsWithItsCaller: a request served alone is
+// served under its caller's context, so it stops when the caller gives
+// up; a batch never sees a caller's context, so its work goes on for the
+// others.
+func TestBatcherAloneRequestStopsWithItsCaller(t *testing.T) {
+	var alone atomic.Bool
+	served := make(chan context.Context, 1)
+	b := newBatcher(1, 4, func(ctx context.Context, reqs []int) []batchOutcome[int] {
+		served <- ctx
+		out := make([]batchOutcome[int], len(reqs))
+		select {
+		case <-ctx.Done():
+			out[0].err = ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		return out
+	}).serveAloneWhen(alone.Load)
+	defer b.close()
+
+	for _, mode := range []bool{true, false} {
+		alone.Store(mode)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := b.do(ctx, 1)
+			done <- err
+		}()
+		serveCtx := <-served
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("alone %v: do after its caller gave up: %v, want context.Canceled", mode, err)
+		}
+		select {
+		case <-serveCtx.Done():
+			if !mode {
+				t.Error("a batch's work ended with one caller's context")
+			}
+		case <-time.After(100 * time.Millisecond):
+			if mode {
+				t.Error("a request served alone went on after its caller gave up")
+			}
+		}
 	}
 }

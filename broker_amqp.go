@@ -319,10 +319,9 @@ func (b *amqpBroker) publish(ctx context.Context, m taskMessage) error {
 // publishEnvelope publishes one batch of tasks and tells every caller the
 // outcome of its confirm. A batch of one is an ordinary task message, with
 // its trace context in the headers as well as the body.
-func (b *amqpBroker) publishEnvelope(batch []taskMessage) []batchOutcome[struct{}] {
-	// The batch serves callers whose contexts it does not have; the
-	// publish timeout bounds it instead.
-	ctx := context.Background()
+func (b *amqpBroker) publishEnvelope(ctx context.Context, batch []taskMessage) []batchOutcome[struct{}] {
+	// The publish timeout bounds the batch, whose callers' contexts it
+	// does not have.
 	var err error
 	if len(batch) == 1 {
 		err = b.publishTask(ctx, batch[0])

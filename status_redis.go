@@ -90,8 +90,8 @@ func (s *redisStatusStore) put(ctx context.Context, st taskStatus, ttl time.Dura
 // writeStatuses runs a batch of status writes in one pipeline. Redis
 // forgets its scripts when it restarts; the script is then loaded again
 // and the batch rerun, which is harmless: a write never lowers a rank.
-func (s *redisStatusStore) writeStatuses(batch []statusWrite) []batchOutcome[struct{}] {
-	ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+func (s *redisStatusStore) writeStatuses(ctx context.Context, batch []statusWrite) []batchOutcome[struct{}] {
+	ctx, cancel := context.WithTimeout(ctx, storeOpTimeout)
 	defer cancel()
 	cmds, err := s.pipelinePuts(ctx, batch)
 	out := make([]batchOutcome[struct{}], len(batch))
@@ -122,8 +122,8 @@ func (s *redisStatusStore) pipelinePuts(ctx context.Context, batch []statusWrite
 }
 
 // readStatuses reads a batch of status documents in one pipeline.
-func (s *redisStatusStore) readStatuses(keys []string) []batchOutcome[[]byte] {
-	ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+func (s *redisStatusStore) readStatuses(ctx context.Context, keys []string) []batchOutcome[[]byte] {
+	ctx, cancel := context.WithTimeout(ctx, storeOpTimeout)
 	defer cancel()
 	pipe := s.client.Pipeline()
 	cmds := make([]*redis.StringCmd, len(keys))

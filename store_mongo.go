@@ -147,10 +147,10 @@ func (s *mongoStore) createItem(ctx context.Context, it item) (item, error) {
 
 // insertItems stores a batch of new items with one unordered InsertMany
 // (of one document when the item is served alone).
-func (s *mongoStore) insertItems(batch []mongoItem) []batchOutcome[struct{}] {
-	// The batch serves callers whose contexts it does not have; it gets
-	// its own deadline instead.
-	ctx, cancel := context.WithTimeout(context.Background(), mongoOpTimeout)
+func (s *mongoStore) insertItems(ctx context.Context, batch []mongoItem) []batchOutcome[struct{}] {
+	// A batch of several callers has none of their contexts (see
+	// batcher.serve): its own deadline bounds it.
+	ctx, cancel := context.WithTimeout(ctx, mongoOpTimeout)
 	defer cancel()
 	out := make([]batchOutcome[struct{}], len(batch))
 	for i, err := range insertEach(ctx, s.items, batch) {
@@ -221,8 +221,8 @@ func (s *mongoStore) getItem(ctx context.Context, id string) (item, error) {
 // $in, a lone one by _id equality. MongoDB serves both from its index (on
 // FerretDB, where $in reads the whole collection, every read is served
 // alone: see inspectServer).
-func (s *mongoStore) findItems(ids []bson.ObjectID) []batchOutcome[mongoItem] {
-	ctx, cancel := context.WithTimeout(context.Background(), mongoOpTimeout)
+func (s *mongoStore) findItems(ctx context.Context, ids []bson.ObjectID) []batchOutcome[mongoItem] {
+	ctx, cancel := context.WithTimeout(ctx, mongoOpTimeout)
 	defer cancel()
 	out := make([]batchOutcome[mongoItem], len(ids))
 	if len(ids) == 1 {
@@ -329,8 +329,8 @@ func (s *mongoStore) deleteItem(ctx context.Context, id string) error {
 // the find and the DeleteMany (the delete then removes fewer than were
 // found) can make both its request and this one answer deleted; within
 // one process deletes are served one batch at a time.
-func (s *mongoStore) deleteItems(ids []bson.ObjectID) []batchOutcome[struct{}] {
-	ctx, cancel := context.WithTimeout(context.Background(), mongoOpTimeout)
+func (s *mongoStore) deleteItems(ctx context.Context, ids []bson.ObjectID) []batchOutcome[struct{}] {
+	ctx, cancel := context.WithTimeout(ctx, mongoOpTimeout)
 	defer cancel()
 	out := make([]batchOutcome[struct{}], len(ids))
 	if len(ids) == 1 {
@@ -417,10 +417,10 @@ func (s *mongoStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, 
 
 // insertResults stores a batch with one unordered InsertMany and tells
 // each document's outcome.
-func (s *mongoStore) insertResults(batch []mongoTaskRecord) []batchOutcome[taskRecord] {
+func (s *mongoStore) insertResults(ctx context.Context, batch []mongoTaskRecord) []batchOutcome[taskRecord] {
 	// The writers serve callers whose contexts they do not have; each
 	// batch gets its own deadline instead.
-	ctx, cancel := context.WithTimeout(context.Background(), mongoOpTimeout)
+	ctx, cancel := context.WithTimeout(ctx, mongoOpTimeout)
 	defer cancel()
 	out := make([]batchOutcome[taskRecord], len(batch))
 	for i, err := range insertEach(ctx, s.results, batch) {
