@@ -73,6 +73,9 @@ func taskOwner(ctx context.Context) string {
 	return o
 }
 
+var errUnauthorized = &apiError{status: http.StatusUnauthorized, code: "unauthorized",
+	message: "a valid API key is required: send it as X-API-Key or Authorization: Bearer"}
+
 // requireAPIKey answers 401 to a request without a valid key when keys
 // are configured, and puts the key's identity in the request context.
 func requireAPIKey(keys *apiKeys, next http.Handler) http.Handler {
@@ -83,8 +86,7 @@ func requireAPIKey(keys *apiKeys, next http.Handler) http.Handler {
 		owner, ok := keys.owner(presentedKey(r))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="errand"`)
-			writeJSON(w, http.StatusUnauthorized, errorBody{Error: "unauthorized",
-				Detail: "a valid API key is required: send it as X-API-Key or Authorization: Bearer", RequestID: requestID(r.Context())})
+			writeError(w, r, errUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ownerKey{}, owner)))
@@ -152,9 +154,8 @@ func limitRate(l *rateLimiter, next http.Handler) http.Handler {
 		}
 		if ok, wait := l.reserve(client, time.Now()); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			writeJSON(w, http.StatusTooManyRequests, errorBody{Error: "rate_limited",
-				Detail:    fmt.Sprintf("too many requests: the limit is %g per second with bursts of %d", float64(l.perSecond), l.burst),
-				RequestID: requestID(r.Context())})
+			writeError(w, r, &apiError{status: http.StatusTooManyRequests, code: "rate_limited",
+				message: fmt.Sprintf("too many requests: the limit is %g per second with bursts of %d", float64(l.perSecond), l.burst)})
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -18,6 +19,7 @@ type backends struct {
 	queue     workQueue
 	queues    queueDepthReader
 	statuses  statusStore
+	keys      keyStore
 	items     itemStore
 	results   resultStore
 	health    map[string]pinger
@@ -44,11 +46,12 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		broker.queue = cfg.QueueName
 		store := newMemoryStore()
 		statuses := newMemoryStatusStore()
-		obs := newStoreObserver("embedded", m, tracer, append(statusOps, documentOps...)...)
+		obs := newStoreObserver("embedded", m, tracer, slices.Concat(statusOps, keyOps, documentOps)...)
 		measured := measuredDocumentStore{next: store, obs: obs}
 		return &backends{
 			mode: "embedded", publisher: broker, queue: broker, queues: broker,
 			statuses: measuredStatusStore{next: statuses, obs: obs},
+			keys:     measuredKeyStore{next: newMemoryKeyStore(), obs: obs},
 			items:    measured, results: measured,
 			health:  map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": store},
 			closers: []func(){broker.close},
@@ -70,10 +73,12 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	broker.onEnvelope = func(tasks int) { m.tasksPerMessage.Observe(float64(tasks)) }
 	broker.onRepublish = func(tasks int) { m.tasksRepublished.Add(float64(tasks)) }
 	statuses := newRedisStatusStore(rdb, cfg.KeyPrefix)
+	redisObs := newStoreObserver("redis", m, tracer, slices.Concat(statusOps, keyOps)...)
 	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
 	b := &backends{
 		mode: "external", publisher: broker, queue: broker, queues: broker,
-		statuses: measuredStatusStore{next: statuses, obs: newStoreObserver("redis", m, tracer, statusOps...)},
+		statuses: measuredStatusStore{next: statuses, obs: redisObs},
+		keys:     measuredKeyStore{next: &redisKeyStore{client: rdb, prefix: cfg.KeyPrefix}, obs: redisObs},
 		items:    measured, results: measured,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
 		closers: []func(){

@@ -54,7 +54,7 @@ func startupLog(t *testing.T, env map[string]string) *recordedLog {
 		t.Fatal(err)
 	}
 	logs := &recordedLog{}
-	b, err := openBackends(context.Background(), cfg, slog.New(slog.NewJSONHandler(logs, nil)), newMetrics("test"), disabledTracing().tracer)
+	b, err := openBackends(context.Background(), cfg, slog.New(slog.NewJSONHandler(logs, nil)), testMetrics(), disabledTracing().tracer)
 	if err != nil {
 		t.Fatalf("open backends: %v", err)
 	}

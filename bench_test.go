@@ -39,7 +39,7 @@ func benchStackWithMetrics(b *testing.B, env map[string]string) (*backends, *met
 	if err != nil {
 		b.Fatal(err)
 	}
-	m := newMetrics("bench")
+	m := testMetrics()
 	bk, err := openBackends(context.Background(), cfg, slog.New(slog.DiscardHandler), m, disabledTracing().tracer)
 	if err != nil {
 		b.Fatal(err)
@@ -60,7 +60,7 @@ func meanTasksPerMessage(m *metrics) float64 {
 // BenchmarkSubmit measures the submit path (PENDING status write, then a
 // confirmed publish) from many goroutines at once, as concurrent HTTP
 // requests drive it. On RabbitMQ it also reports how many tasks each
-// message carried (overlapping publishes share one; see envelope.go).
+// message carried (overlapping publishes share one; see broker_envelope.go).
 func BenchmarkSubmit(b *testing.B) {
 	for name, env := range backendModes {
 		b.Run(name, func(b *testing.B) {
@@ -119,9 +119,10 @@ func BenchmarkTaskPath(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			pool := &workerPool{size: cfg.Workers, queue: bk.queue, registry: tasks.NewRegistry(tasks.Config{}),
-				statuses: bk.statuses, results: bk.results, resultTTL: time.Hour, drainTimeout: 5 * time.Second,
-				log: slog.New(slog.DiscardHandler), now: time.Now, metrics: m, jitter: func() float64 { return 0 }, tracing: disabledTracing()}
+			pool := newWorkerPool(bk.queue, tasks.NewRegistry(tasks.Config{}), bk.statuses, bk.results,
+				workerConfig{size: cfg.Workers, resultTTL: time.Hour, drainTimeout: 5 * time.Second},
+				slog.New(slog.DiscardHandler), m, disabledTracing())
+			pool.jitter = func() float64 { return 0 }
 			succeeded := m.tasksSucceeded.WithLabelValues(tasks.HeavyTaskName)
 			ctx, stop := context.WithCancel(context.Background())
 			done := make(chan error, 1)
@@ -158,9 +159,15 @@ func counterValue(c prometheus.Counter) float64 {
 // the embedded backends: the cost errand adds around the broker.
 func BenchmarkSubmitHTTP(b *testing.B) {
 	bk := benchStack(b, map[string]string{})
-	h := newServer(serverDeps{log: slog.New(slog.DiscardHandler), items: bk.items, statuses: bk.statuses, results: bk.results,
-		publisher: bk.publisher, health: bk.health, backends: bk.mode, maxBody: 1 << 20, healthTimeout: time.Second,
-		now: time.Now, serveAPI: true, metrics: newMetrics("bench"), tracing: disabledTracing()})
+	cfg, err := parseConfig([]string{"errand"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log, m := slog.New(slog.DiscardHandler), testMetrics()
+	submitter, reader := newTaskAPI(cfg, bk, log, m, disabledTracing())
+	h := newServer(serverDeps{log: log, items: bk.items, submitter: submitter, reader: reader,
+		health: bk.health, backends: bk.mode, maxBody: 1 << 20, healthTimeout: time.Second,
+		now: time.Now, serveAPI: true, metrics: m, tracing: disabledTracing()})
 	body := `{"data": "heavy processing task", "iterations": 10, "priority": "high"}`
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -11,8 +11,8 @@ import (
 // queues the bytes and returns, and one flusher goroutine writes whatever
 // queued while its previous write was under way, in one call. When writes
 // are rare each goes out at once, on its own; when they crowd, many share
-// a call. On this project's machines a system call costs about 16 µs, so
-// under load the calls, not the bytes, are what costs.
+// a call. Under load the system calls, not the bytes, are what costs
+// (docs/performance.md, "Coalesced writes").
 //
 // errand uses it where nothing rests on a single write having reached its
 // destination: AMQP connections (coalescingConn) and the log.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,8 +13,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/event"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
@@ -30,40 +27,6 @@ func TestStatusStoreContract(t *testing.T) {
 		t.Cleanup(s.close)
 		statusStoreContract(t, s)
 	})
-}
-
-// TestRedisStatusWritesSurviveScriptFlush: a restarted Redis has forgotten
-// errand's scripts; the pipelined writes load them again by themselves.
-func TestRedisStatusWritesSurviveScriptFlush(t *testing.T) {
-	env := realStack(t)
-	rdb := testRedis(t)
-	s := newRedisStatusStore(rdb, env["REDIS_KEY_PREFIX"])
-	t.Cleanup(s.close)
-	ctx := context.Background()
-	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 50)
-	for i := range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs <- s.put(ctx, taskStatus{TaskID: fmt.Sprint("flushed-", i), Status: stateProgress}, 0)
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatalf("put after SCRIPT FLUSH: %v", err)
-		}
-	}
-	for i := range 50 {
-		if st, err := s.get(ctx, fmt.Sprint("flushed-", i)); err != nil || st.Status != stateProgress {
-			t.Fatalf("status %d after SCRIPT FLUSH: %+v, %v", i, st, err)
-		}
-	}
 }
 
 func statusStoreContract(t *testing.T, s statusStore) {
@@ -199,6 +162,165 @@ func statusStoreContract(t *testing.T, s statusStore) {
 	})
 }
 
+func TestKeyStoreContract(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { keyStoreContract(t, newMemoryKeyStore()) })
+	t.Run("redis", func(t *testing.T) {
+		env := realStack(t)
+		keyStoreContract(t, &redisKeyStore{client: testRedis(t), prefix: env["REDIS_KEY_PREFIX"]})
+	})
+}
+
+func keyStoreContract(t *testing.T, s keyStore) {
+	ctx := context.Background()
+	newKey := func() string { return "contract-" + newRandomID(4) }
+	valueOf := func(t *testing.T, key string) string {
+		t.Helper()
+		v, err := s.getKey(ctx, key)
+		if err != nil {
+			t.Fatalf("getKey %s: %v", key, err)
+		}
+		return v
+	}
+	reserve := func(t *testing.T, key, value string, ttl time.Duration) string {
+		t.Helper()
+		existing, err := s.reserveKey(ctx, key, value, ttl)
+		if err != nil {
+			t.Fatalf("reserveKey %s %s: %v", key, value, err)
+		}
+		return existing
+	}
+	swap := func(t *testing.T, key, old, value string) bool {
+		t.Helper()
+		swapped, err := s.swapKey(ctx, key, old, value)
+		if err != nil {
+			t.Fatalf("swapKey %s %q to %q: %v", key, old, value, err)
+		}
+		return swapped
+	}
+	waitUntilGone := func(t *testing.T, key, what string) {
+		t.Helper()
+		waitFor(t, 10*time.Second, what, func() bool { return valueOf(t, key) == "" })
+	}
+
+	t.Run("an unknown key has no value", func(t *testing.T) {
+		if got := valueOf(t, newKey()); got != "" {
+			t.Errorf("getKey of an unknown key: got %q, want none", got)
+		}
+	})
+
+	t.Run("reserve stores on a free key and returns the value of a taken one", func(t *testing.T) {
+		key := newKey()
+		if got := reserve(t, key, "first", time.Minute); got != "" {
+			t.Errorf("reserve of a free key: got %q, want \"\" (stored)", got)
+		}
+		if got := valueOf(t, key); got != "first" {
+			t.Errorf("value after the reserve: got %q, want first", got)
+		}
+		if got := reserve(t, key, "second", time.Minute); got != "first" {
+			t.Errorf("reserve of a taken key: got %q, want its value first", got)
+		}
+		if got := valueOf(t, key); got != "first" {
+			t.Errorf("value after a reserve of the taken key: got %q, want first kept", got)
+		}
+	})
+
+	t.Run("swap only when the old value matches", func(t *testing.T) {
+		key := newKey()
+		reserve(t, key, "first", time.Minute)
+		if swap(t, key, "other", "second") {
+			t.Errorf("swap with an old value the key does not hold: got true, want false")
+		}
+		if got := valueOf(t, key); got != "first" {
+			t.Errorf("value after a refused swap: got %q, want first", got)
+		}
+		if !swap(t, key, "first", "second") {
+			t.Errorf("swap with the value the key holds: got false, want true")
+		}
+		if got := valueOf(t, key); got != "second" {
+			t.Errorf("value after the swap: got %q, want second", got)
+		}
+	})
+
+	t.Run("swap to an empty value deletes, and nothing brings the key back", func(t *testing.T) {
+		key := newKey()
+		reserve(t, key, "first", time.Minute)
+		if !swap(t, key, "first", "") {
+			t.Errorf("swap to an empty value: got false, want true")
+		}
+		if got := valueOf(t, key); got != "" {
+			t.Errorf("value after the swap to empty: got %q, want none", got)
+		}
+		if swap(t, key, "first", "again") {
+			t.Errorf("swap of a deleted key: got true, want false")
+		}
+		if got := valueOf(t, key); got != "" {
+			t.Errorf("value after a swap of the deleted key: got %q, want none", got)
+		}
+		if got := reserve(t, key, "next", time.Minute); got != "" {
+			t.Errorf("reserve of the deleted key: got %q, want \"\" (free again)", got)
+		}
+		if got := valueOf(t, key); got != "next" {
+			t.Errorf("value after the reserve of the deleted key: got %q, want next", got)
+		}
+	})
+
+	t.Run("swap keeps the expiry", func(t *testing.T) {
+		key := newKey()
+		reserve(t, key, "first", 2*time.Second)
+		if !swap(t, key, "first", "second") {
+			t.Fatalf("swap with the value the key holds: got false, want true")
+		}
+		if got := valueOf(t, key); got != "second" {
+			t.Errorf("value after the swap: got %q, want second", got)
+		}
+		waitUntilGone(t, key, "the swapped key to expire at the reservation's expiry")
+	})
+
+	t.Run("a reservation expires after its ttl", func(t *testing.T) {
+		key := newKey()
+		const ttl = 300 * time.Millisecond
+		start := time.Now()
+		reserve(t, key, "first", ttl)
+		waitUntilGone(t, key, "the reservation to expire")
+		if took := time.Since(start); took < ttl {
+			t.Errorf("reservation gone after %v, want it kept for its ttl of %v", took, ttl)
+		}
+		if got := reserve(t, key, "second", time.Minute); got != "" {
+			t.Errorf("reserve of the expired key: got %q, want \"\" (free again)", got)
+		}
+	})
+
+	t.Run("concurrent reserves of one key: exactly one stores", func(t *testing.T) {
+		// API processes race to reserve a client's Idempotency-Key: all
+		// must agree on the one value stored.
+		key := newKey()
+		const racers = 16
+		existing := make([]string, racers)
+		inParallel(t, racers, func(i int, fail func(error)) {
+			var err error
+			if existing[i], err = s.reserveKey(ctx, key, fmt.Sprint("racer-", i), time.Minute); err != nil {
+				fail(fmt.Errorf("reserveKey by racer %d: %w", i, err))
+			}
+		})
+		winner := valueOf(t, key)
+		var stored []int
+		for i, got := range existing {
+			switch {
+			case got == "":
+				stored = append(stored, i)
+			case got != winner:
+				t.Errorf("racer %d: reserve returned %q, want the stored value %q", i, got, winner)
+			}
+		}
+		if len(stored) != 1 {
+			t.Fatalf("racers %v of %d stored their value, want exactly 1", stored, racers)
+		}
+		if want := fmt.Sprint("racer-", stored[0]); winner != want {
+			t.Errorf("racer %d stored its value, but the key holds %q", stored[0], winner)
+		}
+	})
+}
+
 // inParallel runs f for i in [0, n) on n goroutines at once and, once all
 // are done, fails the test with every error they passed to fail.
 func inParallel(t *testing.T, n int, f func(i int, fail func(error))) {
@@ -221,42 +343,6 @@ func inParallel(t *testing.T, n int, f func(i int, fail func(error))) {
 	wg.Wait()
 	for _, err := range errs {
 		t.Error(err)
-	}
-}
-
-// documentStore is what the item and result contracts exercise.
-type documentStore interface {
-	itemStore
-	resultStore
-}
-
-// TestMongoPoolIsBounded: errand's client opens at most mongoMaxPoolSize
-// connections to a server however many operations are in flight, unless
-// the URI sets its own maxPoolSize.
-func TestMongoPoolIsBounded(t *testing.T) {
-	if got := mongoClientOptions("mongodb://127.0.0.1:27017/?maxPoolSize=50").MaxPoolSize; got == nil || *got != 50 {
-		t.Errorf("maxPoolSize=50 in the URI gave a pool of %v, want 50", got)
-	}
-	env := realStack(t)
-	var opened atomic.Int64
-	opts := mongoClientOptions(services.mongoURI).SetPoolMonitor(&event.PoolMonitor{Event: func(e *event.PoolEvent) {
-		if e.Type == event.ConnectionCreated {
-			opened.Add(1)
-		}
-	}})
-	client, err := mongo.Connect(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
-	coll := client.Database(env["MONGODB_DATABASE"]).Collection("pool_probe")
-	inParallel(t, 4*mongoMaxPoolSize, func(i int, fail func(error)) {
-		if _, err := coll.InsertOne(context.Background(), bson.D{{Key: "n", Value: i}}); err != nil {
-			fail(err)
-		}
-	})
-	if n := opened.Load(); n == 0 || n > mongoMaxPoolSize {
-		t.Errorf("%d connections opened for %d concurrent inserts, want 1 to %d", n, 4*mongoMaxPoolSize, mongoMaxPoolSize)
 	}
 }
 
@@ -287,69 +373,6 @@ func TestDocumentStoreContract(t *testing.T) {
 		store.oneByOne.Store(false)
 		documentStoreContract(t, store)
 	})
-}
-
-// TestMongoItemsOneByOne: in FerretDB's mode, concurrent item creates,
-// reads and deletes reach the server as one command each (one document
-// per insert, _id equality in every find and delete), never as a batch,
-// whatever the server.
-func TestMongoItemsOneByOne(t *testing.T) {
-	var mu sync.Mutex
-	commands := map[string][]bson.Raw{}
-	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
-		if coll, _ := e.Command.Lookup(e.CommandName).StringValueOK(); coll != "items" {
-			return
-		}
-		mu.Lock()
-		commands[e.CommandName] = append(commands[e.CommandName], e.Command)
-		mu.Unlock()
-	}}
-	ctx := context.Background()
-	store := connectTestMongoWith(t, mongoClientOptions(services.mongoURI).SetMonitor(monitor))
-	store.inspected.Store(true) // so no ping changes the mode
-	store.oneByOne.Store(true)
-
-	const n = 32
-	inParallel(t, n, func(i int, fail func(error)) {
-		it, err := store.createItem(ctx, item{Name: fmt.Sprintf("one by one %d", i), CreatedAt: time.Now(), UpdatedAt: time.Now()})
-		if err != nil {
-			fail(fmt.Errorf("create %d: %w", i, err))
-			return
-		}
-		if _, err := store.getItem(ctx, it.ID); err != nil {
-			fail(fmt.Errorf("get %d: %w", i, err))
-		}
-		if err := store.deleteItem(ctx, it.ID); err != nil {
-			fail(fmt.Errorf("delete %d: %w", i, err))
-		}
-		if _, err := store.getItem(ctx, it.ID); !errors.Is(err, errNotFound) {
-			fail(fmt.Errorf("get %d after its delete: %v, want errNotFound", i, err))
-		}
-	})
-
-	mu.Lock()
-	defer mu.Unlock()
-	for name, want := range map[string]int{"insert": n, "find": 2 * n, "delete": n} {
-		if got := len(commands[name]); got != want {
-			t.Errorf("%d %s commands on items for %d concurrent items, want %d", got, name, n, want)
-		}
-	}
-	for _, cmd := range commands["insert"] {
-		if docs, _ := cmd.Lookup("documents").Array().Values(); len(docs) != 1 {
-			t.Errorf("an insert of %d documents, want 1: %s", len(docs), cmd)
-		}
-	}
-	for _, cmd := range commands["find"] {
-		if cmd.Lookup("filter", "_id").Type != bson.TypeObjectID {
-			t.Errorf("a find not by _id equality: %s", cmd)
-		}
-	}
-	for _, cmd := range commands["delete"] {
-		deletes, _ := cmd.Lookup("deletes").Array().Values()
-		if len(deletes) != 1 || deletes[0].Document().Lookup("q", "_id").Type != bson.TypeObjectID {
-			t.Errorf("a delete not of one item by _id equality: %s", cmd)
-		}
-	}
 }
 
 func connectTestMongo(t *testing.T) *mongoStore {
@@ -610,7 +633,7 @@ func normalizeNumbers(v any) any {
 // count dead letters.
 type contractBroker interface {
 	taskPublisher
-	taskConsumer
+	consume(ctx context.Context, prefetch int, out chan<- delivery) error
 }
 
 func TestBrokerContract(t *testing.T) {
@@ -641,25 +664,11 @@ var (
 	inArrivalOrder = []string{"low-1", "normal-1", "low-2", "high-1", "normal-2", "low-2"}
 )
 
-func TestQueueTypeMismatchIsExplained(t *testing.T) {
-	env := realStack(t)
-	classic := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
-	t.Cleanup(classic.close)
-	if err := classic.publish(context.Background(), taskMessage{ID: "first", Type: "t", Args: []byte(`{}`), EnqueuedAt: time.Now()}); err != nil {
-		t.Fatalf("publish on a classic queue: %v", err)
-	}
-	quorum := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueQuorum, 5*time.Second, slog.New(slog.DiscardHandler))
-	t.Cleanup(quorum.close)
-	err := quorum.publish(context.Background(), taskMessage{ID: "second", Type: "t", Args: []byte(`{}`), EnqueuedAt: time.Now()})
-	if err == nil || !strings.Contains(err.Error(), "set QUEUE_TYPE to match") {
-		t.Fatalf("publishing as quorum onto a classic queue: got %v, want an error naming QUEUE_TYPE", err)
-	}
-}
-
 // testAMQPChannel opens a channel on a connection of its own to the test
 // RabbitMQ; the returned function closes the connection.
 func testAMQPChannel(t testing.TB) (*amqp.Channel, func()) {
 	t.Helper()
+	needsServices(t)
 	conn, err := amqp.Dial(services.amqpURL)
 	if err != nil {
 		t.Fatalf("dial rabbitmq: %v", err)
@@ -785,58 +794,5 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// TestMemoryStatusStoreSweeps: expired entries the embedded store never
-// reads again are still dropped, so a long-running embedded errand does
-// not grow without bound.
-func TestMemoryStatusStoreSweeps(t *testing.T) {
-	s := newMemoryStatusStore()
-	clock := time.Now()
-	s.now = func() time.Time { return clock }
-	ctx := context.Background()
-	for i := range sweepEvery {
-		if err := s.put(ctx, taskStatus{TaskID: fmt.Sprint("old-", i), Status: stateSuccess}, time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.reserveKey(ctx, fmt.Sprint("key-", i), "v", time.Minute); err != nil {
-			t.Fatal(err)
-		}
-	}
-	clock = clock.Add(2 * time.Minute)
-	for i := range sweepEvery {
-		_ = s.put(ctx, taskStatus{TaskID: fmt.Sprint("new-", i), Status: statePending}, 0)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.entries) != sweepEvery || len(s.keys) != 0 {
-		t.Errorf("after expiry and %d writes: %d statuses and %d keys kept, want %d and 0", sweepEvery, len(s.entries), len(s.keys), sweepEvery)
-	}
-}
-
-// TestBrokerFailsOverToAnotherNode: with several nodes in AMQP_URL, a
-// node that does not answer is skipped, and errand stays on the one that
-// did.
-func TestBrokerFailsOverToAnotherNode(t *testing.T) {
-	env := realStack(t)
-	dead := "amqp://guest:guest@" + freeAddr(t) + "/"
-	b := newAMQPBroker(dead+", "+services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
-	t.Cleanup(b.close)
-	if err := b.publish(context.Background(), taskMessage{ID: "via-second-node", Type: "t", Args: []byte(`{}`), EnqueuedAt: time.Now()}); err != nil {
-		t.Fatalf("publish with the first node down: %v", err)
-	}
-	if got := b.preferred.Load(); got != 1 {
-		t.Errorf("preferred node = %d, want 1 (the one that answered)", got)
-	}
-	if n := queueDepth(t, env["QUEUE_NAME"]); n != 1 {
-		t.Errorf("work queue holds %d messages, want 1", n)
-	}
-	// All nodes down: the error names each.
-	none := newAMQPBroker(dead+","+"amqp://guest:guest@"+freeAddr(t)+"/", env["QUEUE_NAME"], queueClassic, time.Second, slog.New(slog.DiscardHandler))
-	t.Cleanup(none.close)
-	err := none.publish(context.Background(), taskMessage{ID: "nowhere", Type: "t", Args: []byte(`{}`), EnqueuedAt: time.Now()})
-	if err == nil || strings.Count(err.Error(), "amqp://guest:xxxxx@127.0.0.1:") != 2 {
-		t.Errorf("publish with every node down: %v, want an error naming both nodes", err)
 	}
 }

@@ -89,6 +89,7 @@ func (n *toxicNetwork) add(t *testing.T, service, kind, attributes string) (remo
 // while clients keep submitting. Every submit answers 202 or a JSON 503,
 // and every 202'd task ends SUCCESS with exactly one result document.
 func TestNetworkFaults(t *testing.T) {
+	needsServices(t)
 	net := newToxicNetwork(t)
 	direct := realStack(t)
 	env := net.via(t, direct)
@@ -195,7 +196,7 @@ func TestNetworkFaults(t *testing.T) {
 	}
 	var h healthResponse
 	waitFor(t, 30*time.Second, "errand healthy again", func() bool {
-		return apiCall(t, "GET", base+"/health", "", &h) == http.StatusOK && h.Status == "healthy"
+		return apiCall(t, "GET", base+"/health", "", nil, &h).StatusCode == http.StatusOK && h.Status == "healthy"
 	})
 }
 

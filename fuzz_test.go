@@ -125,7 +125,7 @@ type fuzzLogs struct{ bytes.Buffer }
 func newFuzzFixture(t testing.TB) (*handlerFixture, *fuzzLogs) {
 	t.Helper()
 	logs := &fuzzLogs{}
-	f := newHandlerFixture(t, func(d *serverDeps) {
+	f := newHandlerFixture(t, func(d *apiParts) {
 		d.log = slog.New(slog.NewTextHandler(&logs.Buffer, &slog.HandlerOptions{Level: slog.LevelError}))
 	})
 	return f, logs
@@ -140,8 +140,10 @@ func (f *handlerFixture) reset(logs *fuzzLogs) {
 	f.items.mu.Unlock()
 	f.statuses.mu.Lock()
 	clear(f.statuses.entries)
-	clear(f.statuses.keys)
 	f.statuses.mu.Unlock()
+	f.keys.mu.Lock()
+	clear(f.keys.keys)
+	f.keys.mu.Unlock()
 	f.broker.mu.Lock()
 	f.broker.ready, f.broker.dead = f.broker.ready[:0], nil
 	f.broker.mu.Unlock()
@@ -306,9 +308,9 @@ func (f *handlerFixture) checkNothingQueued(t *testing.T) {
 	if n := f.statusCount(); n != 0 {
 		t.Errorf("status entries: got %d, want 0", n)
 	}
-	f.statuses.mu.Lock()
-	keys := len(f.statuses.keys)
-	f.statuses.mu.Unlock()
+	f.keys.mu.Lock()
+	keys := len(f.keys.keys)
+	f.keys.mu.Unlock()
 	if keys != 0 {
 		t.Errorf("idempotency keys: got %d, want 0", keys)
 	}

@@ -23,12 +23,13 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // services are the real servers the tests of the real backends use.
-// TestMain fills it in; tests read it only.
+// TestMain fills it in, except in -short mode; tests read it only.
 var services struct {
 	amqpURL  string
 	redisURL string
@@ -65,6 +66,12 @@ func testMain(m *testing.M) int {
 		// every fuzz worker process runs TestMain: no servers for them.
 		return m.Run()
 	}
+	if testing.Short() {
+		// The unit tests only (go test -short): no servers, and no
+		// tools/mongowire to build. A test that needs them skips itself
+		// through needsServices.
+		return m.Run()
+	}
 	services.amqpURL = envOr("ERRAND_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 	services.redisURL = envOr("ERRAND_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 	services.mongoURI = os.Getenv("MONGODB_URI")
@@ -92,6 +99,18 @@ func testMain(m *testing.M) int {
 		services.embeddedFerretDB = true
 	}
 	return m.Run()
+}
+
+// needsServices skips t in -short mode, where TestMain sets up none of the
+// real servers and builds no tools. realStack and the helpers that reach
+// a server call it; so does every test that reaches one, or runs a program
+// of the full suite (promtool, prometheus, nginx, redis-server,
+// tools/mongowire), before anything else.
+func needsServices(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs RabbitMQ, Redis and MongoDB (the full suite: make test)")
+	}
 }
 
 func envOr(name, def string) string {
@@ -155,9 +174,13 @@ func startMongoWireAt(addr, sqliteDir string) (uri string, stop func(), err erro
 
 // quietSubmitter submits tasks to bk as the API does, logging nothing.
 func quietSubmitter(bk *backends) taskSubmitter {
-	return taskSubmitter{statuses: bk.statuses, publisher: bk.publisher, log: slog.New(slog.DiscardHandler),
-		now: time.Now, metrics: newMetrics("test"), tracing: disabledTracing(), keyTTL: time.Hour}
+	return newTaskSubmitter(bk.statuses, bk.keys, bk.publisher, submitterConfig{}, slog.New(slog.DiscardHandler),
+		testMetrics(), disabledTracing(), time.Now)
 }
+
+// testMetrics is errand's metrics with the broker's figures, on a
+// registry of their own.
+func testMetrics() *metrics { return newMetrics("test", maxEnvelopeTasks, envelopeHoldLimit) }
 
 // backendModes are the two ways a test or benchmark runs errand: on its
 // embedded backends (an empty environment) and on the real servers.
@@ -171,6 +194,7 @@ var backendModes = map[string]func(testing.TB) map[string]string{
 // prefix and MongoDB database, all removed when the test ends.
 func realStack(t testing.TB) map[string]string {
 	t.Helper()
+	needsServices(t)
 	suffix := newRandomID(6)
 	env := map[string]string{
 		"AMQP_URL":         services.amqpURL,
@@ -212,6 +236,7 @@ func removeStack(t testing.TB, env map[string]string) {
 
 func testRedis(t testing.TB) *redis.Client {
 	t.Helper()
+	needsServices(t)
 	opts, err := redis.ParseURL(services.redisURL)
 	if err != nil {
 		t.Fatalf("parse redis url: %v", err)
@@ -228,6 +253,7 @@ func testMongo(t testing.TB) *mongo.Client {
 
 func testMongoAt(t testing.TB, uri string) *mongo.Client {
 	t.Helper()
+	needsServices(t)
 	c, err := mongo.Connect(options.Client().ApplyURI(uri))
 	if err != nil {
 		t.Fatalf("connect mongodb: %v", err)
@@ -394,9 +420,16 @@ func tail(s string, lines int) string {
 	return strings.Join(parts, "\n")
 }
 
-// apiCall sends a request with an optional JSON body and decodes the JSON
-// answer into out (when out is not nil). It returns the status code.
-func apiCall(t testing.TB, method, url, body string, out any) int {
+// apiAnswer is an answer apiCall got: the response, with its body read.
+type apiAnswer struct {
+	*http.Response
+	body string
+}
+
+// apiCall sends a request with an optional JSON body and with headers
+// (nil for none; a Content-Type among them replaces the JSON one), reads
+// the answer and, when out is not nil, decodes its JSON into out.
+func apiCall(t testing.TB, method, url, body string, headers map[string]string, out any) apiAnswer {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -408,6 +441,9 @@ func apiCall(t testing.TB, method, url, body string, out any) int {
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -423,14 +459,14 @@ func apiCall(t testing.TB, method, url, body string, out any) int {
 			t.Fatalf("%s %s: decode %q: %v", method, url, raw, err)
 		}
 	}
-	return resp.StatusCode
+	return apiAnswer{Response: resp, body: string(raw)}
 }
 
 // submitTask posts a process_heavy_task and returns its id.
 func submitTask(t testing.TB, base, body string) string {
 	t.Helper()
 	var acc taskAccepted
-	if code := apiCall(t, "POST", base+"/api/async/process", body, &acc); code != http.StatusAccepted {
+	if code := apiCall(t, "POST", base+"/api/async/process", body, nil, &acc).StatusCode; code != http.StatusAccepted {
 		t.Fatalf("submit %s: status %d, want 202", body, code)
 	}
 	return acc.TaskID
@@ -443,7 +479,7 @@ func waitForStatus(t testing.TB, base, id, want string, timeout time.Duration) t
 	deadline := time.Now().Add(timeout)
 	var st taskStatus
 	for time.Now().Before(deadline) {
-		code := apiCall(t, "GET", base+"/api/async/status/"+id, "", &st)
+		code := apiCall(t, "GET", base+"/api/async/status/"+id, "", nil, &st).StatusCode
 		if code == http.StatusOK && st.Status == want {
 			return st
 		}
@@ -454,4 +490,61 @@ func waitForStatus(t testing.TB, base, id, want string, timeout time.Duration) t
 	}
 	t.Fatalf("task %s is %s after %v, want %s", id, st.Status, timeout, want)
 	return st
+}
+
+func withEnv(env map[string]string, k, v string) map[string]string {
+	out := map[string]string{k: v}
+	for key, val := range env {
+		if key != k {
+			out[key] = val
+		}
+	}
+	return out
+}
+
+func countStatuses(t testing.TB, base string, ids []string) map[string]int {
+	t.Helper()
+	counts := map[string]int{}
+	for _, id := range ids {
+		var st taskStatus
+		if code := apiCall(t, "GET", base+"/api/async/status/"+id, "", nil, &st).StatusCode; code != http.StatusOK {
+			t.Fatalf("status of %s: %d", id, code)
+		}
+		counts[st.Status]++
+	}
+	return counts
+}
+
+// assertOneResultEach checks task_results holds exactly one document per
+// id and nothing else.
+func assertOneResultEach(t testing.TB, env map[string]string, ids []string) {
+	t.Helper()
+	ctx := context.Background()
+	coll := testMongoAt(t, env["MONGODB_URI"]).Database(env["MONGODB_DATABASE"]).Collection("task_results")
+	cur, err := coll.Find(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []struct {
+		ID     string `bson:"_id"`
+		Status string `bson:"status"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, d := range docs {
+		seen[d.ID]++
+		if d.Status != stateSuccess {
+			t.Errorf("result of %s is %s, want SUCCESS", d.ID, d.Status)
+		}
+	}
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Errorf("task %s has %d result documents, want 1", id, seen[id])
+		}
+	}
+	if len(docs) != len(ids) {
+		t.Errorf("task_results holds %d documents, want %d", len(docs), len(ids))
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,7 +40,7 @@ type metrics struct {
 	publishErrors   *prometheus.CounterVec
 	tasksPerMessage prometheus.Histogram
 	// tasksRepublished counts the tasks of envelopes sent back to the
-	// queue after waiting past envelopeHoldLimit with none started.
+	// queue after waiting past the consumer's hold limit with none started.
 	tasksRepublished prometheus.Counter
 	reconnects       *prometheus.CounterVec
 	storeDuration    *prometheus.HistogramVec
@@ -55,7 +54,10 @@ var taskBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30
 // Request and store latencies: sub-millisecond to seconds.
 var fastBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 
-func newMetrics(version string) *metrics {
+// newMetrics makes errand's metrics on a registry of their own. The
+// broker's figures size two of them: the tasks one message may carry, and
+// how long a consumer holds an envelope before sending its tasks back.
+func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Duration) *metrics {
 	reg := prometheus.NewRegistry()
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m := &metrics{registry: reg}
@@ -93,11 +95,11 @@ func newMetrics(version string) *metrics {
 	m.publishErrors = counter("errand_broker_publish_errors_total", "Publishes the broker did not confirm.", "task_type")
 	m.tasksPerMessage = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "errand_broker_tasks_per_message", Help: "Tasks carried by each confirmed task message (submits that overlap share one).",
-		Buckets: []float64{1, 2, 4, 8, maxEnvelopeTasks},
+		Buckets: tasksPerMessageBuckets(maxTasksPerMessage),
 	})
 	m.tasksRepublished = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "errand_broker_envelope_tasks_republished_total",
-		Help: "Tasks of envelopes that waited " + envelopeHoldLimit.String() + " in a consumer with none started, sent back to the queue as single messages.",
+		Help: "Tasks of envelopes that waited " + envelopeHold.String() + " in a consumer with none started, sent back to the queue as single messages.",
 	})
 	m.reconnects = counter("errand_broker_reconnects_total", "Broker connections redialled after a loss.", "kind")
 	m.storeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -193,6 +195,48 @@ func (m *metrics) instrumentHTTP(next http.Handler) http.Handler {
 	})
 }
 
+// tasksPerMessageBuckets are powers of two up to, and ending at, the most
+// tasks one message may carry.
+func tasksPerMessageBuckets(maxTasks int) []float64 {
+	var buckets []float64
+	for n := 1; n < maxTasks; n *= 2 {
+		buckets = append(buckets, float64(n))
+	}
+	return append(buckets, float64(maxTasks))
+}
+
+// taskStarted records a run's start and how long its task waited in the
+// queue; the function it returns records the run's end.
+func (m *metrics) taskStarted(ctx context.Context, taskType string, queueWait time.Duration) (ended func()) {
+	m.tasksStarted.WithLabelValues(taskType).Inc()
+	observeWithExemplar(ctx, m.taskQueueWait.WithLabelValues(taskType), max(0, queueWait.Seconds()))
+	inProgress := m.tasksInProgress.WithLabelValues(taskType)
+	inProgress.Inc()
+	return inProgress.Dec
+}
+
+// taskRan records how long a run took.
+func (m *metrics) taskRan(ctx context.Context, taskType string, d time.Duration) {
+	observeWithExemplar(ctx, m.taskRunDuration.WithLabelValues(taskType), d.Seconds())
+}
+
+func (m *metrics) taskSucceeded(taskType string) { m.tasksSucceeded.WithLabelValues(taskType).Inc() }
+
+func (m *metrics) taskRetried(taskType string) { m.tasksRetried.WithLabelValues(taskType).Inc() }
+
+// taskFailed records a FAILURE and its message's move to the dead-letter
+// queue, with the reason ("failed", "delivery_limit").
+func (m *metrics) taskFailed(taskType, reason string) {
+	m.tasksFailed.WithLabelValues(taskType).Inc()
+	m.tasksDeadLettered.WithLabelValues(taskType, reason).Inc()
+}
+
+// untypedDeadLetter records a dead-lettered message whose type is not a
+// registered one, under the type "unknown".
+func (m *metrics) untypedDeadLetter(reason string) {
+	m.tasksDeadLettered.WithLabelValues("unknown", reason).Inc()
+}
+
 // observePublish records one publish and, when confirmed, the submission.
 func (m *metrics) observePublish(ctx context.Context, taskType, priority string, start time.Time, err error) {
 	outcome := "confirmed"
@@ -233,21 +277,13 @@ func newDependencyCollector(deps map[string]pinger, timeout time.Duration) *depe
 func (c *dependencyCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *dependencyCollector) Collect(ch chan<- prometheus.Metric) {
-	var wg sync.WaitGroup
-	for name, dep := range c.deps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-			defer cancel()
-			up := 1.0
-			if dep.ping(ctx) != nil {
-				up = 0
-			}
-			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, up, name)
-		}()
+	for name, err := range pingAll(context.Background(), c.deps, c.timeout) {
+		up := 1.0
+		if err != nil {
+			up = 0
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, up, name)
 	}
-	wg.Wait()
 }
 
 // queueDepthReader reports the ready messages of errand's queues.

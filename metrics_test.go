@@ -31,7 +31,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 
 			id := submitTask(t, base, `{"data": "metrics", "iterations": 2, "priority": "high"}`)
 			waitForStatus(t, base, id, stateSuccess, 20*time.Second)
-			if code := apiCall(t, "POST", base+"/api/async/process", `{"iterations": 2}`, nil); code != http.StatusUnprocessableEntity {
+			if code := apiCall(t, "POST", base+"/api/async/process", `{"iterations": 2}`, nil, nil).StatusCode; code != http.StatusUnprocessableEntity {
 				t.Fatalf("bad submit: %d, want 422", code)
 			}
 
@@ -95,7 +95,7 @@ func TestWorkerOnlyServesMetrics(t *testing.T) {
 	if got, ok := sampleValue(families, "errand_worker_pool_size", nil); !ok || got != 2 {
 		t.Errorf("errand_worker_pool_size = %v (present %v), want 2", got, ok)
 	}
-	if code := apiCall(t, "GET", base+"/api/items", "", nil); code != http.StatusNotFound {
+	if code := apiCall(t, "GET", base+"/api/items", "", nil, nil).StatusCode; code != http.StatusNotFound {
 		t.Errorf("GET /api/items on a worker: %d, want 404", code)
 	}
 }
@@ -169,6 +169,7 @@ func histogramCount(families map[string]*dto.MetricFamily, name string, labels m
 // after some traffic, to `promtool check metrics`, which flags names,
 // units and help texts that break Prometheus's conventions.
 func TestMetricsFollowPrometheusConventions(t *testing.T) {
+	needsServices(t)
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		t.Fatalf("promtool (Debian's prometheus package, which make test installs) is needed: %v", err)
@@ -177,7 +178,7 @@ func TestMetricsFollowPrometheusConventions(t *testing.T) {
 	env["HEAVY_TASK_DELAY"] = "1ms"
 	base := startErrand(t, env)
 	waitForStatus(t, base, submitTask(t, base, `{"data": "lint", "iterations": 1}`), stateSuccess, 20*time.Second)
-	apiCall(t, "GET", base+"/api/items/nope", "", nil)
+	apiCall(t, "GET", base+"/api/items/nope", "", nil, nil)
 
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 // Grafana panel query and every alert and recording rule through
 // Prometheus's HTTP API: none may error, and every panel query returns data.
 func TestDashboardsAndAlertsLive(t *testing.T) {
+	needsServices(t)
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Fatalf("prometheus not installed (scripts/test installs Debian's package): %v", err)
@@ -90,13 +91,13 @@ scrape_configs:
 		ids = append(ids, submitTask(t, api.base, fmt.Sprintf(`{"data": "live %d", "iterations": 3, "priority": "%s"}`, i, []string{"low", "normal", "high"}[i%3])))
 	}
 	var mail taskAccepted
-	if code := apiCall(t, "POST", api.base+"/api/send-welcome-email?user_email=ops@example.com&user_name=Ops", "", &mail); code != http.StatusAccepted {
+	if code := apiCall(t, "POST", api.base+"/api/send-welcome-email?user_email=ops@example.com&user_name=Ops", "", nil, &mail).StatusCode; code != http.StatusAccepted {
 		t.Fatalf("submit e-mail: %d", code)
 	}
 	for range 5 {
-		apiCall(t, "POST", api.base+"/api/async/process", `{"iterations": 0}`, nil)
-		apiCall(t, "GET", api.base+"/api/items/not-an-id", "", nil)
-		if code := apiCall(t, "POST", brokenAPI.base+"/api/async/process", `{"data": "refused"}`, nil); code != http.StatusServiceUnavailable {
+		apiCall(t, "POST", api.base+"/api/async/process", `{"iterations": 0}`, nil, nil)
+		apiCall(t, "GET", api.base+"/api/items/not-an-id", "", nil, nil)
+		if code := apiCall(t, "POST", brokenAPI.base+"/api/async/process", `{"data": "refused"}`, nil, nil).StatusCode; code != http.StatusServiceUnavailable {
 			t.Errorf("submit to the api without a broker: %d, want 503", code)
 		}
 	}

@@ -52,6 +52,7 @@ func startRedisServer(t *testing.T, addr string) (string, func()) {
 // in MongoDB, status reads fall back to MongoDB, and no task stays in
 // PROGRESS once Redis is back.
 func TestRedisOutageDuringProcessing(t *testing.T) {
+	needsServices(t)
 	addr, stop := startRedisServer(t, "")
 	env := realStack(t)
 	env["REDIS_URL"] = "redis://" + addr + "/0"
@@ -76,7 +77,7 @@ func TestRedisOutageDuringProcessing(t *testing.T) {
 	stop()
 	var code int
 	var body errorBody
-	code = apiCall(t, "POST", base+"/api/async/process", `{"data": "during the outage"}`, &body)
+	code = apiCall(t, "POST", base+"/api/async/process", `{"data": "during the outage"}`, nil, &body).StatusCode
 	if code != http.StatusServiceUnavailable {
 		t.Errorf("submit with Redis down: %d %+v, want 503", code, body)
 	}
@@ -92,6 +93,7 @@ func TestRedisOutageDuringProcessing(t *testing.T) {
 // run. Their deliveries stay unacked while results cannot be stored, and
 // once the server is back every task ends with exactly one result.
 func TestMongoOutageDuringProcessing(t *testing.T) {
+	needsServices(t)
 	// A MongoDB-wire server of its own, whatever MONGODB_URI says, so the
 	// test can stop it.
 	dataDir := t.TempDir()
@@ -156,7 +158,7 @@ func TestRabbitMQRestartWithBacklog(t *testing.T) {
 	})
 	for range 3 {
 		start := time.Now()
-		if code := apiCall(t, "POST", base+"/api/async/process", `{"data": "during the outage"}`, nil); code != http.StatusServiceUnavailable {
+		if code := apiCall(t, "POST", base+"/api/async/process", `{"data": "during the outage"}`, nil, nil).StatusCode; code != http.StatusServiceUnavailable {
 			t.Errorf("submit with RabbitMQ stopped: %d, want 503", code)
 		}
 		if took := time.Since(start); took > 5*time.Second {
@@ -171,7 +173,7 @@ func TestRabbitMQRestartWithBacklog(t *testing.T) {
 	}
 	// Submits work again once the publisher has redialled.
 	waitFor(t, 30*time.Second, "a submit to succeed again", func() bool {
-		return apiCall(t, "POST", base+"/api/async/process", `{"data": "after", "iterations": 1}`, nil) == http.StatusAccepted
+		return apiCall(t, "POST", base+"/api/async/process", `{"data": "after", "iterations": 1}`, nil, nil).StatusCode == http.StatusAccepted
 	})
 	assertOneResultEach(t, env, ids)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -67,7 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		HeavyTaskDelay: cfg.HeavyTaskDelay, EmailStepDelay: cfg.EmailStepDelay, Logger: log,
 		Mailer: newMailer(cfg, log),
 	})
-	m := newMetrics(buildVersion())
+	m := newMetrics(buildVersion(), maxEnvelopeTasks, envelopeHoldLimit)
 	m.initSeries(registry.Names())
 	b, err := openBackends(ctx, cfg, log, m, tr.tracer)
 	if err != nil {
@@ -80,13 +79,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	submitter, reader := newTaskAPI(cfg, b, log, m, tr)
 	srv := &http.Server{
 		Handler: newServer(serverDeps{
-			log: log, items: b.items, statuses: b.statuses, results: b.results, publisher: b.publisher,
-			health: b.health, backends: b.mode, maxBody: cfg.MaxBodyBytes, healthTimeout: cfg.HealthTimeout,
-			now: time.Now, serveAPI: cfg.runsAPI(), metrics: m, resultTTL: cfg.ResultTTL,
-			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg), tracing: tr,
-			publishTimeout: cfg.PublishTimeout,
+			log: log, metrics: m, tracing: tr, now: time.Now, serveAPI: cfg.runsAPI(), maxBody: cfg.MaxBodyBytes,
+			items: b.items, submitter: submitter, reader: reader,
+			health: b.health, backends: b.mode, healthTimeout: cfg.HealthTimeout,
+			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg),
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -115,14 +114,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 	if cfg.runsWorker() {
-		pool := &workerPool{
-			size:     cfg.Workers,
-			queue:    b.queue,
-			registry: registry,
-			statuses: b.statuses, results: b.results,
-			resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout,
-			log: log.With("component", "worker"), now: time.Now, metrics: m, jitter: rand.Float64, tracing: tr,
-		}
+		pool := newWorkerPool(b.queue, registry, b.statuses, b.results,
+			workerConfig{size: cfg.Workers, resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout},
+			log.With("component", "worker"), m, tr)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -159,6 +153,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("errand stopped")
 	return errors.Join(all...)
+}
+
+// newTaskAPI builds the task side of the HTTP API on b: the submitter and
+// the status reader.
+func newTaskAPI(cfg config, b *backends, log *slog.Logger, m *metrics, tr *tracing) (taskSubmitter, taskStatusReader) {
+	submitter := newTaskSubmitter(b.statuses, b.keys, b.publisher,
+		submitterConfig{resultTTL: cfg.ResultTTL, publishTimeout: cfg.PublishTimeout}, log, m, tr, time.Now)
+	reader := taskStatusReader{statuses: b.statuses, results: b.results, resultTTL: cfg.ResultTTL, log: log, now: time.Now}
+	return submitter, reader
 }
 
 // newConfiguredRateLimiter is the limiter RATE_LIMIT asks for, or nil.

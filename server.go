@@ -12,25 +12,23 @@ import (
 
 // serverDeps is what the HTTP API needs from the rest of errand.
 type serverDeps struct {
-	log           *slog.Logger
-	items         itemStore
-	statuses      statusStore
-	results       resultStore
-	publisher     taskPublisher
+	log      *slog.Logger
+	metrics  *metrics
+	tracing  *tracing
+	now      func() time.Time
+	serveAPI bool // false in a worker-only process: /health and /metrics only
+	maxBody  int64
+
+	items     itemStore
+	submitter taskSubmitter
+	reader    taskStatusReader
+
 	health        map[string]pinger
 	backends      string // "embedded" or "external", shown by /health
-	maxBody       int64
 	healthTimeout time.Duration
-	now           func() time.Time
-	serveAPI      bool // false in a worker-only process: /health and /metrics only
-	metrics       *metrics
-	resultTTL     time.Duration
-	apiKeys       *apiKeys     // nil or empty: /api is open
-	rateLimiter   *rateLimiter // nil: no rate limit
-	tracing       *tracing
-	// publishTimeout bounds a submit's publish; an idempotency key held
-	// longer than that by a request belongs to a request that died.
-	publishTimeout time.Duration
+
+	apiKeys     *apiKeys     // nil or empty: /api is open
+	rateLimiter *rateLimiter // nil: no rate limit
 }
 
 // newServer builds errand's HTTP handler. Every route is registered here.
@@ -43,22 +41,19 @@ func newServer(d serverDeps) http.Handler {
 		mux.Handle(pattern, requireAPIKey(d.apiKeys, limitRate(d.rateLimiter, handle(d.log, h))))
 	}
 
-	route("GET /health", health(d.health, d.backends, d.healthTimeout, d.log, d.now))
+	route("GET /health", handleHealth(d.health, d.backends, d.healthTimeout, d.log, d.now))
 	mux.Handle("GET /metrics", d.metrics.handler())
 	if d.serveAPI {
-		sub := taskSubmitter{statuses: d.statuses, publisher: d.publisher, log: d.log, now: d.now, metrics: d.metrics, keyTTL: max(d.resultTTL, time.Hour), tracing: d.tracing,
-			staleAfter: max(15*time.Second, 2*(d.publishTimeout+storeOpTimeout))}
-		reader := taskStatusReader{statuses: d.statuses, results: d.results, resultTTL: d.resultTTL, log: d.log, now: d.now}
-		apiRoute("POST /api/items", createItem(d.items, d.maxBody, d.now))
-		apiRoute("GET /api/items", listItems(d.items))
-		apiRoute("GET /api/items/{id}", getItem(d.items))
-		apiRoute("PUT /api/items/{id}", updateItem(d.items, d.maxBody, d.now))
-		apiRoute("DELETE /api/items/{id}", deleteItem(d.items))
-		apiRoute("POST /api/async/process", submitProcess(sub, d.maxBody))
-		apiRoute("GET /api/async/status/{task_id}", getTaskStatus(reader))
-		apiRoute("POST /api/send-welcome-email", submitWelcomeEmail(sub, d.maxBody))
-		apiRoute("GET /api/tasks", listTasks(d.results))
-		apiRoute("POST /api/tasks/{task_id}/retry", retryTask(d.results, sub))
+		apiRoute("POST /api/items", handleCreateItem(d.items, d.maxBody, d.now))
+		apiRoute("GET /api/items", handleListItems(d.items))
+		apiRoute("GET /api/items/{id}", handleGetItem(d.items))
+		apiRoute("PUT /api/items/{id}", handleUpdateItem(d.items, d.maxBody, d.now))
+		apiRoute("DELETE /api/items/{id}", handleDeleteItem(d.items))
+		apiRoute("POST /api/async/process", handleSubmitProcess(d.submitter, d.maxBody))
+		apiRoute("GET /api/async/status/{task_id}", handleTaskStatus(d.reader))
+		apiRoute("POST /api/send-welcome-email", handleWelcomeEmail(d.submitter, d.maxBody))
+		apiRoute("GET /api/tasks", handleListTasks(d.reader))
+		apiRoute("POST /api/tasks/{task_id}/retry", handleRetryTask(d.reader, d.submitter))
 	}
 	inner := withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux)))
 	if !d.tracing.recording {
@@ -101,19 +96,20 @@ type muxErrorWriter struct {
 // type: errand's own handlers always answer JSON.
 func (m *muxErrorWriter) WriteHeader(code int) {
 	plain := m.Header().Get("Content-Type") == "text/plain; charset=utf-8"
-	body := errorBody{RequestID: requestID(m.r.Context())}
+	var err error
 	switch {
 	case plain && code == http.StatusNotFound:
-		body.Error, body.Detail = "not_found", fmt.Sprintf("no route %s %s", m.r.Method, m.r.URL.Path)
+		err = &apiError{status: code, code: "not_found", message: fmt.Sprintf("no route %s %s", m.r.Method, m.r.URL.Path)}
 	case plain && code == http.StatusMethodNotAllowed:
-		body.Error, body.Detail = "method_not_allowed", fmt.Sprintf("%s is not allowed here; allowed: %s", m.r.Method, m.Header().Get("Allow"))
+		err = &apiError{status: code, code: "method_not_allowed",
+			message: fmt.Sprintf("%s is not allowed here; allowed: %s", m.r.Method, m.Header().Get("Allow"))}
 	default:
 		m.ResponseWriter.WriteHeader(code)
 		return
 	}
 	m.suppressed = true
 	m.Header().Del("X-Content-Type-Options")
-	writeJSON(m.ResponseWriter, code, body)
+	writeError(m.ResponseWriter, m.r, err)
 }
 
 func (m *muxErrorWriter) Write(b []byte) (int, error) {

@@ -1,109 +1,129 @@
 package main
 
 import (
-	"context"
+	"encoding/json"
 	"io"
-	"net"
 	"net/http"
-	"runtime/debug"
+	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 )
 
-// TestHTTPServerLimits: errand's server refuses oversized headers and
-// drops a client that never finishes its headers (ReadHeaderTimeout), so
-// a slow or hostile client cannot hold a connection for ever; and Go's
-// profiles, with PPROF_ADDR set, are served there and not on ADDR.
-func TestHTTPServerLimits(t *testing.T) {
-	pprofAddr := freeAddr(t)
-	base := startErrand(t, map[string]string{"PPROF_ADDR": pprofAddr})
-
-	t.Run("oversized header", func(t *testing.T) {
-		req, err := http.NewRequest("GET", base+"/health", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("X-Padding", strings.Repeat("a", 100<<10))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-			t.Errorf("100 KB header: status %d, want 431", resp.StatusCode)
-		}
-	})
-
-	t.Run("headers never finished", func(t *testing.T) {
-		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if _, err := io.WriteString(conn, "GET /health HTTP/1.1\r\nHost: errand\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-		_, err = io.ReadAll(conn) // returns when the server closes the connection
-		if err != nil {
-			t.Fatalf("server did not close a connection whose headers never ended: %v", err)
-		}
-		if took := time.Since(start); took < 4*time.Second {
-			t.Errorf("connection closed after %v, want it kept for the 5 s header timeout first", took)
-		}
-	})
-
-	t.Run("pprof on its own address", func(t *testing.T) {
-		if code := apiCall(t, "GET", "http://"+pprofAddr+"/debug/pprof/cmdline", "", nil); code != http.StatusOK {
-			t.Errorf("GET /debug/pprof/cmdline on PPROF_ADDR: %d, want 200", code)
-		}
-		var body errorBody
-		if code := apiCall(t, "GET", base+"/debug/pprof/cmdline", "", &body); code != http.StatusNotFound || body.Error != "not_found" {
-			t.Errorf("GET /debug/pprof/cmdline on ADDR: %d %+v, want a JSON 404", code, body)
-		}
-	})
+func TestHandlersMuxErrors(t *testing.T) {
+	tests := []struct {
+		method, path string
+		wantStatus   int
+		wantCode     string
+		wantAllow    string
+	}{
+		{method: "GET", path: "/nope", wantStatus: 404, wantCode: "not_found"},
+		{method: "GET", path: "/api/item", wantStatus: 404, wantCode: "not_found"},
+		{method: "GET", path: "/api/async/status/", wantStatus: 404, wantCode: "not_found"},
+		{method: "PATCH", path: "/api/items", wantStatus: 405, wantCode: "method_not_allowed", wantAllow: "GET, HEAD, POST"},
+		{method: "PATCH", path: "/api/items/507f1f77bcf86cd799439011", wantStatus: 405, wantCode: "method_not_allowed", wantAllow: "DELETE, GET, HEAD, PUT"},
+		{method: "GET", path: "/api/async/process", wantStatus: 405, wantCode: "method_not_allowed", wantAllow: "POST"},
+		{method: "POST", path: "/health", wantStatus: 405, wantCode: "method_not_allowed", wantAllow: "GET, HEAD"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			f := newHandlerFixture(t)
+			rec := f.serve(t, tc.method, tc.path, "", nil)
+			checkErrorAnswer(t, rec, tc.wantStatus, tc.wantCode, "")
+			if got := rec.Header().Get("Allow"); got != tc.wantAllow {
+				t.Errorf("Allow: got %q, want %q", got, tc.wantAllow)
+			}
+		})
+	}
 }
 
-// slowWriter is an output whose every write takes a while, as a slow
-// terminal or a full pipe does.
-type slowWriter struct{ lockedBuffer }
-
-func (w *slowWriter) Write(p []byte) (int, error) {
-	time.Sleep(20 * time.Millisecond)
-	return w.lockedBuffer.Write(p)
+func TestHandlersWorkerOnly(t *testing.T) {
+	f := newHandlerFixture(t, func(d *apiParts) { d.serveAPI = false })
+	var h healthResponse
+	decodeAnswer(t, f.serve(t, "GET", "/health", "", nil), http.StatusOK, &h)
+	if h.Status != "healthy" {
+		t.Errorf("health status: got %q, want healthy", h.Status)
+	}
+	for _, r := range []struct{ method, path, body string }{
+		{"GET", "/api/items", ""},
+		{"POST", "/api/items", `{"name": "x"}`},
+		{"POST", "/api/async/process", `{"data": "d"}`},
+		{"GET", "/api/async/status/6d1f1c2e-0000-4000-8000-000000000000", ""},
+		{"POST", "/api/send-welcome-email?user_email=john@example.com&user_name=John", ""},
+	} {
+		t.Run(r.method+" "+r.path, func(t *testing.T) {
+			checkErrorAnswer(t, f.serve(t, r.method, r.path, r.body, nil), http.StatusNotFound, "not_found", "")
+		})
+	}
+	if ready, _ := f.broker.depth(); ready != 0 {
+		t.Errorf("messages queued by a worker-only server: got %d, want 0", ready)
+	}
 }
 
-// TestRunTunesGCAndFlushesItsLog: with GOGC unset errand runs the
-// collector at 300 %, and with GOGC set it leaves the collector to the
-// runtime; and every log line, the last included, is written by the time
-// run returns, although lines share writes in between and the output is
-// slow.
-func TestRunTunesGCAndFlushesItsLog(t *testing.T) {
-	before := debug.SetGCPercent(100)
-	t.Cleanup(func() { debug.SetGCPercent(before) })
-	for _, tc := range []struct {
-		gogc string
-		want int
-	}{{"", 300}, {"50", 100}} {
-		debug.SetGCPercent(100)
-		addr := freeAddr(t)
-		env := map[string]string{"ADDR": addr, "GOGC": tc.gogc}
-		var out slowWriter
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- run(ctx, []string{"errand"}, func(k string) string { return env[k] }, &out, &out) }()
-		waitForHTTP(t, "http://"+addr+"/health", done)
-		if got := debug.SetGCPercent(100); got != tc.want {
-			t.Errorf("GOGC=%q: collector at %d %%, want %d %%", tc.gogc, got, tc.want)
+// TestHandlersOverHTTP sends the guide's curl requests through a real
+// connection, where bodies, lengths and headers are what a client sends.
+func TestHandlersOverHTTP(t *testing.T) {
+	f := newHandlerFixture(t)
+	srv := httptest.NewServer(f.server)
+	t.Cleanup(srv.Close)
+
+	send := func(t *testing.T, method, path, contentType, body string, header map[string]string) (*http.Response, []byte) {
+		t.Helper()
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
 		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatalf("run returned %v, want nil", err)
+		req, err := http.NewRequest(method, srv.URL+path, rd)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if logged := out.String(); !strings.Contains(logged, `"msg":"errand stopped"`) {
-			t.Fatalf("GOGC=%q: the last log line is missing once run returned; got:\n%s", tc.gogc, logged)
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
 		}
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("read answer: %v", err)
+		}
+		return resp, raw
+	}
+
+	tests := []struct {
+		name, method, path, contentType, body string
+		header                                map[string]string
+		wantStatus                            int
+	}{
+		{name: "create the guide's item", method: "POST", path: "/api/items", contentType: "application/json",
+			body: `{"name": "Test Item", "description": "My first item", "metadata": {"category": "test"}}`, wantStatus: 201},
+		{name: "curl -d without a type", method: "POST", path: "/api/async/process", contentType: "application/x-www-form-urlencoded",
+			body: `{"data": "heavy processing task", "iterations": 100, "priority": "high"}`, wantStatus: 202},
+		{name: "the guide's welcome e-mail", method: "POST", path: "/api/send-welcome-email?user_email=john@example.com&user_name=John",
+			contentType: "application/json", wantStatus: 202},
+		{name: "body over MaxBodyBytes", method: "POST", path: "/api/items", contentType: "application/json",
+			body: `{"name": "` + strings.Repeat("n", 2*handlerMaxBody) + `"}`, wantStatus: 413},
+		{name: "request id echoed", method: "GET", path: "/health", header: map[string]string{"X-Request-ID": "trace-42"}, wantStatus: 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, raw := send(t, tc.method, tc.path, tc.contentType, tc.body, tc.header)
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status: got %d, want %d (body %s)", resp.StatusCode, tc.wantStatus, raw)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type: got %q, want application/json", ct)
+			}
+			if !json.Valid(raw) {
+				t.Errorf("body %s is not JSON", raw)
+			}
+			if want := tc.header["X-Request-ID"]; want != "" && resp.Header.Get("X-Request-ID") != want {
+				t.Errorf("X-Request-ID: got %q, want %q", resp.Header.Get("X-Request-ID"), want)
+			}
+		})
 	}
 }

@@ -127,7 +127,7 @@ func TestWelcomeEmailThroughSMTP(t *testing.T) {
 	base := startErrand(t, env)
 
 	var acc taskAccepted
-	if code := apiCall(t, "POST", base+"/api/send-welcome-email?user_email=john@example.com&user_name=John", "", &acc); code != http.StatusAccepted {
+	if code := apiCall(t, "POST", base+"/api/send-welcome-email?user_email=john@example.com&user_name=John", "", nil, &acc).StatusCode; code != http.StatusAccepted {
 		t.Fatalf("POST /api/send-welcome-email: status %d, want 202", code)
 	}
 	st := waitForStatus(t, base, acc.TaskID, stateSuccess, 30*time.Second)

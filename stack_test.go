@@ -34,6 +34,7 @@ import (
 // document (checked here and by scripts/tally, the users' audit), every
 // worker must have run tasks, and nginx must have kept answering.
 func TestStackScaleOut(t *testing.T) {
+	needsServices(t)
 	requireNginx(t)
 	const (
 		tasksTotal   = 10_000
@@ -238,7 +239,7 @@ func TestStackScaleOut(t *testing.T) {
 	}
 	assertStackResults(t, state, ids)
 	tallyStack(t, env, dir, ids)
-	if code := apiCall(t, "GET", nginx+"/health", "", nil); code != http.StatusOK {
+	if code := apiCall(t, "GET", nginx+"/health", "", nil, nil).StatusCode; code != http.StatusOK {
 		t.Errorf("GET /health through nginx after the kills: %d, want 200", code)
 	}
 }
@@ -298,7 +299,7 @@ func waitAllSucceeded(t *testing.T, base string, ids map[string]submitOutcome, t
 	for len(waiting) > 0 && time.Now().Before(deadline) {
 		for id := range waiting {
 			var st taskStatus
-			code := apiCall(t, "GET", base+"/api/async/status/"+id, "", &st)
+			code := apiCall(t, "GET", base+"/api/async/status/"+id, "", nil, &st).StatusCode
 			switch {
 			case code == http.StatusOK && st.Status == stateSuccess:
 				delete(waiting, id)

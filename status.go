@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"time"
 
 	"errand/tasks"
@@ -55,13 +54,9 @@ type taskStatus struct {
 
 func (s taskStatus) final() bool { return stateRank(s.Status) == 2 }
 
-// errStatusNotFound is returned by status lookups for ids no store knows.
-var errStatusNotFound = errors.New("task status not found")
-
 // statusStore keeps live task state. Writes never move a task's state
-// backwards; see stateRank.
-//
-// It has two implementations: redisStatusStore and memoryStatusStore.
+// backwards; see stateRank. Its implementations are redisStatusStore and
+// memoryStatusStore.
 type statusStore interface {
 	// put records s unless the stored state ranks above it. A zero ttl
 	// keeps the entry without expiry.
@@ -70,17 +65,11 @@ type statusStore interface {
 	// deletePending removes the entry only while it is still PENDING; it
 	// undoes the API's write when a publish fails.
 	deletePending(ctx context.Context, taskID string) error
-	// reserveKey stores value under an idempotency key unless the key holds
-	// a value already, which it returns ("" when value was stored).
-	reserveKey(ctx context.Context, key, value string, ttl time.Duration) (existing string, err error)
-	// swapKey replaces the key's value with value if it still holds old
-	// (an empty value deletes it), keeping its expiry, and reports whether
-	// it did.
-	swapKey(ctx context.Context, key, old, value string) (bool, error)
-	// getKey returns the key's value, "" when it has none.
-	getKey(ctx context.Context, key string) (string, error)
-	ping(ctx context.Context) error
 }
+
+// statusOpTimeout bounds each status write and read, so a slow or missing
+// Redis delays a submit or a task by at most this much per operation.
+const statusOpTimeout = 2 * time.Second
 
 func encodeStatus(s taskStatus) ([]byte, error) { return json.Marshal(s) }
 

@@ -11,38 +11,44 @@ import (
 type memoryStatusStore struct {
 	mu      sync.Mutex
 	entries map[string]memoryStatus
-	keys    map[string]memoryKey
 	now     func() time.Time
-	writes  int // since the last sweep
+	writes  writesSinceSweep
 }
 
-// sweepEvery is how many writes pass between sweeps of expired entries;
-// lookups drop expired entries too, but only the ones they touch.
+// sweepEvery is how many writes pass between sweeps of a memory store's
+// expired entries; lookups drop expired entries too, but only the ones
+// they touch.
 const sweepEvery = 4096
 
-// sweep drops expired statuses and idempotency keys. The caller holds s.mu.
-func (s *memoryStatusStore) sweep() {
-	s.writes++
-	if s.writes < sweepEvery {
-		return
+// writesSinceSweep counts a memory store's writes between sweeps.
+type writesSinceSweep int
+
+// sweepDue counts one write and reports whether it is time to sweep.
+func (n *writesSinceSweep) sweepDue() bool {
+	*n++
+	if *n < sweepEvery {
+		return false
 	}
-	s.writes = 0
-	now := s.now()
-	for id, e := range s.entries {
-		if !e.expires.IsZero() && !now.Before(e.expires) {
-			delete(s.entries, id)
-		}
-	}
-	for k, v := range s.keys {
-		if !now.Before(v.expires) {
-			delete(s.keys, k)
+	*n = 0
+	return true
+}
+
+// deleteExpired drops the entries of m whose expiry is due by now; a zero
+// expiry never is.
+func deleteExpired[K comparable, V any](m map[K]V, now time.Time, expiry func(V) time.Time) {
+	for k, v := range m {
+		if e := expiry(v); !e.IsZero() && !now.Before(e) {
+			delete(m, k)
 		}
 	}
 }
 
-type memoryKey struct {
-	value   string
-	expires time.Time
+// sweep drops expired statuses every sweepEvery writes. The caller holds
+// s.mu.
+func (s *memoryStatusStore) sweep() {
+	if s.writes.sweepDue() {
+		deleteExpired(s.entries, s.now(), func(e memoryStatus) time.Time { return e.expires })
+	}
 }
 
 type memoryStatus struct {
@@ -51,7 +57,7 @@ type memoryStatus struct {
 }
 
 func newMemoryStatusStore() *memoryStatusStore {
-	return &memoryStatusStore{entries: map[string]memoryStatus{}, keys: map[string]memoryKey{}, now: time.Now}
+	return &memoryStatusStore{entries: map[string]memoryStatus{}, now: time.Now}
 }
 
 // lookup returns the live entry for taskID, dropping it if it expired.
@@ -97,42 +103,6 @@ func (s *memoryStatusStore) deletePending(_ context.Context, taskID string) erro
 		delete(s.entries, taskID)
 	}
 	return nil
-}
-
-func (s *memoryStatusStore) reserveKey(_ context.Context, key, value string, ttl time.Duration) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sweep()
-	now := s.now()
-	if k, ok := s.keys[key]; ok && now.Before(k.expires) {
-		return k.value, nil
-	}
-	s.keys[key] = memoryKey{value: value, expires: now.Add(ttl)}
-	return "", nil
-}
-
-func (s *memoryStatusStore) swapKey(_ context.Context, key, old, value string) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k, ok := s.keys[key]
-	if !ok || !s.now().Before(k.expires) || k.value != old {
-		return false, nil
-	}
-	if value == "" {
-		delete(s.keys, key)
-	} else {
-		s.keys[key] = memoryKey{value: value, expires: k.expires}
-	}
-	return true, nil
-}
-
-func (s *memoryStatusStore) getKey(_ context.Context, key string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if k, ok := s.keys[key]; ok && s.now().Before(k.expires) {
-		return k.value, nil
-	}
-	return "", nil
 }
 
 func (s *memoryStatusStore) ping(context.Context) error { return nil }

@@ -91,7 +91,7 @@ func (s *redisStatusStore) put(ctx context.Context, st taskStatus, ttl time.Dura
 // forgets its scripts when it restarts; the script is then loaded again
 // and the batch rerun, which is harmless: a write never lowers a rank.
 func (s *redisStatusStore) writeStatuses(ctx context.Context, batch []statusWrite) []batchOutcome[struct{}] {
-	ctx, cancel := context.WithTimeout(ctx, storeOpTimeout)
+	ctx, cancel := context.WithTimeout(ctx, statusOpTimeout)
 	defer cancel()
 	cmds, err := s.pipelinePuts(ctx, batch)
 	out := make([]batchOutcome[struct{}], len(batch))
@@ -123,7 +123,7 @@ func (s *redisStatusStore) pipelinePuts(ctx context.Context, batch []statusWrite
 
 // readStatuses reads a batch of status documents in one pipeline.
 func (s *redisStatusStore) readStatuses(ctx context.Context, keys []string) []batchOutcome[[]byte] {
-	ctx, cancel := context.WithTimeout(ctx, storeOpTimeout)
+	ctx, cancel := context.WithTimeout(ctx, statusOpTimeout)
 	defer cancel()
 	pipe := s.client.Pipeline()
 	cmds := make([]*redis.StringCmd, len(keys))
@@ -158,52 +158,6 @@ func (s *redisStatusStore) deletePending(ctx context.Context, taskID string) err
 		return fmt.Errorf("redis: delete pending status of %s: %w", taskID, err)
 	}
 	return nil
-}
-
-var swapKeyScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-if ARGV[2] == '' then
-  return redis.call('DEL', KEYS[1])
-end
-redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-return 1
-`)
-
-func (s *redisStatusStore) idempotencyKey(key string) string { return s.prefix + "idem:" + key }
-
-func (s *redisStatusStore) reserveKey(ctx context.Context, key, value string, ttl time.Duration) (string, error) {
-	// SET NX GET stores value only when the key is free and returns the
-	// old value otherwise, in one atomic step, so concurrent requests on
-	// different API processes agree on one task.
-	old, err := s.client.SetArgs(ctx, s.idempotencyKey(key), value, redis.SetArgs{Mode: "NX", Get: true, TTL: ttl}).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("redis: reserve idempotency key: %w", err)
-	}
-	return old, nil
-}
-
-func (s *redisStatusStore) swapKey(ctx context.Context, key, old, value string) (bool, error) {
-	n, err := swapKeyScript.Run(ctx, s.client, []string{s.idempotencyKey(key)}, old, value).Int()
-	if err != nil {
-		return false, fmt.Errorf("redis: swap idempotency key: %w", err)
-	}
-	return n == 1, nil
-}
-
-func (s *redisStatusStore) getKey(ctx context.Context, key string) (string, error) {
-	v, err := s.client.Get(ctx, s.idempotencyKey(key)).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("redis: get idempotency key: %w", err)
-	}
-	return v, nil
 }
 
 func (s *redisStatusStore) ping(ctx context.Context) error {

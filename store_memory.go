@@ -29,7 +29,7 @@ func (s *memoryStore) ping(context.Context) error { return nil }
 func (s *memoryStore) createItem(_ context.Context, it item) (item, error) {
 	oid := bson.NewObjectID()
 	it.ID = oid.Hex()
-	it.CreatedAt, it.UpdatedAt = itemTime(it.CreatedAt), itemTime(it.UpdatedAt)
+	it.CreatedAt, it.UpdatedAt = mongoTime(it.CreatedAt), mongoTime(it.UpdatedAt)
 	if it.Metadata == nil {
 		it.Metadata = map[string]any{}
 	}
@@ -97,7 +97,7 @@ func (s *memoryStore) updateItem(_ context.Context, id string, u itemUpdate, now
 	if u.Metadata != nil {
 		it.Metadata = u.Metadata
 	}
-	it.UpdatedAt = itemTime(now)
+	it.UpdatedAt = mongoTime(now)
 	s.items[oid] = it
 	return it, nil
 }
@@ -122,7 +122,7 @@ func (s *memoryStore) saveResult(_ context.Context, r taskRecord) (taskRecord, e
 	if saved, ok := s.results[r.TaskID]; ok {
 		return saved, nil
 	}
-	r.CompletedAt = itemTime(r.CompletedAt)
+	r.CompletedAt = mongoTime(r.CompletedAt)
 	s.results[r.TaskID] = r
 	return r, nil
 }

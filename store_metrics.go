@@ -21,7 +21,8 @@ type storeObserver struct {
 // Operation names, for creating their error series up front (see
 // metrics.initSeries for why).
 var (
-	statusOps   = []string{"put_status", "get_status", "delete_pending", "reserve_key", "swap_key", "get_key"}
+	statusOps   = []string{"put_status", "get_status", "delete_pending"}
+	keyOps      = []string{"reserve_key", "swap_key", "get_key"}
 	documentOps = []string{"create_item", "list_items", "get_item", "update_item", "delete_item", "save_result", "get_result", "list_results"}
 )
 
@@ -32,26 +33,36 @@ func newStoreObserver(store string, m *metrics, tracer trace.Tracer, ops ...stri
 	return storeObserver{store: store, m: m, tracer: tracer}
 }
 
-// start begins one operation; the returned function ends it with its
-// error. Errors listed in notFound are answers, not failures.
-func (o storeObserver) start(ctx context.Context, op string) (context.Context, func(err error, notFound ...error)) {
+// observe runs call as one store operation named op: a client span
+// around it, its latency recorded and, on failure, an error counted.
+// Errors listed in answers (not found, say) are answers, not failures.
+func observe[T any](ctx context.Context, o storeObserver, op string, call func(context.Context) (T, error), answers ...error) (T, error) {
 	begin := time.Now()
 	ctx, span := o.tracer.Start(ctx, o.store+" "+op, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("db.system.name", o.store), attribute.String("db.operation.name", op)))
-	return ctx, func(err error, notFound ...error) {
-		defer span.End()
-		o.m.storeDuration.WithLabelValues(o.store, op).Observe(time.Since(begin).Seconds())
-		if err == nil {
-			return
-		}
-		for _, nf := range notFound {
-			if errors.Is(err, nf) {
-				return
-			}
-		}
+	defer span.End()
+	out, err := call(ctx)
+	o.m.storeDuration.WithLabelValues(o.store, op).Observe(time.Since(begin).Seconds())
+	if err != nil && !isAnyOf(err, answers) {
 		span.SetStatus(codes.Error, err.Error())
 		o.m.storeErrors.WithLabelValues(o.store, op).Inc()
 	}
+	return out, err
+}
+
+// observeErr is observe for an operation that returns only an error.
+func observeErr(ctx context.Context, o storeObserver, op string, call func(context.Context) error, answers ...error) error {
+	_, err := observe(ctx, o, op, func(ctx context.Context) (struct{}, error) { return struct{}{}, call(ctx) }, answers...)
+	return err
+}
+
+func isAnyOf(err error, targets []error) bool {
+	for _, target := range targets {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // measuredStatusStore times and traces every status store operation.
@@ -61,113 +72,77 @@ type measuredStatusStore struct {
 }
 
 func (s measuredStatusStore) put(ctx context.Context, st taskStatus, ttl time.Duration) error {
-	ctx, end := s.obs.start(ctx, "put_status")
-	err := s.next.put(ctx, st, ttl)
-	end(err)
-	return err
+	return observeErr(ctx, s.obs, "put_status", func(ctx context.Context) error { return s.next.put(ctx, st, ttl) })
 }
 
 func (s measuredStatusStore) get(ctx context.Context, taskID string) (taskStatus, error) {
-	ctx, end := s.obs.start(ctx, "get_status")
-	st, err := s.next.get(ctx, taskID)
-	end(err, errStatusNotFound)
-	return st, err
+	return observe(ctx, s.obs, "get_status", func(ctx context.Context) (taskStatus, error) { return s.next.get(ctx, taskID) }, errStatusNotFound)
 }
 
 func (s measuredStatusStore) deletePending(ctx context.Context, taskID string) error {
-	ctx, end := s.obs.start(ctx, "delete_pending")
-	err := s.next.deletePending(ctx, taskID)
-	end(err)
-	return err
+	return observeErr(ctx, s.obs, "delete_pending", func(ctx context.Context) error { return s.next.deletePending(ctx, taskID) })
 }
 
-func (s measuredStatusStore) reserveKey(ctx context.Context, key, value string, ttl time.Duration) (string, error) {
-	ctx, end := s.obs.start(ctx, "reserve_key")
-	out, err := s.next.reserveKey(ctx, key, value, ttl)
-	end(err)
-	return out, err
+// measuredKeyStore times and traces every idempotency key operation.
+type measuredKeyStore struct {
+	next keyStore
+	obs  storeObserver
 }
 
-func (s measuredStatusStore) swapKey(ctx context.Context, key, old, value string) (bool, error) {
-	ctx, end := s.obs.start(ctx, "swap_key")
-	ok, err := s.next.swapKey(ctx, key, old, value)
-	end(err)
-	return ok, err
+func (s measuredKeyStore) reserveKey(ctx context.Context, key, value string, ttl time.Duration) (string, error) {
+	return observe(ctx, s.obs, "reserve_key", func(ctx context.Context) (string, error) { return s.next.reserveKey(ctx, key, value, ttl) })
 }
 
-func (s measuredStatusStore) getKey(ctx context.Context, key string) (string, error) {
-	ctx, end := s.obs.start(ctx, "get_key")
-	v, err := s.next.getKey(ctx, key)
-	end(err)
-	return v, err
+func (s measuredKeyStore) swapKey(ctx context.Context, key, old, value string) (bool, error) {
+	return observe(ctx, s.obs, "swap_key", func(ctx context.Context) (bool, error) { return s.next.swapKey(ctx, key, old, value) })
 }
 
-func (s measuredStatusStore) ping(ctx context.Context) error { return s.next.ping(ctx) }
+func (s measuredKeyStore) getKey(ctx context.Context, key string) (string, error) {
+	return observe(ctx, s.obs, "get_key", func(ctx context.Context) (string, error) { return s.next.getKey(ctx, key) })
+}
+
+// documentStore is what mongoStore and memoryStore both are: the items
+// collection and the result store.
+type documentStore interface {
+	itemStore
+	resultStore
+}
 
 // measuredDocumentStore times and traces every item and result store
 // operation.
 type measuredDocumentStore struct {
-	next interface {
-		itemStore
-		resultStore
-	}
-	obs storeObserver
+	next documentStore
+	obs  storeObserver
 }
 
 func (s measuredDocumentStore) createItem(ctx context.Context, it item) (item, error) {
-	ctx, end := s.obs.start(ctx, "create_item")
-	out, err := s.next.createItem(ctx, it)
-	end(err)
-	return out, err
+	return observe(ctx, s.obs, "create_item", func(ctx context.Context) (item, error) { return s.next.createItem(ctx, it) })
 }
 
 func (s measuredDocumentStore) listItems(ctx context.Context, skip, limit int) ([]item, error) {
-	ctx, end := s.obs.start(ctx, "list_items")
-	out, err := s.next.listItems(ctx, skip, limit)
-	end(err)
-	return out, err
+	return observe(ctx, s.obs, "list_items", func(ctx context.Context) ([]item, error) { return s.next.listItems(ctx, skip, limit) })
 }
 
 func (s measuredDocumentStore) getItem(ctx context.Context, id string) (item, error) {
-	ctx, end := s.obs.start(ctx, "get_item")
-	out, err := s.next.getItem(ctx, id)
-	end(err, errNotFound, errInvalidID)
-	return out, err
+	return observe(ctx, s.obs, "get_item", func(ctx context.Context) (item, error) { return s.next.getItem(ctx, id) }, errNotFound, errInvalidID)
 }
 
 func (s measuredDocumentStore) updateItem(ctx context.Context, id string, u itemUpdate, now time.Time) (item, error) {
-	ctx, end := s.obs.start(ctx, "update_item")
-	out, err := s.next.updateItem(ctx, id, u, now)
-	end(err, errNotFound, errInvalidID)
-	return out, err
+	return observe(ctx, s.obs, "update_item", func(ctx context.Context) (item, error) { return s.next.updateItem(ctx, id, u, now) }, errNotFound, errInvalidID)
 }
 
 func (s measuredDocumentStore) deleteItem(ctx context.Context, id string) error {
-	ctx, end := s.obs.start(ctx, "delete_item")
-	err := s.next.deleteItem(ctx, id)
-	end(err, errNotFound, errInvalidID)
-	return err
+	return observeErr(ctx, s.obs, "delete_item", func(ctx context.Context) error { return s.next.deleteItem(ctx, id) }, errNotFound, errInvalidID)
 }
 
 func (s measuredDocumentStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, error) {
-	ctx, end := s.obs.start(ctx, "save_result")
-	out, err := s.next.saveResult(ctx, r)
-	end(err)
-	return out, err
+	return observe(ctx, s.obs, "save_result", func(ctx context.Context) (taskRecord, error) { return s.next.saveResult(ctx, r) })
 }
 
 func (s measuredDocumentStore) getResult(ctx context.Context, taskID string) (taskRecord, error) {
-	ctx, end := s.obs.start(ctx, "get_result")
-	out, err := s.next.getResult(ctx, taskID)
-	end(err, errNotFound)
-	return out, err
+	return observe(ctx, s.obs, "get_result", func(ctx context.Context) (taskRecord, error) { return s.next.getResult(ctx, taskID) }, errNotFound)
 }
 
 func (s measuredDocumentStore) listResults(ctx context.Context, f resultFilter, skip, limit int) ([]taskRecord, error) {
-	ctx, end := s.obs.start(ctx, "list_results")
-	out, err := s.next.listResults(ctx, f, skip, limit)
-	end(err)
-	return out, err
+	return observe(ctx, s.obs, "list_results", func(ctx context.Context) ([]taskRecord, error) { return s.next.listResults(ctx, f, skip, limit) })
 }
-
-func (s measuredDocumentStore) ping(ctx context.Context) error { return s.next.ping(ctx) }

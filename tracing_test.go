@@ -152,20 +152,10 @@ func keys[V any](m map[string]V) []string {
 func TestTraceContextPassesThroughWithTracingOff(t *testing.T) {
 	base := startErrand(t, map[string]string{"HEAVY_TASK_DELAY": "0s"})
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-	req, err := http.NewRequest("POST", base+"/api/async/process", strings.NewReader(`{"data": "traced", "iterations": 1}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	traceparent := map[string]string{"traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}
 	var acc taskAccepted
-	if err := json.NewDecoder(resp.Body).Decode(&acc); err != nil || resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("submit: status %d, decode error %v", resp.StatusCode, err)
+	if code := apiCall(t, "POST", base+"/api/async/process", `{"data": "traced", "iterations": 1}`, traceparent, &acc).StatusCode; code != http.StatusAccepted {
+		t.Fatalf("submit: status %d", code)
 	}
 	st := waitForStatus(t, base, acc.TaskID, stateSuccess, 10*time.Second)
 	if st.TraceID != traceID {

@@ -37,7 +37,7 @@ var isoPattern = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
 func walkthrough(t *testing.T, base, backends string) {
 	// Step 5: health.
 	var h healthResponse
-	if code := apiCall(t, "GET", base+"/health", "", &h); code != http.StatusOK {
+	if code := apiCall(t, "GET", base+"/health", "", nil, &h).StatusCode; code != http.StatusOK {
 		t.Fatalf("GET /health: status %d, want 200 (%+v)", code, h)
 	}
 	want := map[string]string{"mongodb": "connected", "redis": "connected", "rabbitmq": "connected"}
@@ -52,7 +52,7 @@ func walkthrough(t *testing.T, base, backends string) {
 
 	// Step 6: an item.
 	var created itemResponse
-	code := apiCall(t, "POST", base+"/api/items", `{"name": "Test Item", "description": "My first item", "metadata": {"category": "test"}}`, &created)
+	code := apiCall(t, "POST", base+"/api/items", `{"name": "Test Item", "description": "My first item", "metadata": {"category": "test"}}`, nil, &created).StatusCode
 	if code != http.StatusCreated {
 		t.Fatalf("POST /api/items: status %d, want 201", code)
 	}
@@ -61,13 +61,13 @@ func walkthrough(t *testing.T, base, backends string) {
 		t.Errorf("created item = %+v, want the guide's shape", created)
 	}
 	var fetched itemResponse
-	if code := apiCall(t, "GET", base+"/api/items/"+created.ID, "", &fetched); code != http.StatusOK || fetched.ID != created.ID || fetched.CreatedAt != created.CreatedAt {
+	if code := apiCall(t, "GET", base+"/api/items/"+created.ID, "", nil, &fetched).StatusCode; code != http.StatusOK || fetched.ID != created.ID || fetched.CreatedAt != created.CreatedAt {
 		t.Errorf("GET item: status %d, %+v; want 200 and %+v", code, fetched, created)
 	}
 
 	// Step 7: a heavy task.
 	var acc taskAccepted
-	code = apiCall(t, "POST", base+"/api/async/process", `{"data": "heavy processing task", "iterations": 5, "priority": "high"}`, &acc)
+	code = apiCall(t, "POST", base+"/api/async/process", `{"data": "heavy processing task", "iterations": 5, "priority": "high"}`, nil, &acc).StatusCode
 	if code != http.StatusAccepted || acc.Status != "PENDING" || acc.Message == "" || len(acc.TaskID) != 36 {
 		t.Fatalf("POST /api/async/process: status %d, %+v; want 202 PENDING with a task id", code, acc)
 	}
@@ -77,7 +77,7 @@ func walkthrough(t *testing.T, base, backends string) {
 	sawProgress := false
 	var st taskStatus
 	for time.Now().Before(deadline) {
-		if code := apiCall(t, "GET", base+"/api/async/status/"+acc.TaskID, "", &st); code != http.StatusOK {
+		if code := apiCall(t, "GET", base+"/api/async/status/"+acc.TaskID, "", nil, &st).StatusCode; code != http.StatusOK {
 			t.Fatalf("GET status: %d, want 200", code)
 		}
 		if st.Status == stateProgress && st.Progress != nil && st.Progress.Total == 5 {
@@ -105,7 +105,7 @@ func walkthrough(t *testing.T, base, backends string) {
 	}
 
 	// Part 5 Step 4: the welcome e-mail, with the guide's query string.
-	code = apiCall(t, "POST", base+"/api/send-welcome-email?user_email=john@example.com&user_name=John", "", &acc)
+	code = apiCall(t, "POST", base+"/api/send-welcome-email?user_email=john@example.com&user_name=John", "", nil, &acc).StatusCode
 	if code != http.StatusAccepted || acc.Status != "PENDING" || acc.Message != "Email queued for john@example.com. Check /api/async/status/"+acc.TaskID {
 		t.Fatalf("POST /api/send-welcome-email: status %d, %+v", code, acc)
 	}
@@ -116,22 +116,22 @@ func walkthrough(t *testing.T, base, backends string) {
 
 	// The item's update and delete close the loop.
 	var updated itemResponse
-	if code := apiCall(t, "PUT", base+"/api/items/"+created.ID, `{"name": "Renamed"}`, &updated); code != http.StatusOK ||
+	if code := apiCall(t, "PUT", base+"/api/items/"+created.ID, `{"name": "Renamed"}`, nil, &updated).StatusCode; code != http.StatusOK ||
 		updated.Name != "Renamed" || *updated.Description != "My first item" || updated.CreatedAt != created.CreatedAt {
 		t.Errorf("PUT item: status %d, %+v", code, updated)
 	}
 	var list []itemResponse
-	if code := apiCall(t, "GET", base+"/api/items", "", &list); code != http.StatusOK || len(list) != 1 || list[0].Name != "Renamed" {
+	if code := apiCall(t, "GET", base+"/api/items", "", nil, &list).StatusCode; code != http.StatusOK || len(list) != 1 || list[0].Name != "Renamed" {
 		t.Errorf("GET /api/items: status %d, %+v; want the one renamed item", code, list)
 	}
 	var msg map[string]string
-	if code := apiCall(t, "DELETE", base+"/api/items/"+created.ID, "", &msg); code != http.StatusOK || msg["id"] != created.ID {
+	if code := apiCall(t, "DELETE", base+"/api/items/"+created.ID, "", nil, &msg).StatusCode; code != http.StatusOK || msg["id"] != created.ID {
 		t.Errorf("DELETE item: status %d, %v", code, msg)
 	}
-	if code := apiCall(t, "GET", base+"/api/items/"+created.ID, "", nil); code != http.StatusNotFound {
+	if code := apiCall(t, "GET", base+"/api/items/"+created.ID, "", nil, nil).StatusCode; code != http.StatusNotFound {
 		t.Errorf("GET deleted item: status %d, want 404", code)
 	}
-	if code := apiCall(t, "GET", base+"/api/async/status/6d1f1c2e-0000-4000-8000-000000000000", "", nil); code != http.StatusNotFound {
+	if code := apiCall(t, "GET", base+"/api/async/status/6d1f1c2e-0000-4000-8000-000000000000", "", nil, nil).StatusCode; code != http.StatusNotFound {
 		t.Errorf("GET status of an unknown task: %d, want 404", code)
 	}
 }

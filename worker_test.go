@@ -2,66 +2,185 @@ package main
 
 import (
 	"context"
-	"sync"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"syscall"
 	"testing"
 	"time"
 
 	"errand/tasks"
 )
 
-// progressLog records what a progressWriter wrote.
-type progressLog struct {
-	mu     sync.Mutex
-	writes []int
+// TestWorkerKilledMidBacklog SIGKILLs a worker process while it runs tasks
+// from a backlog, starts another, and checks that every accepted task ends
+// SUCCESS with exactly one result document.
+func TestWorkerKilledMidBacklog(t *testing.T) {
+	env := realStack(t)
+	env["HEAVY_TASK_DELAY"] = "40ms"
+	api := startErrand(t, withEnv(env, "ROLE", "api"))
+	workerEnv := withEnv(withEnv(env, "ROLE", "worker"), "WORKERS", "3")
+	first := startChild(t, workerEnv)
+
+	const n = 24
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = submitTask(t, api, fmt.Sprintf(`{"data": "task %d", "iterations": 5}`, i))
+	}
+	// Kill the worker once it is busy with some tasks and has finished others.
+	waitFor(t, 30*time.Second, "a task in progress", func() bool {
+		return countStatuses(t, api, ids)[stateProgress] > 0
+	})
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.wait(t, 10*time.Second)
+	killedAt := countStatuses(t, api, ids)
+	t.Logf("statuses when the worker was killed: %v", killedAt)
+
+	startChild(t, workerEnv)
+	for _, id := range ids {
+		waitForStatus(t, api, id, stateSuccess, 60*time.Second)
+	}
+	assertOneResultEach(t, env, ids)
 }
 
-func (l *progressLog) write(pr tasks.Progress) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.writes = append(l.writes, pr.Current)
+// TestGracefulShutdownFinishesInFlight sends SIGTERM to a busy worker: it
+// must finish the tasks it is running, start no new one, and exit 0; the
+// rest of the backlog waits in the queue for the next worker.
+func TestGracefulShutdownFinishesInFlight(t *testing.T) {
+	env := realStack(t)
+	env["HEAVY_TASK_DELAY"] = "50ms"
+	api := startErrand(t, withEnv(env, "ROLE", "api"))
+	workerEnv := withEnv(withEnv(withEnv(env, "ROLE", "worker"), "WORKERS", "2"), "DRAIN_TIMEOUT", "30s")
+	w := startChild(t, workerEnv)
+
+	ids := make([]string, 8)
+	for i := range ids {
+		ids[i] = submitTask(t, api, fmt.Sprintf(`{"data": "t%d", "iterations": 8}`, i))
+	}
+	waitFor(t, 30*time.Second, "two tasks in progress", func() bool { return countStatuses(t, api, ids)[stateProgress] == 2 })
+	var running []string
+	for _, id := range ids {
+		var st taskStatus
+		apiCall(t, "GET", api+"/api/async/status/"+id, "", nil, &st)
+		if st.Status == stateProgress {
+			running = append(running, id)
+		}
+	}
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.wait(t, 30*time.Second); err != nil {
+		t.Fatalf("worker exited with %v after SIGTERM, want exit 0", err)
+	}
+	counts := countStatuses(t, api, ids)
+	for _, id := range running {
+		var st taskStatus
+		apiCall(t, "GET", api+"/api/async/status/"+id, "", nil, &st)
+		if st.Status != stateSuccess {
+			t.Errorf("task %s was running at SIGTERM and is %s after the drain, want SUCCESS", id, st.Status)
+		}
+	}
+	if counts[stateProgress] != 0 {
+		t.Errorf("statuses after the drain: %v, want no task left in PROGRESS", counts)
+	}
+	if counts[stateSuccess] >= len(ids) {
+		t.Errorf("statuses after the drain: %v, want the backlog left for another worker", counts)
+	}
+	startChild(t, workerEnv)
+	for _, id := range ids {
+		waitForStatus(t, api, id, stateSuccess, 60*time.Second)
+	}
+	assertOneResultEach(t, env, ids)
 }
 
-func (l *progressLog) snapshot() []int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]int(nil), l.writes...)
+// TestShutdownRequeuesAfterDrainTimeout: tasks that outlast the drain
+// timeout are cancelled and go back to the queue, where another worker
+// completes them.
+func TestShutdownRequeuesAfterDrainTimeout(t *testing.T) {
+	env := realStack(t)
+	env["HEAVY_TASK_DELAY"] = "100ms"
+	api := startErrand(t, withEnv(env, "ROLE", "api"))
+	workerEnv := withEnv(withEnv(env, "ROLE", "worker"), "WORKERS", "2")
+	w := startChild(t, withEnv(workerEnv, "DRAIN_TIMEOUT", "200ms"))
+
+	ids := []string{
+		submitTask(t, api, `{"data": "long 1", "iterations": 30}`),
+		submitTask(t, api, `{"data": "long 2", "iterations": 30}`),
+	}
+	waitFor(t, 30*time.Second, "both tasks in progress", func() bool { return countStatuses(t, api, ids)[stateProgress] == 2 })
+	start := time.Now()
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("worker exited with %v, want 0", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("worker took %v to stop, want about the 200ms drain timeout", took)
+	}
+	startChild(t, workerEnv)
+	for _, id := range ids {
+		waitForStatus(t, api, id, stateSuccess, 60*time.Second)
+	}
+	assertOneResultEach(t, env, ids)
 }
 
-// testProgressInterval is long enough that a test's back-to-back reports
-// surely fall within one interval, even on a loaded machine.
-const testProgressInterval = 300 * time.Millisecond
-
-func TestProgressWriterKeepsTheLatestReport(t *testing.T) {
-	var got progressLog
-	w := newProgressWriter(time.Now(), testProgressInterval, got.write)
-	for i := 1; i <= 10; i++ {
-		w.report(context.Background(), tasks.Progress{Current: i, Total: 10})
-	}
-	if n := len(got.snapshot()); n != 0 {
-		t.Fatalf("reports right after the last write were written at once: %v", got.snapshot())
-	}
-	waitFor(t, 5*time.Second, "the held-back report to be written", func() bool { return len(got.snapshot()) > 0 })
-	if writes := got.snapshot(); len(writes) != 1 || writes[0] != 10 {
-		t.Fatalf("writes = %v, want only the latest report [10]", writes)
-	}
-
-	// Once the interval has passed, a report is written at once.
-	time.Sleep(testProgressInterval)
-	w.report(context.Background(), tasks.Progress{Current: 11, Total: 20})
-	if writes := got.snapshot(); len(writes) != 2 || writes[1] != 11 {
-		t.Fatalf("writes = %v, want [10 11]", writes)
-	}
-	w.stop()
+// poolStack is a worker pool with a registry of the test's own tasks and
+// an API server, both on the real servers (or the embedded backends when
+// env names none), wired as run() wires them.
+type poolStack struct {
+	base    string
+	backend *backends
+	cfg     config
 }
 
-func TestProgressWriterWritesNothingAfterStop(t *testing.T) {
-	var got progressLog
-	w := newProgressWriter(time.Now(), testProgressInterval, got.write)
-	w.report(context.Background(), tasks.Progress{Current: 1, Total: 2})
-	w.stop()
-	time.Sleep(2 * testProgressInterval)
-	w.report(context.Background(), tasks.Progress{Current: 2, Total: 2})
-	if writes := got.snapshot(); len(writes) != 0 {
-		t.Fatalf("writes after stop: %v", writes)
+func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...tasks.Definition) *poolStack {
+	t.Helper()
+	cfg, err := parseConfig([]string{"errand"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
 	}
+	log := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	m := testMetrics()
+	ctx, cancel := context.WithCancel(context.Background())
+	b, err := openBackends(ctx, cfg, log, m, disabledTracing().tracer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := tasks.NewRegistry(tasks.Config{})
+	for _, d := range defs {
+		reg.Register(d)
+	}
+	pool := newWorkerPool(b.queue, reg, b.statuses, b.results,
+		workerConfig{size: workers, resultTTL: time.Hour, drainTimeout: 5 * time.Second}, log, m, disabledTracing())
+	pool.jitter = func() float64 { return 0 }
+	done := make(chan error, 1)
+	go func() { done <- pool.run(ctx) }()
+	submitter, reader := newTaskAPI(cfg, b, log, m, disabledTracing())
+	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, submitter: submitter, reader: reader,
+		health: b.health, backends: b.mode, maxBody: 1 << 20, healthTimeout: time.Second,
+		now: time.Now, serveAPI: true, metrics: m, tracing: disabledTracing()}))
+	t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("pool.run: %v", err)
+		}
+		b.close()
+	})
+	return &poolStack{base: srv.URL, backend: b, cfg: cfg}
+}
+
+// submit queues a task of the test's own type through the publisher.
+func (s *poolStack) submit(t *testing.T, taskType string, args any) string {
+	t.Helper()
+	sub := quietSubmitter(s.backend)
+	res, err := sub.submit(context.Background(), taskType, args, "normal", "")
+	if err != nil {
+		t.Fatalf("submit %s: %v", taskType, err)
+	}
+	return res.id
 }

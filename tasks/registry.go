@@ -2,6 +2,10 @@
 // names them. A task is a function of a context, its JSON arguments and a
 // progress callback; the worker pool owns everything else (acks, retries,
 // result storage), so a task never touches the broker or the stores.
+//
+// "The guide" in these comments is the tutorial errand rebuilds, "Complete
+// Beginner's Guide to Queue-Based Microservices"; its Celery tasks are the
+// models of the built-in ones.
 package tasks
 
 import (

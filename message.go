@@ -61,10 +61,6 @@ type delivery struct {
 	reject      func(requeue bool) error
 }
 
-// errBrokerUnavailable means the broker could not take a message now; the
-// API answers 503 and the client may try again.
-var errBrokerUnavailable = errors.New("broker unavailable")
-
 func encodeTaskMessage(m taskMessage) ([]byte, error) {
 	body, err := json.Marshal(m)
 	if err != nil {

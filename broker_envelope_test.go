@@ -409,7 +409,7 @@ func TestConcurrentSubmitsRunOnceEach(t *testing.T) {
 			for i := range each {
 				var acc taskAccepted
 				body := fmt.Sprintf(`{"data":"c%d-%d","iterations":1}`, c, i)
-				if code := apiCall(t, http.MethodPost, base+"/api/async/process", body, &acc); code != http.StatusAccepted {
+				if code := apiCall(t, http.MethodPost, base+"/api/async/process", body, nil, &acc).StatusCode; code != http.StatusAccepted {
 					t.Errorf("submit %s: %d, want 202", body, code)
 					return
 				}

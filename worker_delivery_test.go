@@ -5,14 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,62 +16,6 @@ import (
 
 	"errand/tasks"
 )
-
-// poolStack is a worker pool with a registry of the test's own tasks and
-// an API server, both on the real servers (or the embedded backends when
-// env names none), wired as run() wires them.
-type poolStack struct {
-	base    string
-	backend *backends
-	cfg     config
-}
-
-func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...tasks.Definition) *poolStack {
-	t.Helper()
-	cfg, err := parseConfig([]string{"errand"}, func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	m := newMetrics("test")
-	ctx, cancel := context.WithCancel(context.Background())
-	b, err := openBackends(ctx, cfg, log, m, disabledTracing().tracer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := tasks.NewRegistry(tasks.Config{})
-	for _, d := range defs {
-		reg.Register(d)
-	}
-	pool := &workerPool{size: workers, queue: b.queue, registry: reg, statuses: b.statuses, results: b.results,
-		resultTTL: time.Hour, drainTimeout: 5 * time.Second, log: log, now: time.Now, metrics: m,
-		jitter: func() float64 { return 0 }, tracing: disabledTracing()}
-	done := make(chan error, 1)
-	go func() { done <- pool.run(ctx) }()
-	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, statuses: b.statuses, results: b.results,
-		publisher: b.publisher, health: b.health, backends: b.mode, maxBody: 1 << 20, healthTimeout: time.Second,
-		now: time.Now, serveAPI: true, metrics: m, tracing: disabledTracing()}))
-	t.Cleanup(func() {
-		srv.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("pool.run: %v", err)
-		}
-		b.close()
-	})
-	return &poolStack{base: srv.URL, backend: b, cfg: cfg}
-}
-
-// submit queues a task of the test's own type through the publisher.
-func (s *poolStack) submit(t *testing.T, taskType string, args any) string {
-	t.Helper()
-	sub := quietSubmitter(s.backend)
-	res, err := sub.submit(context.Background(), taskType, args, "normal", "")
-	if err != nil {
-		t.Fatalf("submit %s: %v", taskType, err)
-	}
-	return res.id
-}
 
 // deadLetters drains the dead-letter queue and returns the reasons of its
 // messages by task id.
@@ -148,7 +87,7 @@ func TestFailureAfterRetriesIsDeadLettered(t *testing.T) {
 		t.Errorf("status = %+v after %d runs, want FAILURE after 2 attempts with the reason", st, runs.Load())
 	}
 	var listed []taskStatus
-	if code := apiCall(t, "GET", s.base+"/api/tasks?status=FAILURE", "", &listed); code != http.StatusOK || len(listed) != 1 || listed[0].TaskID != id {
+	if code := apiCall(t, "GET", s.base+"/api/tasks?status=FAILURE", "", nil, &listed).StatusCode; code != http.StatusOK || len(listed) != 1 || listed[0].TaskID != id {
 		t.Errorf("GET /api/tasks?status=FAILURE: %d %+v, want the failed task", code, listed)
 	}
 	waitFor(t, 10*time.Second, "the dead letter", func() bool { return queueDepth(t, env["QUEUE_NAME"]+".dead") == 1 })
@@ -157,14 +96,14 @@ func TestFailureAfterRetriesIsDeadLettered(t *testing.T) {
 	}
 
 	var acc retryAccepted
-	if code := apiCall(t, "POST", s.base+"/api/tasks/"+id+"/retry", "", &acc); code != http.StatusAccepted || acc.RetryOf != id || acc.TaskID == id {
+	if code := apiCall(t, "POST", s.base+"/api/tasks/"+id+"/retry", "", nil, &acc).StatusCode; code != http.StatusAccepted || acc.RetryOf != id || acc.TaskID == id {
 		t.Fatalf("POST retry: %d %+v, want 202 with a new task id", code, acc)
 	}
 	waitForStatus(t, s.base, acc.TaskID, stateFailure, 30*time.Second)
 	if runs.Load() != 4 {
 		t.Errorf("runs = %d after the retry, want 4 (the retried task ran with its own retries)", runs.Load())
 	}
-	if code := apiCall(t, "POST", s.base+"/api/tasks/6d1f1c2e-0000-4000-8000-000000000000/retry", "", nil); code != http.StatusNotFound {
+	if code := apiCall(t, "POST", s.base+"/api/tasks/6d1f1c2e-0000-4000-8000-000000000000/retry", "", nil, nil).StatusCode; code != http.StatusNotFound {
 		t.Errorf("retry of an unknown task: %d, want 404", code)
 	}
 }
@@ -191,32 +130,6 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 	dead := deadLetters(t, env["QUEUE_NAME"])
 	if dead[id] != st.Error || !strings.HasPrefix(dead["(none)"], "undecodable message") {
 		t.Errorf("dead letters = %v, want the unknown type and the undecodable body with reasons", dead)
-	}
-}
-
-// TestTimeLimitCancels: a task past its time limit is cancelled and ends
-// FAILURE, even one that ignores its context.
-func TestTimeLimitCancels(t *testing.T) {
-	env := realStack(t)
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	obedient := tasks.Definition{Name: "obedient", Policy: tasks.Policy{TimeLimit: 200 * time.Millisecond},
-		Run: func(ctx context.Context, _ string, _ json.RawMessage, _ tasks.ReportFunc) (any, error) {
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}}
-	stubborn := tasks.Definition{Name: "stubborn", Policy: tasks.Policy{TimeLimit: 200 * time.Millisecond},
-		Run: func(context.Context, string, json.RawMessage, tasks.ReportFunc) (any, error) {
-			<-release // ignores its context entirely
-			return map[string]any{}, nil
-		}}
-	s := startPoolStack(t, env, 2, obedient, stubborn)
-	for _, name := range []string{"obedient", "stubborn"} {
-		id := s.submit(t, name, map[string]any{})
-		st := waitForStatus(t, s.base, id, stateFailure, 20*time.Second)
-		if !strings.HasPrefix(st.Error, "time limit exceeded") {
-			t.Errorf("%s: error %q, want time limit exceeded", name, st.Error)
-		}
 	}
 }
 
@@ -263,58 +176,32 @@ func TestRedeliveryLimit(t *testing.T) {
 	waitFor(t, 10*time.Second, "the dead letter", func() bool { return queueDepth(t, env["QUEUE_NAME"]+".dead") == 1 })
 }
 
-// TestConsumerSurvivesConnectionClose: closing the worker's AMQP
-// connection under running tasks (as `rabbitmqctl close_connection` does)
-// loses nothing: the consumer redials and every task completes once.
-func TestConsumerSurvivesConnectionClose(t *testing.T) {
+// TestDuplicateDeliveryOneResult puts the same task on the queue twice, as
+// a redelivery would: one result document, one consistent status.
+func TestDuplicateDeliveryOneResult(t *testing.T) {
 	env := realStack(t)
-	var mu sync.Mutex
-	started := map[string]int{}
-	slow := tasks.Definition{Name: "slow", Run: func(ctx context.Context, id string, _ json.RawMessage, _ tasks.ReportFunc) (any, error) {
-		mu.Lock()
-		started[id]++
-		mu.Unlock()
-		select {
-		case <-time.After(300 * time.Millisecond):
-			return map[string]any{"id": id}, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	env["HEAVY_TASK_DELAY"] = "1ms"
+	env["WORKERS"] = "2"
+	base := startErrand(t, env)
+	b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
+	t.Cleanup(b.close)
+	id := newTaskID()
+	args, _ := json.Marshal(tasks.HeavyArgs{Data: "dup", Iterations: 3})
+	for range 3 {
+		if err := b.publish(context.Background(), taskMessage{ID: id, Type: tasks.HeavyTaskName, Args: args, Priority: "normal", EnqueuedAt: time.Now()}); err != nil {
+			t.Fatal(err)
 		}
-	}}
-	s := startPoolStack(t, env, 3, slow)
-	ids := make([]string, 12)
-	for i := range ids {
-		ids[i] = s.submit(t, "slow", map[string]any{})
 	}
-	waitFor(t, 10*time.Second, "tasks running", func() bool { mu.Lock(); defer mu.Unlock(); return len(started) >= 2 })
-	if n := closeConnections(t, "errand-consumer", os.Getpid()); n != 1 {
-		t.Fatalf("closed %d consumer connections, want 1", n)
-	}
-	for _, id := range ids {
-		waitForStatus(t, s.base, id, stateSuccess, 60*time.Second)
-	}
-	assertOneResultEach(t, env, ids)
-}
-
-// closeConnections closes, with rabbitmqctl close_connection, the
-// RabbitMQ connections that process pid opened for purpose ("errand-consumer"
-// or "errand-publisher"), and returns how many it closed.
-func closeConnections(t testing.TB, purpose string, pid int) int {
-	t.Helper()
-	out, err := exec.Command("rabbitmqctl", "list_connections", "pid", "client_properties", "-q").CombinedOutput()
+	first := waitForStatus(t, base, id, stateSuccess, 30*time.Second)
+	waitFor(t, 30*time.Second, "the duplicates consumed", func() bool { return queueDepth(t, env["QUEUE_NAME"]) == 0 })
+	assertOneResultEach(t, env, []string{id})
+	last := waitForStatus(t, base, id, stateSuccess, 5*time.Second)
+	stored, err := (&mongoStore{results: testMongo(t).Database(env["MONGODB_DATABASE"]).Collection("task_results")}).getResult(context.Background(), id)
 	if err != nil {
-		t.Fatalf("rabbitmqctl list_connections: %v\n%s", err, out)
+		t.Fatal(err)
 	}
-	closed := 0
-	for _, line := range strings.Split(string(out), "\n") {
-		if !strings.Contains(line, `"`+purpose+" ") || !strings.Contains(line, fmt.Sprintf(" pid %d\"", pid)) {
-			continue
-		}
-		connPid, _, _ := strings.Cut(line, "\t")
-		if out, err := exec.Command("rabbitmqctl", "close_connection", connPid, "closed by an errand test").CombinedOutput(); err != nil {
-			t.Fatalf("rabbitmqctl close_connection %s: %v\n%s", connPid, err, out)
-		}
-		closed++
+	if last.Result["completed_at"] != stored.Result["completed_at"] {
+		t.Errorf("status result completed_at %v, stored %v: want the status to show the stored result (first was %v)",
+			last.Result["completed_at"], stored.Result["completed_at"], first.Result["completed_at"])
 	}
-	return closed
 }

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// publisherChannels is how many confirming channels a publisher spreads
+// its messages over. One channel serializes its frames and its confirms;
+// a few let more messages be in flight at once (RabbitMQ runs each
+// channel as its own process), which is what submit throughput rests on.
+const publisherChannels = 4
+
+// amqpPublisher is one publishing connection with confirming channels.
+type amqpPublisher struct {
+	conn  *amqp.Connection
+	chans []*confirmChannel
+	next  atomic.Uint32
+
+	mu       sync.Mutex
+	declared map[string]struct{} // delay queues declared on this connection
+}
+
+// confirmChannel is a channel in confirm mode with the returns it got.
+type confirmChannel struct {
+	ch      *amqp.Channel
+	returns chan amqp.Return
+
+	mu       sync.Mutex
+	returned map[string]struct{}
+}
+
+// publish sends m to the work queue as a persistent, mandatory message
+// and waits for the broker's confirm: when it returns nil, RabbitMQ has
+// the message on a durable queue. Publishes that overlap share a message
+// (an envelope) and its confirm; m's own call still returns only once
+// that confirm is in.
+func (b *amqpBroker) publish(ctx context.Context, m taskMessage) error {
+	return b.envelopes.publish(ctx, m)
+}
+
+func (b *amqpBroker) publishTask(ctx context.Context, m taskMessage) error {
+	body, err := encodeTaskMessage(m)
+	if err != nil {
+		return err
+	}
+	return b.publishTo(ctx, b.queue, m.ID, amqp.Publishing{
+		Headers:   traceHeaders(m),
+		Priority:  priorityLevels[m.Priority],
+		Type:      m.Type,
+		Timestamp: m.EnqueuedAt,
+		Body:      body,
+	}, nil)
+}
+
+// publishDelayed puts m on a delay queue whose messages expire after delay
+// (rounded up to whole seconds) and are then dead-lettered back onto the
+// work queue. The wait holds no worker and survives any restart, because
+// it is RabbitMQ's. Each delay gets its own queue, since a queue expires
+// messages only from its head; unused delay queues delete themselves.
+func (b *amqpBroker) publishDelayed(ctx context.Context, m taskMessage, delay time.Duration) error {
+	body, err := encodeTaskMessage(m)
+	if err != nil {
+		return err
+	}
+	secs := max(1, int64((delay+time.Second-1)/time.Second))
+	delayQueue := fmt.Sprintf("%s.retry.%ds", b.queue, secs)
+	declare := func(ch *amqp.Channel) error {
+		return b.declareQueue(ch, delayQueue, amqp.Table{
+			"x-message-ttl":             secs * 1000,
+			"x-dead-letter-exchange":    "",
+			"x-dead-letter-routing-key": b.queue,
+			"x-expires":                 secs*1000 + int64(time.Hour/time.Millisecond),
+		})
+	}
+	return b.publishTo(ctx, delayQueue, m.ID, amqp.Publishing{
+		Headers:   traceHeaders(m),
+		Priority:  priorityLevels[m.Priority],
+		Type:      m.Type,
+		Timestamp: m.EnqueuedAt,
+		Body:      body,
+	}, declare)
+}
+
+// publishDead puts a message body on the dead-letter queue with the reason
+// it can never run, in the x-errand-reason header.
+func (b *amqpBroker) publishDead(ctx context.Context, body []byte, id, reason string) error {
+	return b.publishTo(ctx, b.deadQueue, id, amqp.Publishing{
+		Headers: amqp.Table{"x-errand-reason": reason},
+		Body:    body,
+	}, nil)
+}
+
+// publishTo publishes msg to queue (through the default exchange) and
+// waits, within the publish timeout, for its confirm. declare, when not
+// nil, declares the queue first on the publishing channel.
+func (b *amqpBroker) publishTo(ctx context.Context, queue, id string, msg amqp.Publishing, declare func(*amqp.Channel) error) error {
+	p, err := b.publisher()
+	if err != nil {
+		return err
+	}
+	if declare != nil {
+		if err := p.declareOnce(queue, declare); err != nil {
+			b.dropPublisher(p)
+			return fmt.Errorf("%w: declare %s: %w", errBrokerUnavailable, queue, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.publishTimeout)
+	defer cancel()
+	if msg.ContentType == "" {
+		msg.ContentType = "application/json"
+	}
+	msg.DeliveryMode = amqp.Persistent
+	msg.MessageId = id
+	c := p.channel()
+	confirm, err := c.ch.PublishWithDeferredConfirmWithContext(ctx, "", queue,
+		true,  // mandatory: an unroutable message comes back instead of vanishing
+		false, // immediate
+		msg)
+	if err != nil {
+		b.dropPublisher(p)
+		return fmt.Errorf("%w: publish %s: %w", errBrokerUnavailable, id, err)
+	}
+	acked, err := confirm.WaitContext(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: wait for confirm of %s: %w", errBrokerUnavailable, id, err)
+	}
+	if !acked {
+		return fmt.Errorf("%w: broker nacked %s", errBrokerUnavailable, id)
+	}
+	if c.wasReturned(id) {
+		return fmt.Errorf("%w: %s was unroutable (queue %s missing)", errBrokerUnavailable, id, queue)
+	}
+	return nil
+}
+
+// publisher returns the live publisher, dialling one if there is none.
+func (b *amqpBroker) publisher() (*amqpPublisher, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.pub != nil && !b.pub.conn.IsClosed() {
+		return b.pub, nil
+	}
+	b.pub = nil
+	if b.lastDialErr != nil && time.Since(b.lastDialAt) < redialPause {
+		return nil, fmt.Errorf("%w: %w", errBrokerUnavailable, b.lastDialErr)
+	}
+	redial := !b.lastDialAt.IsZero()
+	p, err := b.openPublisher()
+	b.lastDialAt, b.lastDialErr = time.Now(), err
+	if err == nil && redial && b.onReconnect != nil {
+		b.onReconnect("publisher")
+	}
+	if err != nil {
+		b.log.Warn("rabbitmq publisher unavailable", "error", err)
+		return nil, fmt.Errorf("%w: %w", errBrokerUnavailable, err)
+	}
+	b.pub = p
+	return p, nil
+}
+
+func (b *amqpBroker) openPublisher() (*amqpPublisher, error) {
+	conn, err := b.dial("publisher")
+	if err != nil {
+		return nil, err
+	}
+	p := &amqpPublisher{conn: conn, declared: map[string]struct{}{}}
+	for i := range publisherChannels {
+		ch, err := conn.Channel()
+		if err == nil && i == 0 {
+			err = b.declareTopology(ch)
+		}
+		if err == nil {
+			err = ch.Confirm(false) // noWait
+		}
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("open publisher channel: %w", err)
+		}
+		// The reader goroutine hands a basic.return to this channel before
+		// it resolves the confirm of the same message, so a publisher that
+		// has its confirm finds any return already buffered here.
+		cc := &confirmChannel{ch: ch, returns: make(chan amqp.Return, 256), returned: map[string]struct{}{}}
+		ch.NotifyReturn(cc.returns)
+		p.chans = append(p.chans, cc)
+	}
+	return p, nil
+}
+
+// channel picks the next channel, round robin.
+func (p *amqpPublisher) channel() *confirmChannel {
+	return p.chans[int(p.next.Add(1))%len(p.chans)]
+}
+
+// wasReturned reports whether the broker returned the message with id as
+// unroutable.
+func (c *confirmChannel) wasReturned(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		select {
+		case r := <-c.returns:
+			c.returned[r.MessageId] = struct{}{}
+			continue
+		default:
+		}
+		break
+	}
+	_, ok := c.returned[id]
+	delete(c.returned, id)
+	return ok
+}
+
+// declareOnce runs declare for queue the first time this publisher needs
+// it. Declaring is idempotent, so a race only costs a round trip.
+func (p *amqpPublisher) declareOnce(queue string, declare func(*amqp.Channel) error) error {
+	p.mu.Lock()
+	_, done := p.declared[queue]
+	p.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := declare(p.chans[0].ch); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.declared[queue] = struct{}{}
+	p.mu.Unlock()
+	return nil
+}
+
+func (b *amqpBroker) dropPublisher(p *amqpPublisher) {
+	b.mu.Lock()
+	if b.pub == p {
+		b.pub = nil
+	}
+	b.mu.Unlock()
+	p.conn.Close()
+}
+
+// traceHeaders puts the message's trace context in AMQP headers.
+func traceHeaders(m taskMessage) amqp.Table {
+	if len(m.Trace) == 0 {
+		return nil
+	}
+	h := amqp.Table{}
+	for k, v := range m.Trace {
+		h[k] = v
+	}
+	return h
+}

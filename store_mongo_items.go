@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// Item creates, reads and deletes by id are batched like result writes
+// (on MongoDB; on FerretDB each is served alone, see inspectServer): under
+// load one InsertMany, or one find on _id $in, serves many requests, and
+// a MongoDB server's cost is far more per operation than per document.
+// At low load a batch is one request and adds no delay. Each kind has one
+// batching goroutine: while its batch is in flight the next gathers, so
+// batches grow with the load; a second goroutine would halve the batches
+// and cost more CPU per request (docs/performance.md, "Item batches").
+const (
+	itemBatchers = 1
+	maxItemBatch = 64
+)
+
+type mongoItem struct {
+	ID          bson.ObjectID  `bson:"_id"`
+	Name        string         `bson:"name"`
+	Description *string        `bson:"description"`
+	Metadata    map[string]any `bson:"metadata"`
+	CreatedAt   time.Time      `bson:"created_at"`
+	UpdatedAt   time.Time      `bson:"updated_at"`
+}
+
+func (m mongoItem) item() item {
+	md := m.Metadata
+	if md == nil {
+		md = map[string]any{}
+	}
+	return item{ID: m.ID.Hex(), Name: m.Name, Description: m.Description, Metadata: md, CreatedAt: m.CreatedAt.UTC(), UpdatedAt: m.UpdatedAt.UTC()}
+}
+
+func (s *mongoStore) createItem(ctx context.Context, it item) (item, error) {
+	doc := mongoItem{ID: bson.NewObjectID(), Name: it.Name, Description: it.Description, Metadata: it.Metadata, CreatedAt: mongoTime(it.CreatedAt), UpdatedAt: mongoTime(it.UpdatedAt)}
+	if doc.Metadata == nil {
+		doc.Metadata = map[string]any{}
+	}
+	if _, err := s.itemWriter.do(ctx, doc); err != nil {
+		return item{}, fmt.Errorf("mongodb: insert item: %w", err)
+	}
+	return doc.item(), nil
+}
+
+// insertItems stores a batch of new items with one unordered InsertMany
+// (of one document when the item is served alone).
+func (s *mongoStore) insertItems(ctx context.Context, batch []mongoItem) []batchOutcome[struct{}] {
+	// A batch of several callers has none of their contexts (see
+	// batcher.serve): its own deadline bounds it.
+	ctx, cancel := context.WithTimeout(ctx, mongoOpTimeout)
+	defer cancel()
+	out := make([]batchOutcome[struct{}], len(batch))
+	for i, err := range insertEach(ctx, s.items, batch) {
+		out[i].err = err
+	}
+	return out
+}
+
+func (s *mongoStore) listItems(ctx context.Context, skip, limit int) ([]item, error) {
+	opts := options.Find().SetSort(bson.D{{Key: "_id", Value: -1}}).SetSkip(int64(skip)).SetLimit(int64(limit))
+	out, err := findAll(ctx, s.items, bson.D{}, opts, mongoItem.item)
+	if err != nil {
+		return nil, fmt.Errorf("mongodb: list items: %w", err)
+	}
+	return out, nil
+}
+
+func (s *mongoStore) getItem(ctx context.Context, id string) (item, error) {
+	oid, err := itemObjectID(id)
+	if err != nil {
+		return item{}, err
+	}
+	doc, err := s.itemReader.do(ctx, oid)
+	if errors.Is(err, errNotFound) {
+		return item{}, errNotFound
+	}
+	if err != nil {
+		return item{}, fmt.Errorf("mongodb: get item %s: %w", id, err)
+	}
+	return doc.item(), nil
+}
+
+// findItems reads a batch of items by id: several with one find on _id
+// $in, a lone one by _id equality. MongoDB serves both from its index (on
+// FerretDB, where $in reads the whole collection, every read is served
+// alone: see inspectServer).
+func (s *mongoStore) findItems(ctx context.Context, ids []bson.ObjectID) []batchOutcome[mongoItem] {
+	ctx, cancel := context.WithTimeout(ctx, mongoOpTimeout)
+	defer cancel()
+	out := make([]batchOutcome[mongoItem], len(ids))
+	if len(ids) == 1 {
+		out[0].resp, out[0].err = s.findItem(ctx, ids[0])
+		return out
+	}
+	found, err := s.findItemsByID(ctx, ids)
+	for i, id := range ids {
+		doc, ok := found[id]
+		switch {
+		case err != nil:
+			out[i].err = err
+		case !ok:
+			out[i].err = errNotFound
+		default:
+			out[i].resp = doc
+		}
+	}
+	return out
+}
+
+func (s *mongoStore) findItem(ctx context.Context, id bson.ObjectID) (mongoItem, error) {
+	var doc mongoItem
+	err := s.items.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		err = errNotFound
+	}
+	return doc, err
+}
+
+func (s *mongoStore) findItemsByID(ctx context.Context, ids []bson.ObjectID) (map[bson.ObjectID]mongoItem, error) {
+	cur, err := s.items.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+	if err != nil {
+		return nil, err
+	}
+	var docs []mongoItem
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, err
+	}
+	found := make(map[bson.ObjectID]mongoItem, len(docs))
+	for _, d := range docs {
+		found[d.ID] = d
+	}
+	return found, nil
+}
+
+func (s *mongoStore) updateItem(ctx context.Context, id string, u itemUpdate, now time.Time) (item, error) {
+	oid, err := itemObjectID(id)
+	if err != nil {
+		return item{}, err
+	}
+	set := bson.D{{Key: "updated_at", Value: mongoTime(now)}}
+	if u.Name != nil {
+		set = append(set, bson.E{Key: "name", Value: *u.Name})
+	}
+	if u.Description != nil {
+		set = append(set, bson.E{Key: "description", Value: *u.Description})
+	}
+	if u.Metadata != nil {
+		set = append(set, bson.E{Key: "metadata", Value: u.Metadata})
+	}
+	var doc mongoItem
+	err = s.items.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: oid}}, bson.D{{Key: "$set", Value: set}},
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return item{}, errNotFound
+	}
+	if err != nil {
+		return item{}, fmt.Errorf("mongodb: update item %s: %w", id, err)
+	}
+	return doc.item(), nil
+}
+
+func (s *mongoStore) deleteItem(ctx context.Context, id string) error {
+	oid, err := itemObjectID(id)
+	if err != nil {
+		return err
+	}
+	_, err = s.itemDeleter.do(ctx, oid)
+	if errors.Is(err, errNotFound) {
+		return errNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("mongodb: delete item %s: %w", id, err)
+	}
+	return nil
+}
+
+// deleteItems deletes a batch of items by id and tells each request
+// whether its item was there. A lone delete is one DeleteOne. Several
+// are one find on _id $in, which tells which items exist, and one
+// DeleteMany of those: a delete reports only how many documents went, not
+// which. An id asked twice in a batch is deleted by the first request;
+// the later ones find it gone, as they would one after the other.
+//
+// Only an errand in another process deleting one of these items between
+// the find and the DeleteMany (the delete then removes fewer than were
+// found) can make both its request and this one answer deleted; within
+// one process deletes are served one batch at a time.
+func (s *mongoStore) deleteItems(ctx context.Context, ids []bson.ObjectID) []batchOutcome[struct{}] {
+	ctx, cancel := context.WithTimeout(ctx, mongoOpTimeout)
+	defer cancel()
+	out := make([]batchOutcome[struct{}], len(ids))
+	if len(ids) == 1 {
+		out[0].err = s.deleteOneItem(ctx, ids[0])
+		return out
+	}
+	found, err := s.findItemsByID(ctx, ids)
+	if err == nil && len(found) > 0 {
+		gone := make([]bson.ObjectID, 0, len(found))
+		for id := range found {
+			gone = append(gone, id)
+		}
+		_, err = s.items.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: gone}}}})
+	}
+	for i, id := range ids {
+		_, there := found[id]
+		switch {
+		case err != nil:
+			out[i].err = err
+		case !there:
+			out[i].err = errNotFound
+		default:
+			// The first request for id claims it; a repeat finds it gone.
+			delete(found, id)
+		}
+	}
+	return out
+}
+
+func (s *mongoStore) deleteOneItem(ctx context.Context, id bson.ObjectID) error {
+	res, err := s.items.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
+	if err == nil && res.DeletedCount == 0 {
+		err = errNotFound
+	}
+	return err
+}

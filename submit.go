@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// taskPublisher puts a task on the queue; nil means the broker confirmed it.
+type taskPublisher interface {
+	publish(ctx context.Context, m taskMessage) error
+}
+
+// keyStore keeps Idempotency-Keys. Its implementations are
+// redisKeyStore and memoryKeyStore.
+type keyStore interface {
+	// reserveKey stores value under key unless the key holds a value
+	// already, which it returns ("" when value was stored).
+	reserveKey(ctx context.Context, key, value string, ttl time.Duration) (existing string, err error)
+	// swapKey replaces the key's value with value if it still holds old
+	// (an empty value deletes it), keeping its expiry, and reports whether
+	// it did.
+	swapKey(ctx context.Context, key, old, value string) (bool, error)
+	// getKey returns the key's value, "" when it has none.
+	getKey(ctx context.Context, key string) (string, error)
+}
+
+// taskSubmitter accepts tasks: it records each as PENDING and queues it.
+type taskSubmitter struct {
+	statuses  statusStore
+	keys      keyStore
+	publisher taskPublisher
+	log       *slog.Logger
+	now       func() time.Time
+	metrics   *metrics
+	tracing   *tracing
+	// keyTTL is how long an Idempotency-Key keeps pointing at its task.
+	keyTTL time.Duration
+	// keyTakeoverAfter is how long a reserved, unpublished key may be in
+	// flight before another request takes it over (see keyReservation).
+	keyTakeoverAfter time.Duration
+}
+
+// submitterConfig is what a taskSubmitter needs from errand's settings.
+type submitterConfig struct {
+	resultTTL      time.Duration
+	publishTimeout time.Duration
+}
+
+func newTaskSubmitter(statuses statusStore, keys keyStore, publisher taskPublisher, cfg submitterConfig,
+	log *slog.Logger, m *metrics, tr *tracing, now func() time.Time) taskSubmitter {
+	return taskSubmitter{
+		statuses: statuses, keys: keys, publisher: publisher, log: log, now: now, metrics: m, tracing: tr,
+		// A key outlives the task's result, so a retry after the result
+		// has expired still finds its task rather than making another.
+		keyTTL: max(cfg.resultTTL, time.Hour),
+		// A request that has held its key for longer than two full
+		// publish attempts has died.
+		keyTakeoverAfter: max(15*time.Second, 2*(cfg.publishTimeout+statusOpTimeout)),
+	}
+}
+
+// submission is the outcome of a submit.
+type submission struct {
+	id string
+	// status is the task's state: PENDING for a new task; for a replay,
+	// the state the earlier request's task has reached.
+	status string
+	// replayed is true when an earlier request with the same
+	// Idempotency-Key made the task; id is that task's.
+	replayed bool
+}
+
+// submit queues a task and returns its id once the broker has confirmed
+// it. With an idempotency key, the first request reserves the key for its
+// task id and every later one with the same key and request gets that id
+// back.
+func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, priority, idempotencyKey string) (submission, error) {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return submission{}, fmt.Errorf("encode %s arguments: %w", taskType, err)
+	}
+	msg := taskMessage{Type: taskType, Args: raw, Priority: priority, Owner: taskOwner(ctx)}
+	claim, err := s.claimKey(ctx, msg, idempotencyKey)
+	if err != nil {
+		return submission{}, err
+	}
+	if claim.replay {
+		return s.replay(ctx, claim.taskID), nil
+	}
+	msg.ID = claim.taskID
+	err = s.enqueue(ctx, msg)
+	s.settleKey(ctx, claim, err == nil)
+	if err != nil {
+		return submission{}, err
+	}
+	// The request's access-log line carries the task; a line of its own
+	// per submit only at debug level.
+	addAccessLogAttrs(ctx, "task_id", msg.ID, "task_type", taskType)
+	s.log.DebugContext(ctx, "task queued", "task_id", msg.ID, "task_type", taskType, "priority", priority, "request_id", requestID(ctx))
+	return submission{id: msg.ID, status: statePending}, nil
+}
+
+// claimKey resolves an Idempotency-Key: it reserves it for a new task
+// id, finds the task an earlier request queued, waits for one still in
+// flight, or takes over one that died. Without a key the claim is just a
+// new task id.
+func (s taskSubmitter) claimKey(ctx context.Context, msg taskMessage, idempotencyKey string) (keyClaim, error) {
+	if idempotencyKey == "" {
+		return keyClaim{taskID: newTaskID()}, nil
+	}
+	fingerprint := idempotencyFingerprint(msg.Type, msg.Priority, msg.Args)
+	sum := sha256.Sum256([]byte(msg.Owner + "\x00" + idempotencyKey))
+	key := hex.EncodeToString(sum[:])
+	newID := newTaskID()
+	mine := keyReservation{taskID: newID, fingerprint: fingerprint, at: s.now()}
+	existing, err := s.keys.reserveKey(ctx, key, mine.encode(), s.keyTTL)
+	for {
+		if err != nil {
+			return keyClaim{}, fmt.Errorf("%w: idempotency key: %w", errStatusUnavailable, err)
+		}
+		if existing == "" {
+			return keyClaim{key: key, taskID: newID, value: mine.encode()}, nil
+		}
+		r, ok := decodeReservation(existing)
+		if !ok || r.fingerprint != fingerprint {
+			return keyClaim{}, errIdempotencyMismatch
+		}
+		if r.published {
+			return keyClaim{key: key, taskID: r.taskID, replay: true}, nil
+		}
+		if s.now().Sub(r.at) > s.keyTakeoverAfter {
+			taken := keyReservation{taskID: r.taskID, fingerprint: fingerprint, at: s.now()}
+			swapped, err := s.keys.swapKey(ctx, key, existing, taken.encode())
+			if err != nil {
+				return keyClaim{}, fmt.Errorf("%w: idempotency key: %w", errStatusUnavailable, err)
+			}
+			if swapped {
+				s.log.WarnContext(ctx, "taking over an idempotency key whose request never finished", "task_id", r.taskID)
+				return keyClaim{key: key, taskID: r.taskID, value: taken.encode()}, nil
+			}
+		} else {
+			// Another request with the key is publishing right now.
+			select {
+			case <-ctx.Done():
+				return keyClaim{}, ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		existing, err = s.keys.getKey(ctx, key)
+		if err == nil && existing == "" {
+			// Released: that request failed. Try to reserve it again.
+			mine.at = s.now()
+			existing, err = s.keys.reserveKey(ctx, key, mine.encode(), s.keyTTL)
+		}
+	}
+}
+
+// replay is the answer to a request whose Idempotency-Key an earlier
+// request used: that request's task, in its current state.
+func (s taskSubmitter) replay(ctx context.Context, id string) submission {
+	sub := submission{id: id, status: statePending, replayed: true}
+	if st, err := s.statuses.get(ctx, id); err == nil {
+		sub.status = st.Status
+	}
+	return sub
+}
+
+// enqueue records msg as PENDING and publishes it. The PENDING status is
+// written first, so a fast worker's PROGRESS or SUCCESS can never be
+// overwritten by it, and removed again if the publish fails, so no status
+// claims a task that was never queued.
+func (s taskSubmitter) enqueue(ctx context.Context, msg taskMessage) error {
+	// The producer span is the parent of the worker's consumer span: its
+	// context travels with the message.
+	ctx, span := s.tracing.tracer.Start(ctx, "publish "+msg.Type, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.system", "rabbitmq"), attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.message.id", msg.ID), attribute.String("errand.task_type", msg.Type)))
+	defer span.End()
+	msg.Trace = propagation.MapCarrier{}
+	s.tracing.propagator.Inject(ctx, propagation.MapCarrier(msg.Trace))
+	msg.EnqueuedAt = s.now()
+	pending := taskStatus{TaskID: msg.ID, Status: statePending, TaskType: msg.Type, Owner: msg.Owner, TraceID: traceID(ctx), UpdatedAt: msg.EnqueuedAt}
+	if err := s.statuses.put(ctx, pending, 0); err != nil {
+		return fmt.Errorf("%w: record pending %s: %w", errStatusUnavailable, msg.ID, err)
+	}
+	publishStart := time.Now()
+	err := s.publisher.publish(ctx, msg)
+	s.metrics.observePublish(ctx, msg.Type, msg.Priority, publishStart, err)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		s.removePending(ctx, msg.ID)
+		return fmt.Errorf("queue %s %s: %w", msg.Type, msg.ID, err)
+	}
+	return nil
+}
+
+// removePending undoes the PENDING status of a task that was not queued.
+func (s taskSubmitter) removePending(ctx context.Context, id string) {
+	// The client may be gone already, but the pending status must still
+	// go, so the undo gets a context of its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusOpTimeout)
+	defer cancel()
+	if err := s.statuses.deletePending(ctx, id); err != nil {
+		s.log.Error("pending status of an unqueued task not removed", "task_id", id, "error", err)
+	}
+}
+
+// settleKey records the claim's outcome: published, or released for a
+// retry of the request when the task was not queued.
+func (s taskSubmitter) settleKey(ctx context.Context, c keyClaim, published bool) {
+	if c.key == "" || c.replay {
+		return
+	}
+	// The outcome is recorded even when the client has gone: the next
+	// request with the key depends on it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusOpTimeout)
+	defer cancel()
+	next := ""
+	if published {
+		r, _ := decodeReservation(c.value)
+		r.published = true
+		next = r.encode()
+	}
+	if _, err := s.keys.swapKey(ctx, c.key, c.value, next); err != nil {
+		// A reservation left unpublished is taken over by the next request
+		// with the key, so this costs at most a duplicate message.
+		s.log.WarnContext(ctx, "idempotency key not updated", "task_id", c.taskID, "published", published, "error", err)
+	}
+}
+
+// newTaskID returns a random (version 4) UUID, the form Celery's task ids
+// have.
+func newTaskID() string {
+	b := []byte(newRandomID(16))
+	// Set the version (4) and variant (10xx) nibbles in the hex text.
+	b[12] = '4'
+	b[16] = "89ab"[strings.IndexByte("0123456789abcdef", b[16])%4]
+	return fmt.Sprintf("%s-%s-%s-%s-%s", b[0:8], b[8:12], b[12:16], b[16:20], b[20:32])
+}
+
+// An Idempotency-Key maps to a keyReservation in the key store: the
+// task id it stands for, a fingerprint of the request, and whether the
+// task's message was confirmed by the broker. A reservation that stays
+// unpublished past the submitter's keyTakeoverAfter belongs to a request that
+// died mid-way (its API process crashed between reserving and
+// publishing); the next request with the key takes it over and publishes
+// the task under the same id, so a client's retry always ends with a
+// queued task rather than an id that never runs.
+type keyReservation struct {
+	taskID      string
+	fingerprint string
+	published   bool
+	at          time.Time
+}
+
+func (r keyReservation) encode() string {
+	state := "reserved"
+	if r.published {
+		state = "published"
+	}
+	return fmt.Sprintf("%s %s %s %d", r.taskID, r.fingerprint, state, r.at.UnixMilli())
+}
+
+func decodeReservation(v string) (keyReservation, bool) {
+	f := strings.Fields(v)
+	if len(f) != 4 || (f[2] != "reserved" && f[2] != "published") {
+		return keyReservation{}, false
+	}
+	ms, err := strconv.ParseInt(f[3], 10, 64)
+	if err != nil {
+		return keyReservation{}, false
+	}
+	return keyReservation{taskID: f[0], fingerprint: f[1], published: f[2] == "published", at: time.UnixMilli(ms)}, true
+}
+
+// keyClaim is what claimKey decided.
+type keyClaim struct {
+	key    string // the store key; "" without an Idempotency-Key
+	taskID string
+	// replay: the task was queued by an earlier request; answer with it.
+	replay bool
+	// value is the reservation this request holds and must publish under.
+	value string
+}
+
+// idempotencyFingerprint identifies a request's content, so a key reused
+// for a different request is refused.
+func idempotencyFingerprint(taskType, priority string, args []byte) string {
+	sum := sha256.Sum256(append([]byte(taskType+"\x00"+priority+"\x00"), args...))
+	return hex.EncodeToString(sum[:16])
+}

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"errand/tasks"
+)
+
+// job is one delivered task on its way through the pool: the delivery to
+// settle, its decoded message, and the log that names the task.
+type job struct {
+	d   delivery
+	msg taskMessage
+	log *slog.Logger
+}
+
+// taskRun is the outcome of one run of a task's handler.
+type taskRun struct {
+	result   map[string]any
+	err      error
+	started  time.Time
+	finished time.Time
+}
+
+// maxDeliveries bounds how often one message may come back unsettled
+// before errand stops trusting it: a task that kills its worker every time
+// would otherwise loop for ever.
+const maxDeliveries = 5
+
+// process runs one delivery to a settled end: decode it, skip it if it
+// already finished, run it, then record the outcome and settle.
+func (p *workerPool) process(ctx context.Context, d delivery) {
+	msg, err := decodeTaskMessage(d.body)
+	if err != nil {
+		p.deadLetterUndecodable(ctx, d, err)
+		return
+	}
+	ctx, j, endSpan := p.startJob(ctx, d, msg)
+	defer endSpan()
+	if d.redelivered && p.settleRedelivery(ctx, j) {
+		return
+	}
+	def, ok := p.registry.Lookup(msg.Type)
+	if !ok {
+		p.failUnknownType(ctx, j)
+		return
+	}
+	run, err := p.execute(ctx, j, def)
+	if err != nil {
+		j.log.Warn("task aborted by shutdown; requeueing", "error", err)
+		p.settle(j, settleRequeue)
+		return
+	}
+	// The run's time goes on the line that ends the task (task finished,
+	// or the retry's): one line fewer per task, which shows at thousands
+	// of tasks a second.
+	j.log = j.log.With("run_ms", run.finished.Sub(run.started).Milliseconds())
+	switch {
+	case run.err == nil:
+		p.metrics.taskSucceeded(msg.Type)
+		p.finish(ctx, j, taskRecord{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), TaskType: msg.Type, Status: stateSuccess,
+			Result: run.result, Attempts: msg.Attempt + 1, CompletedAt: run.finished}, "")
+	case tasks.Retryable(run.err) && msg.Attempt < def.Policy.MaxRetries:
+		p.retryLater(ctx, j, def.Policy, run.err)
+	default:
+		p.metrics.taskFailed(msg.Type, "failed")
+		reason := run.err.Error()
+		if msg.Attempt > 0 {
+			reason = fmt.Sprintf("failed after %d attempts: %s", msg.Attempt+1, reason)
+		}
+		p.fail(ctx, j, reason)
+	}
+}
+
+// deadLetterUndecodable moves a message that is not a task to the
+// dead-letter queue.
+func (p *workerPool) deadLetterUndecodable(ctx context.Context, d delivery, err error) {
+	p.log.Error("dead-lettering undecodable message", "error", err, "body_bytes", len(d.body))
+	p.metrics.untypedDeadLetter("undecodable")
+	p.deadLetter(ctx, job{d: d, log: p.log}, "undecodable message: "+err.Error())
+}
+
+// startJob continues the trace the API started (the consumer span's
+// parent is the submit's producer span) and makes the task's log.
+func (p *workerPool) startJob(ctx context.Context, d delivery, msg taskMessage) (context.Context, job, func()) {
+	carrier := propagation.MapCarrier(msg.Trace)
+	if d.headers["traceparent"] != "" {
+		carrier = propagation.MapCarrier(d.headers)
+	}
+	ctx, span := p.tracing.tracer.Start(p.tracing.propagator.Extract(ctx, carrier), "process "+msg.Type,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "rabbitmq"), attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.message.id", msg.ID), attribute.Int("errand.attempt", msg.Attempt+1)))
+	log := p.log.With("task_id", msg.ID, "task_type", msg.Type)
+	if sc := span.SpanContext(); sc.IsValid() {
+		log = log.With("trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
+	}
+	return ctx, job{d: d, msg: msg, log: log}, func() { span.End() }
+}
+
+// settleRedelivery handles a message that came back unsettled, and
+// reports whether it settled it. A redelivered task may have finished
+// before its ack was lost; its stored result is then the answer and it
+// must not run again. Otherwise the redelivery is counted: RabbitMQ's
+// classic queues do not count them, so errand republishes the message
+// with its count raised and acks the old copy; past maxDeliveries the
+// task fails and is dead-lettered.
+func (p *workerPool) settleRedelivery(ctx context.Context, j job) bool {
+	if rec, err := p.results.getResult(ctx, j.msg.ID); err == nil {
+		j.log.Info("redelivered task already finished; acking")
+		p.putStatus(ctx, j, rec.status(), p.resultTTL)
+		p.settle(j, settleAck)
+		return true
+	}
+	msg := j.msg
+	msg.Deliveries++
+	if msg.Deliveries >= maxDeliveries {
+		j.log.Error("task keeps coming back unfinished; dead-lettering", "deliveries", msg.Deliveries)
+		if _, ok := p.registry.Lookup(msg.Type); ok {
+			p.metrics.taskFailed(msg.Type, "delivery_limit")
+		}
+		p.fail(ctx, j, fmt.Sprintf("delivered %d times without finishing (did its worker crash?)", msg.Deliveries))
+		return true
+	}
+	if err := p.queue.publish(ctx, msg); err != nil {
+		// Running it now is better than losing the count for good.
+		j.log.Warn("could not republish a redelivered task with its delivery count; running it", "error", err)
+		return false
+	}
+	p.settle(j, settleAck)
+	return true
+}
+
+// failUnknownType fails a task of a type no one registered.
+func (p *workerPool) failUnknownType(ctx context.Context, j job) {
+	j.log.Error("unknown task type; dead-lettering")
+	// The type is the client's text, so the metric names no type: an
+	// attacker must not be able to mint label values.
+	p.metrics.untypedDeadLetter("unknown_task_type")
+	p.fail(ctx, j, fmt.Sprintf("unknown task type %q", j.msg.Type))
+}
+
+// execute runs the task's handler under its policy, its progress written
+// to the status store as it goes. The error is not the task's: it is
+// shutdown's, which cut the run short, and the task goes back to the
+// queue.
+func (p *workerPool) execute(ctx context.Context, j job, def tasks.Definition) (taskRun, error) {
+	msg := j.msg
+	run := taskRun{started: p.now()}
+	queueWait := run.started.Sub(msg.EnqueuedAt)
+	j.log.Info("task started", "queue_wait_ms", queueWait.Milliseconds(), "attempt", msg.Attempt+1, "redelivered", j.d.redelivered)
+	defer p.metrics.taskStarted(ctx, msg.Type, queueWait)()
+	progress := newProgressWriter(time.Now(), progressInterval, func(pr tasks.Progress) {
+		p.putStatus(ctx, j, taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: stateProgress, TaskType: msg.Type,
+			Progress: &pr, Attempts: msg.Attempt, UpdatedAt: p.now()}, 0)
+	})
+	// PROGRESS "Started" goes through the throttle too: a run that ends
+	// within progressInterval goes from PENDING straight to its end, one
+	// status write fewer; a longer one shows PROGRESS after the interval.
+	progress.report(ctx, tasks.Progress{Status: "Started"})
+	runCtx, span := p.tracing.tracer.Start(ctx, "run "+msg.Type)
+	value, err := runTask(runCtx, j.log, def, msg, progress.report)
+	// No progress may be written once the run is over: the final status
+	// (or the retry's) comes next and must be the last word.
+	progress.stop()
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+	if err != nil && ctx.Err() != nil {
+		return taskRun{}, err
+	}
+	if err == nil {
+		run.result, err = resultObject(value)
+	}
+	run.err = err
+	run.finished = p.now()
+	p.metrics.taskRan(ctx, msg.Type, run.finished.Sub(run.started))
+	return run, nil
+}
+
+// retryLater schedules the next attempt of a failed run on a delay queue
+// and acks this one: the wait holds no worker slot.
+func (p *workerPool) retryLater(ctx context.Context, j job, policy tasks.Policy, runErr error) {
+	delay := policy.Backoff(j.msg.Attempt+1, p.jitter())
+	next := j.msg
+	next.Attempt++
+	next.LastError = runErr.Error()
+	next.Deliveries = 0
+	retryAt := p.now().Add(delay)
+	if err := p.queue.publishDelayed(ctx, next, delay); err != nil {
+		j.log.Error("could not schedule a retry; requeueing the run", "error", err)
+		p.settle(j, settleRequeue)
+		return
+	}
+	p.metrics.taskRetried(next.Type)
+	j.log.Warn("task failed; retry scheduled", "attempt", next.Attempt, "max_retries", policy.MaxRetries,
+		"retry_in", delay.String(), "error", runErr.Error())
+	p.putStatus(ctx, j, taskStatus{TaskID: next.ID, Owner: next.Owner, TraceID: traceID(ctx), Status: stateRetry, TaskType: next.Type,
+		Error: runErr.Error(), Attempts: next.Attempt, RetryAt: &retryAt, UpdatedAt: p.now()}, 0)
+	p.settle(j, settleAck)
+}
+
+// fail records a task's FAILURE with reason, then dead-letters its message.
+func (p *workerPool) fail(ctx context.Context, j job, reason string) {
+	msg := j.msg
+	var args map[string]any
+	_ = json.Unmarshal(msg.Args, &args) // best effort: a retry needs them, a poison message may have none
+	p.finish(ctx, j, taskRecord{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), TaskType: msg.Type, Status: stateFailure,
+		Error: reason, Attempts: msg.Attempt + 1, CompletedAt: p.now(), Args: args, Priority: msg.Priority}, reason)
+}
+
+// finish stores rec durably, then its status, then settles the delivery:
+// acked, or, with a deadReason, moved to the dead-letter queue. If the
+// result cannot be stored before shutdown, the delivery goes back to the
+// queue instead.
+func (p *workerPool) finish(ctx context.Context, j job, rec taskRecord, deadReason string) {
+	saved, err := p.storeResult(ctx, j, rec)
+	if err != nil {
+		j.log.Error("result not stored; requeueing task", "error", err)
+		p.settle(j, settleRequeue)
+		return
+	}
+	p.putStatus(ctx, j, saved.status(), p.resultTTL)
+	j.log.Info("task finished", "status", saved.Status, "attempts", saved.Attempts, "error", saved.Error)
+	if deadReason == "" {
+		p.settle(j, settleAck)
+		return
+	}
+	p.deadLetter(ctx, j, deadReason)
+}
+
+// storeResult retries until the result is stored or ctx ends: a result
+// store outage delays tasks but loses none.
+func (p *workerPool) storeResult(ctx context.Context, j job, rec taskRecord) (taskRecord, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		saved, err := p.results.saveResult(ctx, rec)
+		if err == nil {
+			return saved, nil
+		}
+		j.log.Warn("storing result failed; retrying", "error", err, "retry_in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return taskRecord{}, fmt.Errorf("store result of %s: %w", rec.TaskID, errors.Join(err, ctx.Err()))
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// putStatus writes a task's status; a status that cannot be written is
+// logged, and the task goes on (its result store record is the truth).
+func (p *workerPool) putStatus(ctx context.Context, j job, st taskStatus, ttl time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, statusOpTimeout)
+	defer cancel()
+	if err := p.statuses.put(ctx, st, ttl); err != nil {
+		j.log.Warn("status not stored", "status", st.Status, "error", err)
+	}
+}
+
+// deadLetter copies the delivery to the dead-letter queue with its reason
+// and acks it; if that copy fails, the broker's own dead-lettering (a
+// reject) moves it there without the reason.
+func (p *workerPool) deadLetter(ctx context.Context, j job, reason string) {
+	if err := p.queue.publishDead(ctx, j.d.body, j.msg.ID, reason); err != nil {
+		j.log.Warn("dead letter not published with its reason; rejecting to the broker's dead-letter queue", "error", err)
+		p.settle(j, settleDeadLetter)
+		return
+	}
+	p.settle(j, settleAck)
+}
+
+// settlement is how a delivery ends.
+type settlement int
+
+const (
+	settleAck        settlement = iota // done: remove it from the queue
+	settleRequeue                      // not done: give it to a worker again
+	settleDeadLetter                   // never runnable: move it to the dead-letter queue
+)
+
+func (p *workerPool) settle(j job, how settlement) {
+	var err error
+	if how == settleAck {
+		err = j.d.ack()
+	} else {
+		err = j.d.reject(how == settleRequeue)
+	}
+	if err != nil {
+		// The channel is gone; the broker requeues the message itself.
+		j.log.Warn("settling delivery failed; the broker will redeliver it", "error", err)
+	}
+}
