@@ -66,12 +66,12 @@ func BenchmarkSubmit(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			bk, m := benchStackWithMetrics(b, env(b))
 			sub := quietSubmitter(bk)
-			args := tasks.HeavyArgs{Data: "bench", Iterations: 1}
+			spec := specOf(b, tasks.HeavyTaskName, tasks.HeavyArgs{Data: "bench", Iterations: 1})
 			b.SetParallelism(8)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if _, err := sub.submit(context.Background(), tasks.HeavyTaskName, args, "normal", ""); err != nil {
+					if _, err := sub.submit(context.Background(), spec, ""); err != nil {
 						b.Error(err)
 						return
 					}
@@ -95,7 +95,7 @@ func BenchmarkTaskPath(b *testing.B) {
 			e := env(b)
 			bk, m := benchStackWithMetrics(b, e)
 			sub := quietSubmitter(bk)
-			args := tasks.HeavyArgs{Data: "bench", Iterations: 1}
+			spec := specOf(b, tasks.HeavyTaskName, tasks.HeavyArgs{Data: "bench", Iterations: 1})
 			queued := make(chan struct{}, b.N)
 			var submitters sync.WaitGroup
 			for range 8 {
@@ -103,7 +103,7 @@ func BenchmarkTaskPath(b *testing.B) {
 				go func() {
 					defer submitters.Done()
 					for range queued {
-						if _, err := sub.submit(context.Background(), tasks.HeavyTaskName, args, "normal", ""); err != nil {
+						if _, err := sub.submit(context.Background(), spec, ""); err != nil {
 							b.Error(err)
 						}
 					}
@@ -164,8 +164,9 @@ func BenchmarkSubmitHTTP(b *testing.B) {
 		b.Fatal(err)
 	}
 	log, m := slog.New(slog.DiscardHandler), testMetrics()
-	submitter, reader := newTaskAPI(cfg, bk, log, m, disabledTracing())
-	h := newServer(serverDeps{log: log, items: bk.items, submitter: submitter, reader: reader,
+	registry := tasks.NewRegistry(tasks.Config{})
+	api := newTaskAPI(cfg, bk, registry, log, m, disabledTracing())
+	h := newServer(serverDeps{log: log, items: bk.items, registry: registry, specs: api.specs, submitter: api.submitter, reader: api.reader,
 		health: bk.health, backends: bk.mode, maxBody: 1 << 20, healthTimeout: time.Second,
 		now: time.Now, serveAPI: true, metrics: m, tracing: disabledTracing()})
 	body := `{"data": "heavy processing task", "iterations": 10, "priority": "high"}`

@@ -58,24 +58,25 @@ func (b *amqpBroker) publishTask(ctx context.Context, m taskMessage) error {
 	}, nil)
 }
 
-// publishDelayed puts m on a delay queue whose messages expire after delay
-// (rounded up to whole seconds) and are then dead-lettered back onto the
-// work queue. The wait holds no worker and survives any restart, because
-// it is RabbitMQ's. Each delay gets its own queue, since a queue expires
-// messages only from its head; unused delay queues delete themselves.
+// publishDelayed puts m on a delay queue whose messages all wait the same
+// time (delayLevel of delay) and are then dead-lettered back onto the work
+// queue. The wait holds no worker and survives any restart, because it is
+// RabbitMQ's. A queue expires messages only from its head, so each wait
+// has its own queue, and a task due in 2 s never waits behind one due in
+// an hour; unused delay queues delete themselves.
 func (b *amqpBroker) publishDelayed(ctx context.Context, m taskMessage, delay time.Duration) error {
 	body, err := encodeTaskMessage(m)
 	if err != nil {
 		return err
 	}
-	secs := max(1, int64((delay+time.Second-1)/time.Second))
-	delayQueue := fmt.Sprintf("%s.retry.%ds", b.queue, secs)
+	wait := delayLevel(delay).Milliseconds()
+	delayQueue := fmt.Sprintf("%s.delay.%dms", b.queue, wait)
 	declare := func(ch *amqp.Channel) error {
 		return b.declareQueue(ch, delayQueue, amqp.Table{
-			"x-message-ttl":             secs * 1000,
+			"x-message-ttl":             wait,
 			"x-dead-letter-exchange":    "",
 			"x-dead-letter-routing-key": b.queue,
-			"x-expires":                 secs*1000 + int64(time.Hour/time.Millisecond),
+			"x-expires":                 wait + time.Hour.Milliseconds(),
 		})
 	}
 	return b.publishTo(ctx, delayQueue, m.ID, amqp.Publishing{
@@ -85,6 +86,39 @@ func (b *amqpBroker) publishDelayed(ctx context.Context, m taskMessage, delay ti
 		Timestamp: m.EnqueuedAt,
 		Body:      body,
 	}, declare)
+}
+
+// Delay queue waits. Up to fineDelay a task waits its delay rounded up to
+// 100 ms, and up to coarseDelay rounded up to a second, so it is due
+// within that much of its time. A longer delay waits in a queue of
+// coarseDelay times a power of two, the largest not past its time (up to
+// maxDelayLevel, under RabbitMQ's largest message TTL); the worker that
+// gets it early sends it back for the rest (see workerPool.waitForETA).
+// So a handful of queues serve any horizon, and a task takes a few hops
+// at most.
+const (
+	fineDelay     = 10 * time.Second
+	coarseDelay   = 15 * time.Minute
+	maxDelayLevel = coarseDelay << 11 // about 21 days
+)
+
+// delayLevel is the wait of the delay queue for delay.
+func delayLevel(delay time.Duration) time.Duration {
+	switch {
+	case delay <= fineDelay:
+		return max(100*time.Millisecond, roundUp(delay, 100*time.Millisecond))
+	case delay <= coarseDelay:
+		return roundUp(delay, time.Second)
+	}
+	level := coarseDelay
+	for level*2 <= delay && level < maxDelayLevel {
+		level *= 2
+	}
+	return level
+}
+
+func roundUp(d, unit time.Duration) time.Duration {
+	return (d + unit - 1) / unit * unit
 }
 
 // publishDead puts a message body on the dead-letter queue with the reason

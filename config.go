@@ -35,6 +35,7 @@ type config struct {
 	PublishTimeout  time.Duration
 	HealthTimeout   time.Duration
 	ShutdownTimeout time.Duration
+	ScheduleHorizon time.Duration
 	SMTPAddr        string
 	SMTPFrom        string
 	SMTPUsername    string
@@ -123,6 +124,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", envFloat("RATE_LIMIT", 0), "requests per second each client may make to /api, 0 for no limit (RATE_LIMIT)")
 	fs.IntVar(&cfg.RateBurst, "rate-burst", envInt("RATE_BURST", 0), "burst above RATE_LIMIT; 0 means twice the rate (RATE_BURST)")
 	fs.StringVar(&cfg.PprofAddr, "pprof-addr", env("PPROF_ADDR", ""), "serve Go's /debug/pprof profiles on this separate address, for example 127.0.0.1:6060; empty for none (PPROF_ADDR)")
+	fs.DurationVar(&cfg.ScheduleHorizon, "schedule-horizon", envDuration("SCHEDULE_HORIZON", 30*24*time.Hour), "how far ahead a task may be scheduled with countdown or eta (SCHEDULE_HORIZON)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", envDuration("SHUTDOWN_TIMEOUT", 10*time.Second), "how long shutdown waits for open HTTP requests (SHUTDOWN_TIMEOUT)")
 	if len(errs) > 0 {
 		return config{}, errors.Join(errs...)
@@ -165,7 +167,7 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf("%s=%s: must not be negative", name, d))
 		}
 	}
-	for name, d := range map[string]time.Duration{"RESULT_TTL": c.ResultTTL, "DRAIN_TIMEOUT": c.DrainTimeout, "PUBLISH_TIMEOUT": c.PublishTimeout, "HEALTH_TIMEOUT": c.HealthTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout} {
+	for name, d := range map[string]time.Duration{"RESULT_TTL": c.ResultTTL, "DRAIN_TIMEOUT": c.DrainTimeout, "PUBLISH_TIMEOUT": c.PublishTimeout, "HEALTH_TIMEOUT": c.HealthTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "SCHEDULE_HORIZON": c.ScheduleHorizon} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s=%s: must be positive", name, d))
 		}
@@ -198,7 +200,7 @@ func (c config) logAttrs() []any {
 		"publish_timeout", c.PublishTimeout.String(), "max_body_bytes", c.MaxBodyBytes,
 		"smtp_addr", c.SMTPAddr, "smtp_from", c.SMTPFrom, "smtp_auth", c.SMTPUsername != "",
 		"api_keys", len(newAPIKeys(c.APIKeys).digests), "rate_limit", c.RateLimit, "rate_burst", c.RateBurst,
-		"pprof_addr", c.PprofAddr,
+		"pprof_addr", c.PprofAddr, "schedule_horizon", c.ScheduleHorizon.String(),
 	}
 }
 

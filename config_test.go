@@ -28,6 +28,7 @@ var configDefaults = config{
 	PublishTimeout:  5 * time.Second,
 	HealthTimeout:   2 * time.Second,
 	ShutdownTimeout: 10 * time.Second,
+	ScheduleHorizon: 30 * 24 * time.Hour,
 	SMTPFrom:        "errand@localhost",
 }
 
@@ -91,14 +92,14 @@ func TestConfigValues(t *testing.T) {
 				"ADDR": "127.0.0.1:9000", "ROLE": "api", "MONGODB_DATABASE": "errand", "WORKERS": "5",
 				"HEAVY_TASK_DELAY": "20ms", "EMAIL_STEP_DELAY": "0s", "QUEUE_NAME": "q", "QUEUE_TYPE": "quorum", "REDIS_KEY_PREFIX": "p:",
 				"RESULT_TTL": "1h", "DRAIN_TIMEOUT": "5s", "MAX_BODY_BYTES": "2048", "PUBLISH_TIMEOUT": "1s",
-				"HEALTH_TIMEOUT": "500ms", "SHUTDOWN_TIMEOUT": "3s", "PPROF_ADDR": "127.0.0.1:6060",
+				"HEALTH_TIMEOUT": "500ms", "SHUTDOWN_TIMEOUT": "3s", "PPROF_ADDR": "127.0.0.1:6060", "SCHEDULE_HORIZON": "48h",
 				"SMTP_ADDR": "mail:25", "SMTP_FROM": "noreply@example.com", "SMTP_USERNAME": "u", "SMTP_PASSWORD": "secret",
 			}),
 			want: external(config{
 				Addr: "127.0.0.1:9000", Role: roleAPI, MongoDatabase: "errand", Workers: 5,
 				HeavyTaskDelay: 20 * time.Millisecond, EmailStepDelay: 0, QueueName: "q", QueueType: queueQuorum, KeyPrefix: "p:",
 				ResultTTL: time.Hour, DrainTimeout: 5 * time.Second, MaxBodyBytes: 2048, PublishTimeout: time.Second,
-				HealthTimeout: 500 * time.Millisecond, ShutdownTimeout: 3 * time.Second, PprofAddr: "127.0.0.1:6060",
+				HealthTimeout: 500 * time.Millisecond, ShutdownTimeout: 3 * time.Second, PprofAddr: "127.0.0.1:6060", ScheduleHorizon: 48 * time.Hour,
 				SMTPAddr: "mail:25", SMTPFrom: "noreply@example.com", SMTPUsername: "u", SMTPPassword: "secret",
 			}),
 			wantAPI: true,

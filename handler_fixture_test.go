@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errand/tasks"
 	"io"
 	"log/slog"
 	"net/http"
@@ -47,6 +48,7 @@ type handlerFixture struct {
 	keys     *memoryKeyStore
 	broker   *memoryBroker
 	clock    *handlerClock
+	metrics  *metrics
 }
 
 // apiParts are what newHandlerFixture builds the API from: the server's
@@ -61,9 +63,10 @@ type apiParts struct {
 }
 
 // newHandlerFixture builds the API on embedded stores with the same
-// constructors run uses, with zero TTLs and timeouts (so keys live an
-// hour and are taken over after 15 s, and results are kept for ever);
-// each adjust may change its parts first.
+// constructors run uses, the built-in task types, a schedule horizon of
+// 30 days and zero TTLs and timeouts (so keys live an hour and are taken
+// over after 15 s, and results are kept for ever); each adjust may change
+// its parts first.
 func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture {
 	t.Helper()
 	f := &handlerFixture{
@@ -75,16 +78,18 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 			log: slog.New(slog.DiscardHandler), items: f.items,
 			health:   map[string]pinger{"rabbitmq": f.broker, "redis": f.statuses, "mongodb": f.items},
 			backends: "embedded", maxBody: handlerMaxBody, healthTimeout: time.Second, now: f.clock.now, serveAPI: true,
-			metrics: testMetrics(), tracing: disabledTracing(),
+			metrics: testMetrics(), tracing: disabledTracing(), registry: tasks.NewRegistry(tasks.Config{}),
 		},
 		statuses: f.statuses, keys: f.keys, results: f.items, publisher: f.broker,
 	}
 	for _, a := range adjust {
 		a(&d)
 	}
+	d.specs = taskSpecs{registry: d.registry, horizon: 30 * 24 * time.Hour, now: d.now}
 	d.submitter = newTaskSubmitter(d.statuses, d.keys, d.publisher, submitterConfig{}, d.log, d.metrics, d.tracing, d.now)
 	d.reader = taskStatusReader{statuses: d.statuses, results: d.results, log: d.log, now: d.now}
 	f.server = newServer(d.serverDeps)
+	f.metrics = d.metrics
 	t.Cleanup(f.broker.close)
 	return f
 }

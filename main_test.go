@@ -178,6 +178,17 @@ func quietSubmitter(bk *backends) taskSubmitter {
 		testMetrics(), disabledTracing(), time.Now)
 }
 
+// specOf is the spec of a task of taskType with args, at normal priority
+// and due at once, as a submit would make it.
+func specOf(t testing.TB, taskType string, args any) taskSpec {
+	t.Helper()
+	raw, err := json.Marshal(args)
+	if err != nil {
+		t.Fatalf("encode %s arguments: %v", taskType, err)
+	}
+	return taskSpec{Type: taskType, Args: raw, Priority: "normal"}
+}
+
 // testMetrics is errand's metrics with the broker's figures, on a
 // registry of their own.
 func testMetrics() *metrics { return newMetrics("test", maxEnvelopeTasks, envelopeHoldLimit) }

@@ -14,6 +14,10 @@ type taskMessage struct {
 	Args       json.RawMessage `json:"args"`
 	Priority   string          `json:"priority"`
 	EnqueuedAt time.Time       `json:"enqueued_at"`
+	// ETA is when a scheduled task is due; zero for a task due at once. A
+	// worker that gets the task early (see delayFor) puts it back to wait
+	// for the rest.
+	ETA time.Time `json:"eta,omitzero"`
 	// Attempt counts the retries already made after failed runs.
 	Attempt   int    `json:"attempt,omitempty"`
 	LastError string `json:"last_error,omitempty"`

@@ -25,6 +25,7 @@ type metrics struct {
 	httpInFlight prometheus.Gauge
 
 	tasksSubmitted    *prometheus.CounterVec
+	tasksScheduled    *prometheus.CounterVec
 	tasksStarted      *prometheus.CounterVec
 	tasksSucceeded    *prometheus.CounterVec
 	tasksFailed       *prometheus.CounterVec
@@ -73,6 +74,7 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 	}
 	m.tasksSubmitted = counter("errand_tasks_submitted_total", "Tasks accepted by the API (confirmed by the broker).", "task_type", "priority")
+	m.tasksScheduled = counter("errand_tasks_scheduled_total", "Tasks accepted to run later (a countdown or an eta), a subset of the submitted.", "task_type")
 	m.tasksStarted = counter("errand_tasks_started_total", "Task runs started by workers, redeliveries included.", "task_type")
 	m.tasksSucceeded = counter("errand_tasks_succeeded_total", "Tasks finished with SUCCESS.", "task_type")
 	m.tasksFailed = counter("errand_tasks_failed_total", "Tasks finished with FAILURE.", "task_type")
@@ -108,7 +110,7 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 	m.storeErrors = counter("errand_store_errors_total", "Failed Redis and MongoDB operations (not-found answers excluded).", "store", "operation")
 
 	for _, c := range []prometheus.Collector{
-		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
+		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksScheduled, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
 		m.tasksRetried, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
 		m.workerPoolSize, m.workersBusy, m.publishDuration, m.publishErrors, m.tasksPerMessage, m.tasksRepublished, m.reconnects, m.storeDuration, m.storeErrors,
 	} {
@@ -132,6 +134,7 @@ func (m *metrics) initSeries(taskTypes []string) {
 		for p := range priorityLevels {
 			m.tasksSubmitted.WithLabelValues(tt, p)
 		}
+		m.tasksScheduled.WithLabelValues(tt)
 		m.tasksStarted.WithLabelValues(tt)
 		m.tasksSucceeded.WithLabelValues(tt)
 		m.tasksFailed.WithLabelValues(tt)
@@ -237,13 +240,18 @@ func (m *metrics) untypedDeadLetter(reason string) {
 	m.tasksDeadLettered.WithLabelValues("unknown", reason).Inc()
 }
 
-// observePublish records one publish and, when confirmed, the submission.
-func (m *metrics) observePublish(ctx context.Context, taskType, priority string, start time.Time, err error) {
+// observePublish records one publish and, when confirmed, the submission
+// (scheduled: to run later).
+func (m *metrics) observePublish(ctx context.Context, taskType, priority string, scheduled bool, start time.Time, err error) {
 	outcome := "confirmed"
-	if err != nil {
+	switch {
+	case err != nil:
 		outcome = "failed"
 		m.publishErrors.WithLabelValues(taskType).Inc()
-	} else {
+	case scheduled:
+		m.tasksScheduled.WithLabelValues(taskType).Inc()
+		fallthrough
+	default:
 		m.tasksSubmitted.WithLabelValues(taskType, priority).Inc()
 	}
 	observeWithExemplar(ctx, m.publishDuration.WithLabelValues(outcome), time.Since(start).Seconds())

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -183,4 +184,42 @@ func rabbitmqctl(t testing.TB, args ...string) {
 	if out, err := exec.Command("rabbitmqctl", args...).CombinedOutput(); err != nil {
 		t.Fatalf("rabbitmqctl %v: %v\n%s", args, err, out)
 	}
+}
+
+// TestScheduledTaskSurvivesRestarts: a task scheduled for later waits in
+// RabbitMQ, not in errand, so it runs at its time although every errand
+// process was SIGKILLed and RabbitMQ restarted in between.
+func TestScheduledTaskSurvivesRestarts(t *testing.T) {
+	env := realStack(t)
+	env["HEAVY_TASK_DELAY"] = "1ms"
+	first := startChild(t, env)
+	var acc taskAccepted
+	if code := apiCall(t, "POST", first.base+"/api/tasks", `{"type": "process_heavy_task", "args": {"data": "after restarts", "iterations": 2}, "countdown": 8}`, nil, &acc).StatusCode; code != http.StatusAccepted {
+		t.Fatalf("submit: %d", code)
+	}
+	due := time.Now().Add(8 * time.Second)
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.wait(t, 10*time.Second)
+	rabbitmqctl(t, "stop_app")
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			rabbitmqctl(t, "start_app")
+		}
+	})
+	rabbitmqctl(t, "start_app")
+	restarted = true
+	second := startChild(t, env)
+	var st taskStatus
+	apiCall(t, "GET", second.base+"/api/async/status/"+acc.TaskID, "", nil, &st)
+	if st.Status != stateScheduled && time.Now().Before(due) {
+		t.Errorf("after the restarts, before its time, the task is %s, want SCHEDULED", st.Status)
+	}
+	st = waitForStatus(t, second.base, acc.TaskID, stateSuccess, 60*time.Second)
+	if finished := st.UpdatedAt; finished.Before(due.Add(-etaTolerance)) {
+		t.Errorf("finished at %v, before its time %v", finished, due)
+	}
+	assertOneResultEach(t, env, []string{acc.TaskID})
 }

@@ -61,7 +61,8 @@ func requestID(ctx context.Context) string {
 }
 
 // addAccessLogAttrs puts key-value pairs on the access-log line of the
-// request ctx belongs to; outside a request it does nothing.
+// request ctx belongs to; outside a request it does nothing. Only the
+// request's own goroutine may call it.
 func addAccessLogAttrs(ctx context.Context, args ...any) {
 	if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
 		info.logAttrs = append(info.logAttrs, args...)

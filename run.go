@@ -79,11 +79,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-	submitter, reader := newTaskAPI(cfg, b, log, m, tr)
+	api := newTaskAPI(cfg, b, registry, log, m, tr)
 	srv := &http.Server{
 		Handler: newServer(serverDeps{
 			log: log, metrics: m, tracing: tr, now: time.Now, serveAPI: cfg.runsAPI(), maxBody: cfg.MaxBodyBytes,
-			items: b.items, submitter: submitter, reader: reader,
+			items: b.items, registry: registry, specs: api.specs, submitter: api.submitter, reader: api.reader,
 			health: b.health, backends: b.mode, healthTimeout: cfg.HealthTimeout,
 			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg),
 		}),
@@ -155,13 +155,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return errors.Join(all...)
 }
 
-// newTaskAPI builds the task side of the HTTP API on b: the submitter and
-// the status reader.
-func newTaskAPI(cfg config, b *backends, log *slog.Logger, m *metrics, tr *tracing) (taskSubmitter, taskStatusReader) {
-	submitter := newTaskSubmitter(b.statuses, b.keys, b.publisher,
-		submitterConfig{resultTTL: cfg.ResultTTL, publishTimeout: cfg.PublishTimeout}, log, m, tr, time.Now)
-	reader := taskStatusReader{statuses: b.statuses, results: b.results, resultTTL: cfg.ResultTTL, log: log, now: time.Now}
-	return submitter, reader
+// taskAPI is the task side of the HTTP API.
+type taskAPI struct {
+	specs     taskSpecs
+	submitter taskSubmitter
+	reader    taskStatusReader
+}
+
+// newTaskAPI builds the task side of the HTTP API on b and registry.
+func newTaskAPI(cfg config, b *backends, registry *tasks.Registry, log *slog.Logger, m *metrics, tr *tracing) taskAPI {
+	return taskAPI{
+		specs: taskSpecs{registry: registry, horizon: cfg.ScheduleHorizon, now: time.Now},
+		submitter: newTaskSubmitter(b.statuses, b.keys, b.publisher,
+			submitterConfig{resultTTL: cfg.ResultTTL, publishTimeout: cfg.PublishTimeout}, log, m, tr, time.Now),
+		reader: taskStatusReader{statuses: b.statuses, results: b.results, resultTTL: cfg.ResultTTL, log: log, now: time.Now},
+	}
 }
 
 // newConfiguredRateLimiter is the limiter RATE_LIMIT asks for, or nil.

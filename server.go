@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errand/tasks"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -20,6 +21,8 @@ type serverDeps struct {
 	maxBody  int64
 
 	items     itemStore
+	registry  *tasks.Registry
+	specs     taskSpecs
 	submitter taskSubmitter
 	reader    taskStatusReader
 
@@ -49,9 +52,12 @@ func newServer(d serverDeps) http.Handler {
 		apiRoute("GET /api/items/{id}", handleGetItem(d.items))
 		apiRoute("PUT /api/items/{id}", handleUpdateItem(d.items, d.maxBody, d.now))
 		apiRoute("DELETE /api/items/{id}", handleDeleteItem(d.items))
-		apiRoute("POST /api/async/process", handleSubmitProcess(d.submitter, d.maxBody))
+		apiRoute("POST /api/async/process", handleSubmitProcess(d.specs, d.submitter, d.maxBody))
 		apiRoute("GET /api/async/status/{task_id}", handleTaskStatus(d.reader))
-		apiRoute("POST /api/send-welcome-email", handleWelcomeEmail(d.submitter, d.maxBody))
+		apiRoute("POST /api/send-welcome-email", handleWelcomeEmail(d.specs, d.submitter, d.maxBody))
+		apiRoute("GET /api/task-types", handleTaskTypes(d.registry))
+		apiRoute("POST /api/tasks", handleSubmitTask(d.specs, d.submitter, d.maxBody))
+		apiRoute("POST /api/tasks/batch", handleSubmitBatch(d.specs, d.submitter, d.maxBody))
 		apiRoute("GET /api/tasks", handleListTasks(d.reader))
 		apiRoute("POST /api/tasks/{task_id}/retry", handleRetryTask(d.reader, d.submitter))
 	}

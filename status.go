@@ -10,11 +10,13 @@ import (
 
 // Task states, named as Celery names them so the guide's clients read them.
 const (
-	statePending  = "PENDING"
-	stateProgress = "PROGRESS"
-	stateRetry    = "RETRY" // failed, waiting for its next attempt
-	stateSuccess  = "SUCCESS"
-	stateFailure  = "FAILURE"
+	statePending = "PENDING"
+	// SCHEDULED is errand's own: a task accepted to run at a later time.
+	stateScheduled = "SCHEDULED"
+	stateProgress  = "PROGRESS"
+	stateRetry     = "RETRY" // failed, waiting for its next attempt
+	stateSuccess   = "SUCCESS"
+	stateFailure   = "FAILURE"
 )
 
 // stateRank orders states so that status never moves backwards: a late
@@ -22,7 +24,7 @@ const (
 // the API's PENDING must not hide a fast worker's PROGRESS.
 func stateRank(state string) int {
 	switch state {
-	case statePending:
+	case statePending, stateScheduled:
 		return 0
 	case stateProgress, stateRetry:
 		return 1
@@ -42,9 +44,11 @@ type taskStatus struct {
 	Result   map[string]any  `json:"result,omitempty"`
 	Error    string          `json:"error,omitempty"`
 	// Attempts is the number of runs so far, shown once a run has failed.
-	Attempts  int        `json:"attempts,omitempty"`
-	RetryAt   *time.Time `json:"retry_at,omitempty"`
-	UpdatedAt time.Time  `json:"updated_at"`
+	Attempts int        `json:"attempts,omitempty"`
+	RetryAt  *time.Time `json:"retry_at,omitempty"`
+	// ScheduledFor is when a SCHEDULED task is due.
+	ScheduledFor *time.Time `json:"scheduled_for,omitempty"`
+	UpdatedAt    time.Time  `json:"updated_at"`
 	// TraceID is the task's trace, from its submit to its result write.
 	TraceID string `json:"trace_id,omitempty"`
 	// Owner identifies the API key that submitted the task. It is stored

@@ -17,9 +17,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// taskPublisher puts a task on the queue; nil means the broker confirmed it.
+// taskPublisher puts a task on the queue, now or after a delay; nil means
+// the broker confirmed it.
 type taskPublisher interface {
 	publish(ctx context.Context, m taskMessage) error
+	publishDelayed(ctx context.Context, m taskMessage, delay time.Duration) error
 }
 
 // keyStore keeps Idempotency-Keys. Its implementations are
@@ -71,6 +73,20 @@ func newTaskSubmitter(statuses statusStore, keys keyStore, publisher taskPublish
 	}
 }
 
+// taskSpec is a task as a client asked for it, its arguments checked
+// against its type.
+type taskSpec struct {
+	Type     string
+	Args     json.RawMessage
+	Priority string
+	// RunAt is when the task is due; zero, or a time already past, is now.
+	RunAt time.Time
+	// When is RunAt as the client gave it ("countdown 5", an eta), so a
+	// retry of the same request matches its Idempotency-Key although its
+	// countdown ends later.
+	When string
+}
+
 // submission is the outcome of a submit.
 type submission struct {
 	id string
@@ -86,13 +102,9 @@ type submission struct {
 // it. With an idempotency key, the first request reserves the key for its
 // task id and every later one with the same key and request gets that id
 // back.
-func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, priority, idempotencyKey string) (submission, error) {
-	raw, err := json.Marshal(args)
-	if err != nil {
-		return submission{}, fmt.Errorf("encode %s arguments: %w", taskType, err)
-	}
-	msg := taskMessage{Type: taskType, Args: raw, Priority: priority, Owner: taskOwner(ctx)}
-	claim, err := s.claimKey(ctx, msg, idempotencyKey)
+func (s taskSubmitter) submit(ctx context.Context, spec taskSpec, idempotencyKey string) (submission, error) {
+	msg := taskMessage{Type: spec.Type, Args: spec.Args, Priority: spec.Priority, Owner: taskOwner(ctx), ETA: spec.RunAt}
+	claim, err := s.claimKey(ctx, msg.Owner, idempotencyKey, idempotencyFingerprint(spec))
 	if err != nil {
 		return submission{}, err
 	}
@@ -100,28 +112,26 @@ func (s taskSubmitter) submit(ctx context.Context, taskType string, args any, pr
 		return s.replay(ctx, claim.taskID), nil
 	}
 	msg.ID = claim.taskID
-	err = s.enqueue(ctx, msg)
+	state, err := s.enqueue(ctx, msg)
 	s.settleKey(ctx, claim, err == nil)
 	if err != nil {
 		return submission{}, err
 	}
-	// The request's access-log line carries the task; a line of its own
-	// per submit only at debug level.
-	addAccessLogAttrs(ctx, "task_id", msg.ID, "task_type", taskType)
-	s.log.DebugContext(ctx, "task queued", "task_id", msg.ID, "task_type", taskType, "priority", priority, "request_id", requestID(ctx))
-	return submission{id: msg.ID, status: statePending}, nil
+	// A line of its own per submit only at debug level: the request's
+	// access-log line names the task.
+	s.log.DebugContext(ctx, "task queued", "task_id", msg.ID, "task_type", msg.Type, "priority", msg.Priority, "request_id", requestID(ctx))
+	return submission{id: msg.ID, status: state}, nil
 }
 
 // claimKey resolves an Idempotency-Key: it reserves it for a new task
 // id, finds the task an earlier request queued, waits for one still in
 // flight, or takes over one that died. Without a key the claim is just a
 // new task id.
-func (s taskSubmitter) claimKey(ctx context.Context, msg taskMessage, idempotencyKey string) (keyClaim, error) {
+func (s taskSubmitter) claimKey(ctx context.Context, owner, idempotencyKey, fingerprint string) (keyClaim, error) {
 	if idempotencyKey == "" {
 		return keyClaim{taskID: newTaskID()}, nil
 	}
-	fingerprint := idempotencyFingerprint(msg.Type, msg.Priority, msg.Args)
-	sum := sha256.Sum256([]byte(msg.Owner + "\x00" + idempotencyKey))
+	sum := sha256.Sum256([]byte(owner + "\x00" + idempotencyKey))
 	key := hex.EncodeToString(sum[:])
 	newID := newTaskID()
 	mine := keyReservation{taskID: newID, fingerprint: fingerprint, at: s.now()}
@@ -177,11 +187,12 @@ func (s taskSubmitter) replay(ctx context.Context, id string) submission {
 	return sub
 }
 
-// enqueue records msg as PENDING and publishes it. The PENDING status is
-// written first, so a fast worker's PROGRESS or SUCCESS can never be
-// overwritten by it, and removed again if the publish fails, so no status
-// claims a task that was never queued.
-func (s taskSubmitter) enqueue(ctx context.Context, msg taskMessage) error {
+// enqueue records msg as PENDING (or SCHEDULED, when it is due later) and
+// publishes it, and returns that state. The status is written first, so a
+// fast worker's PROGRESS or SUCCESS can never be overwritten by it, and
+// removed again if the publish fails, so no status claims a task that was
+// never queued.
+func (s taskSubmitter) enqueue(ctx context.Context, msg taskMessage) (string, error) {
 	// The producer span is the parent of the worker's consumer span: its
 	// context travels with the message.
 	ctx, span := s.tracing.tracer.Start(ctx, "publish "+msg.Type, trace.WithSpanKind(trace.SpanKindProducer),
@@ -191,19 +202,30 @@ func (s taskSubmitter) enqueue(ctx context.Context, msg taskMessage) error {
 	msg.Trace = propagation.MapCarrier{}
 	s.tracing.propagator.Inject(ctx, propagation.MapCarrier(msg.Trace))
 	msg.EnqueuedAt = s.now()
-	pending := taskStatus{TaskID: msg.ID, Status: statePending, TaskType: msg.Type, Owner: msg.Owner, TraceID: traceID(ctx), UpdatedAt: msg.EnqueuedAt}
-	if err := s.statuses.put(ctx, pending, 0); err != nil {
-		return fmt.Errorf("%w: record pending %s: %w", errStatusUnavailable, msg.ID, err)
+	delay := msg.ETA.Sub(msg.EnqueuedAt)
+	first := taskStatus{TaskID: msg.ID, Status: statePending, TaskType: msg.Type, Owner: msg.Owner, TraceID: traceID(ctx), UpdatedAt: msg.EnqueuedAt}
+	if delay > 0 {
+		first.Status, first.ScheduledFor = stateScheduled, &msg.ETA
+	} else {
+		msg.ETA = time.Time{}
+	}
+	if err := s.statuses.put(ctx, first, 0); err != nil {
+		return "", fmt.Errorf("%w: record %s %s: %w", errStatusUnavailable, first.Status, msg.ID, err)
 	}
 	publishStart := time.Now()
-	err := s.publisher.publish(ctx, msg)
-	s.metrics.observePublish(ctx, msg.Type, msg.Priority, publishStart, err)
+	var err error
+	if delay > 0 {
+		err = s.publisher.publishDelayed(ctx, msg, delay)
+	} else {
+		err = s.publisher.publish(ctx, msg)
+	}
+	s.metrics.observePublish(ctx, msg.Type, msg.Priority, delay > 0, publishStart, err)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		s.removePending(ctx, msg.ID)
-		return fmt.Errorf("queue %s %s: %w", msg.Type, msg.ID, err)
+		return "", fmt.Errorf("queue %s %s: %w", msg.Type, msg.ID, err)
 	}
-	return nil
+	return first.Status, nil
 }
 
 // removePending undoes the PENDING status of a task that was not queued.
@@ -296,8 +318,14 @@ type keyClaim struct {
 }
 
 // idempotencyFingerprint identifies a request's content, so a key reused
-// for a different request is refused.
-func idempotencyFingerprint(taskType, priority string, args []byte) string {
-	sum := sha256.Sum256(append([]byte(taskType+"\x00"+priority+"\x00"), args...))
+// for a different request is refused. The due time counts only when the
+// request names one, so the fingerprints of requests without one are what
+// they were before tasks could be scheduled.
+func idempotencyFingerprint(spec taskSpec) string {
+	head := spec.Type + "\x00" + spec.Priority + "\x00"
+	if spec.When != "" {
+		head += spec.When + "\x00"
+	}
+	sum := sha256.Sum256(append([]byte(head), spec.Args...))
 	return hex.EncodeToString(sum[:16])
 }

@@ -1,137 +1,262 @@
 package main
 
 import (
-	"errand/tasks"
+	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
-	"net/mail"
+	"slices"
 	"strings"
-	"unicode/utf8"
+	"sync"
+	"time"
+
+	"errand/tasks"
 )
 
-type processRequest struct {
-	Data       *string `json:"data"`
-	Iterations *int    `json:"iterations"`
-	Priority   *string `json:"priority"`
+// taskRequest is one task as POST /api/tasks and its batch take it.
+type taskRequest struct {
+	Type           *string         `json:"type"`
+	Args           json.RawMessage `json:"args"`
+	Priority       *string         `json:"priority"`
+	Countdown      *json.Number    `json:"countdown"`
+	ETA            *string         `json:"eta"`
+	IdempotencyKey *string         `json:"idempotency_key"`
 }
 
-func handleSubmitProcess(sub taskSubmitter, maxBody int64) handlerFunc {
+// taskSpecs turns clients' requests into task specs: the registry checks
+// the type and its arguments, and the horizon bounds how far ahead a task
+// may be scheduled.
+type taskSpecs struct {
+	registry *tasks.Registry
+	horizon  time.Duration
+	now      func() time.Time
+}
+
+// fromRequest checks req; path is where req sits in the request body ("",
+// or "tasks[3]." in a batch), so every error names its field in full.
+func (c taskSpecs) fromRequest(req taskRequest, path string) (taskSpec, error) {
+	if req.Type == nil || *req.Type == "" {
+		return taskSpec{}, invalidField(path+"type", "is required; known types: %s", strings.Join(c.registry.Names(), ", "))
+	}
+	spec, err := c.check(*req.Type, req.Args, req.Priority, path+"type", path+"args", path+"priority")
+	if err != nil {
+		return taskSpec{}, err
+	}
+	switch {
+	case req.Countdown != nil && req.ETA != nil:
+		return taskSpec{}, invalidField(path+"eta", "give countdown or eta, not both")
+	case req.Countdown != nil:
+		secs, err := req.Countdown.Float64()
+		if err != nil || math.IsNaN(secs) || secs > c.horizon.Seconds() {
+			return taskSpec{}, invalidField(path+"countdown", "must be a number of seconds of at most %d (SCHEDULE_HORIZON)", int64(c.horizon.Seconds()))
+		}
+		spec.RunAt = c.now().Add(time.Duration(secs * float64(time.Second)))
+		spec.When = "countdown " + req.Countdown.String()
+	case req.ETA != nil:
+		eta, err := time.Parse(time.RFC3339Nano, *req.ETA)
+		if err != nil {
+			return taskSpec{}, invalidField(path+"eta", "must be an RFC 3339 time such as 2026-12-24T18:00:00Z")
+		}
+		if eta.Sub(c.now()) > c.horizon {
+			return taskSpec{}, invalidField(path+"eta", "must be at most %s ahead (SCHEDULE_HORIZON)", humanDuration(c.horizon))
+		}
+		spec.RunAt, spec.When = eta, "eta "+eta.UTC().Format(time.RFC3339Nano)
+	}
+	return spec, nil
+}
+
+// check makes the spec of a task of taskType with args and priority,
+// naming its fields typeField, argsField and priorityField in errors. An
+// args field of "" means the arguments are the request body's own fields.
+func (c taskSpecs) check(taskType string, args json.RawMessage, priority *string, typeField, argsField, priorityField string) (taskSpec, error) {
+	def, ok := c.registry.Lookup(taskType)
+	if !ok {
+		return taskSpec{}, invalidField(typeField, "unknown task type %q; known types: %s", taskType, strings.Join(c.registry.Names(), ", "))
+	}
+	checked, err := def.CheckArgs(args)
+	if err != nil {
+		var fe *tasks.FieldError
+		if !errors.As(err, &fe) {
+			return taskSpec{}, fmt.Errorf("check %s arguments: %w", taskType, err)
+		}
+		field := fe.Field
+		switch {
+		case argsField != "" && field != "":
+			field = argsField + "." + field
+		case argsField != "":
+			field = argsField
+		case field == "":
+			field = "body"
+		}
+		return taskSpec{}, invalidField(field, "%s", fe.Reason)
+	}
+	spec := taskSpec{Type: taskType, Args: checked, Priority: cmp.Or(def.Policy.Priority, "normal")}
+	if priority != nil {
+		if _, ok := priorityLevels[*priority]; !ok {
+			return taskSpec{}, invalidField(priorityField, "must be low, normal or high")
+		}
+		spec.Priority = *priority
+	}
+	return spec, nil
+}
+
+// handleSubmitTask is POST /api/tasks: one task of any registered type,
+// now or later.
+func handleSubmitTask(specs taskSpecs, sub taskSubmitter, maxBody int64) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		var req processRequest
+		var req taskRequest
 		if err := decodeJSON(w, r, maxBody, &req); err != nil {
 			return err
 		}
-		args := tasks.HeavyArgs{Iterations: tasks.DefaultHeavyIt}
-		priority := "normal"
-		switch {
-		case req.Data == nil:
-			return invalidField("data", "is required")
-		case utf8.RuneCountInString(*req.Data) > tasks.MaxHeavyData:
-			return invalidField("data", "must be at most %d characters", tasks.MaxHeavyData)
-		}
-		args.Data = *req.Data
-		if req.Iterations != nil {
-			if *req.Iterations < 1 || *req.Iterations > tasks.MaxIterations {
-				return invalidField("iterations", "must be from 1 to %d", tasks.MaxIterations)
-			}
-			args.Iterations = *req.Iterations
-		}
-		if req.Priority != nil {
-			if _, ok := priorityLevels[*req.Priority]; !ok {
-				return invalidField("priority", "must be low, normal or high")
-			}
-			priority = *req.Priority
-		}
-		key, err := idempotencyKey(r)
+		spec, err := specs.fromRequest(req, "")
 		if err != nil {
 			return err
 		}
-		res, err := sub.submit(r.Context(), tasks.HeavyTaskName, args, priority, key)
+		key, err := requestIdempotencyKey(r, req.IdempotencyKey, "idempotency_key")
 		if err != nil {
 			return err
 		}
-		writeSubmitted(w, res, "Task submitted successfully. Use /api/async/status/{task_id} to check progress.")
+		res, err := sub.submit(r.Context(), spec, key)
+		if err != nil {
+			return err
+		}
+		addAccessLogAttrs(r.Context(), "task_id", res.id, "task_type", spec.Type)
+		writeSubmitted(w, res, "Task submitted. Use /api/async/status/{task_id} to check progress.")
 		return nil
 	}
 }
 
-type welcomeEmailRequest struct {
-	UserEmail *string `json:"user_email"`
-	UserName  *string `json:"user_name"`
+// maxBatchTasks bounds a batch: its tasks are validated and held in
+// memory together.
+const maxBatchTasks = 1000
+
+type batchRequest struct {
+	Tasks []taskRequest `json:"tasks"`
 }
 
-// handleWelcomeEmail takes user_email and user_name from the query, as the
-// guide's curl sends them, or from a JSON body; query values win.
-func handleWelcomeEmail(sub taskSubmitter, maxBody int64) handlerFunc {
+// batchOutcomeJSON is one task's line in a batch's answer.
+type batchOutcomeJSON struct {
+	Index    int        `json:"index"`
+	TaskID   string     `json:"task_id,omitempty"`
+	Status   string     `json:"status,omitempty"`
+	Accepted bool       `json:"accepted"`
+	Error    *errorBody `json:"error,omitempty"`
+}
+
+type batchAnswer struct {
+	Accepted int                `json:"accepted"`
+	Failed   int                `json:"failed"`
+	Tasks    []batchOutcomeJSON `json:"tasks"`
+}
+
+// batchSubmitters bounds the submits of one batch in flight at once; they
+// share envelopes and confirms, so a batch costs a few round trips, not
+// one per task.
+const batchSubmitters = 64
+
+// handleSubmitBatch is POST /api/tasks/batch: up to maxBatchTasks tasks,
+// every one validated before any is published. The answer says, task by
+// task, which were accepted: 202 when at least one was, else the error
+// of the first.
+func handleSubmitBatch(specs taskSpecs, sub taskSubmitter, maxBody int64) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		var body welcomeEmailRequest
-		if r.ContentLength != 0 {
-			if err := decodeJSON(w, r, maxBody, &body); err != nil && !isEmptyBody(err) {
+		var req batchRequest
+		if err := decodeJSON(w, r, maxBody, &req); err != nil {
+			return err
+		}
+		switch {
+		case req.Tasks == nil:
+			return invalidField("tasks", "is required: a list of 1 to %d tasks", maxBatchTasks)
+		case len(req.Tasks) == 0 || len(req.Tasks) > maxBatchTasks:
+			return invalidField("tasks", "must hold 1 to %d tasks, not %d", maxBatchTasks, len(req.Tasks))
+		}
+		type planned struct {
+			spec taskSpec
+			key  string
+		}
+		plan := make([]planned, len(req.Tasks))
+		for i, t := range req.Tasks {
+			path := fmt.Sprintf("tasks[%d].", i)
+			spec, err := specs.fromRequest(t, path)
+			if err != nil {
 				return err
 			}
+			key, err := bodyIdempotencyKey(t.IdempotencyKey, path+"idempotency_key")
+			if err != nil {
+				return err
+			}
+			plan[i] = planned{spec: spec, key: key}
 		}
-		q := r.URL.Query()
-		args := tasks.EmailArgs{UserEmail: q.Get("user_email"), UserName: q.Get("user_name")}
-		if args.UserEmail == "" && body.UserEmail != nil {
-			args.UserEmail = *body.UserEmail
+		answer := batchAnswer{Tasks: make([]batchOutcomeJSON, len(plan))}
+		errs := make([]error, len(plan))
+		var wg sync.WaitGroup
+		slots := make(chan struct{}, batchSubmitters)
+		for i, p := range plan {
+			wg.Add(1)
+			slots <- struct{}{}
+			go func() {
+				defer func() { <-slots; wg.Done() }()
+				res, err := sub.submit(r.Context(), p.spec, p.key)
+				answer.Tasks[i] = batchOutcomeJSON{Index: i, TaskID: res.id, Status: res.status, Accepted: err == nil}
+				errs[i] = err
+			}()
 		}
-		if args.UserName == "" && body.UserName != nil {
-			args.UserName = *body.UserName
+		wg.Wait()
+		for i, err := range errs {
+			if err == nil {
+				answer.Accepted++
+				continue
+			}
+			answer.Failed++
+			_, body := errorStatus(err)
+			answer.Tasks[i].Error = &body
 		}
-		if err := validateEmailArgs(args); err != nil {
-			return err
+		if answer.Accepted == 0 {
+			return errs[slices.IndexFunc(errs, func(err error) bool { return err != nil })]
 		}
-		key, err := idempotencyKey(r)
-		if err != nil {
-			return err
-		}
-		res, err := sub.submit(r.Context(), tasks.WelcomeEmailName, args, "normal", key)
-		if err != nil {
-			return err
-		}
-		writeSubmitted(w, res, fmt.Sprintf("Email queued for %s. Check /api/async/status/%s", args.UserEmail, res.id))
+		addAccessLogAttrs(r.Context(), "batch_accepted", answer.Accepted, "batch_failed", answer.Failed)
+		writeJSON(w, http.StatusAccepted, answer)
 		return nil
 	}
 }
 
-// Bounds of send_welcome_email's arguments.
-const (
-	maxUserName     = 200
-	maxEmailAddress = 254
-)
-
-func validateEmailArgs(args tasks.EmailArgs) error {
-	if args.UserEmail == "" {
-		return invalidField("user_email", "is required")
+// requestIdempotencyKey is the request's Idempotency-Key: the header, or
+// the body's field named field; both must agree when both are given.
+func requestIdempotencyKey(r *http.Request, inBody *string, field string) (string, error) {
+	header, err := idempotencyKey(r)
+	if err != nil {
+		return "", err
 	}
-	addr, err := mail.ParseAddress(args.UserEmail)
-	if err != nil || addr.Address != args.UserEmail || len(args.UserEmail) > maxEmailAddress || !strings.Contains(args.UserEmail[strings.LastIndexByte(args.UserEmail, '@')+1:], ".") {
-		return invalidField("user_email", "must be a plain e-mail address such as john@example.com")
+	body, err := bodyIdempotencyKey(inBody, field)
+	if err != nil {
+		return "", err
 	}
-	if n := utf8.RuneCountInString(args.UserName); n < 1 || n > maxUserName {
-		return invalidField("user_name", "must be 1 to %d characters", maxUserName)
+	if header != "" && body != "" && header != body {
+		return "", invalidField(field, "differs from the Idempotency-Key header")
 	}
-	if !utf8.ValidString(args.UserName) {
-		// A query string can carry any bytes; JSON bodies are UTF-8 already.
-		return invalidField("user_name", "must be valid UTF-8")
-	}
-	if strings.ContainsAny(args.UserName, "\r\n") {
-		return invalidField("user_name", "must not contain line breaks")
-	}
-	return nil
-}
-
-func isEmptyBody(err error) bool {
-	var ae *apiError
-	return errors.As(err, &ae) && ae.code == "empty_body"
+	return cmp.Or(header, body), nil
 }
 
 // idempotencyKey reads and checks the Idempotency-Key header.
 func idempotencyKey(r *http.Request) (string, error) {
-	key := r.Header.Get("Idempotency-Key")
+	return checkIdempotencyKey(r.Header.Get("Idempotency-Key"), "Idempotency-Key")
+}
+
+func bodyIdempotencyKey(key *string, field string) (string, error) {
+	if key == nil {
+		return "", nil
+	}
+	if *key == "" {
+		return "", invalidField(field, "must be 1 to 255 printable ASCII characters")
+	}
+	return checkIdempotencyKey(*key, field)
+}
+
+func checkIdempotencyKey(key, field string) (string, error) {
 	if len(key) > 255 || !printableASCII(key) {
-		return "", invalidField("Idempotency-Key", "must be 1 to 255 printable ASCII characters")
+		return "", invalidField(field, "must be 1 to 255 printable ASCII characters")
 	}
 	return key, nil
 }
@@ -161,4 +286,14 @@ func writeSubmitted(w http.ResponseWriter, sub submission, message string) {
 	}
 	w.Header().Set("Location", "/api/async/status/"+sub.id)
 	writeJSON(w, http.StatusAccepted, taskAccepted{TaskID: sub.id, Status: sub.status, Message: message})
+}
+
+// humanDuration writes d in whole days when it is whole days: "30 days"
+// reads better than "720h0m0s".
+func humanDuration(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d >= day && d%day == 0 {
+		return fmt.Sprintf("%d days", d/day)
+	}
+	return d.String()
 }

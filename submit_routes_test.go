@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"errand/tasks"
 )
@@ -127,6 +128,10 @@ func TestHandlersSubmitProcessErrors(t *testing.T) {
 type rejectingPublisher struct{ err error }
 
 func (p rejectingPublisher) publish(context.Context, taskMessage) error { return p.err }
+
+func (p rejectingPublisher) publishDelayed(context.Context, taskMessage, time.Duration) error {
+	return p.err
+}
 
 func TestHandlersPublishFailure(t *testing.T) {
 	submits := []struct{ name, target, body string }{
@@ -287,4 +292,246 @@ func TestHandlersWelcomeEmailErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestSubmitTask(t *testing.T) {
+	tests := []struct {
+		name         string
+		body         string
+		wantType     string
+		wantArgs     string
+		wantPriority string
+	}{
+		{name: "defaults filled in", body: `{"type": "process_heavy_task", "args": {"data": "d"}}`,
+			wantType: tasks.HeavyTaskName, wantArgs: `{"data":"d","iterations":10}`, wantPriority: "normal"},
+		{name: "priority given", body: `{"type": "process_heavy_task", "args": {"data": "d", "iterations": 3}, "priority": "high"}`,
+			wantType: tasks.HeavyTaskName, wantArgs: `{"data":"d","iterations":3}`, wantPriority: "high"},
+		{name: "null priority is the default", body: `{"type": "process_heavy_task", "args": {"data": "d"}, "priority": null}`,
+			wantType: tasks.HeavyTaskName, wantArgs: `{"data":"d","iterations":10}`, wantPriority: "normal"},
+		{name: "another type", body: `{"type": "send_welcome_email", "args": {"user_email": "john@example.com", "user_name": "John"}}`,
+			wantType: tasks.WelcomeEmailName, wantArgs: `{"user_email":"john@example.com","user_name":"John"}`, wantPriority: "normal"},
+		{name: "countdown in the past runs now", body: `{"type": "process_heavy_task", "args": {"data": "d"}, "countdown": -5}`,
+			wantType: tasks.HeavyTaskName, wantArgs: `{"data":"d","iterations":10}`, wantPriority: "normal"},
+		{name: "eta in the past runs now", body: `{"type": "process_heavy_task", "args": {"data": "d"}, "eta": "2026-01-01T00:00:00Z"}`,
+			wantType: tasks.HeavyTaskName, wantArgs: `{"data":"d","iterations":10}`, wantPriority: "normal"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newHandlerFixture(t)
+			rec := f.serve(t, "POST", "/api/tasks", tc.body, nil)
+			var acc taskAccepted
+			decodeAnswer(t, rec, http.StatusAccepted, &acc)
+			if !taskIDFormat.MatchString(acc.TaskID) || acc.Status != statePending {
+				t.Errorf("answer %+v, want a new task id, PENDING", acc)
+			}
+			m := f.nextTaskMessage(t)
+			if m.ID != acc.TaskID || m.Type != tc.wantType || string(m.Args) != tc.wantArgs || m.Priority != tc.wantPriority || !m.ETA.IsZero() {
+				t.Errorf("message: id %s type %s args %s priority %s eta %v; want id %s type %s args %s priority %s, no eta",
+					m.ID, m.Type, m.Args, m.Priority, m.ETA, acc.TaskID, tc.wantType, tc.wantArgs, tc.wantPriority)
+			}
+			f.checkPendingStatus(t, acc.TaskID)
+		})
+	}
+}
+
+func TestSubmitTaskErrors(t *testing.T) {
+	eta := func(d time.Duration) string { return handlerEpoch.Add(d).Format(time.RFC3339) }
+	tests := []struct {
+		name       string
+		body       string
+		header     map[string]string
+		wantStatus int
+		wantCode   string
+		wantField  string
+		wantDetail string
+	}{
+		{name: "no type", body: `{"args": {"data": "d"}}`, wantStatus: 422, wantCode: "validation_error", wantField: "type", wantDetail: "process_heavy_task, send_welcome_email"},
+		{name: "unknown type", body: `{"type": "mine", "args": {}}`, wantStatus: 422, wantCode: "validation_error", wantField: "type", wantDetail: "process_heavy_task, send_welcome_email"},
+		{name: "missing argument", body: `{"type": "process_heavy_task", "args": {}}`, wantStatus: 422, wantCode: "validation_error", wantField: "args.data"},
+		{name: "no args at all", body: `{"type": "process_heavy_task"}`, wantStatus: 422, wantCode: "validation_error", wantField: "args.data"},
+		{name: "argument out of range", body: `{"type": "process_heavy_task", "args": {"data": "d", "iterations": 1001}}`, wantStatus: 422, wantCode: "validation_error", wantField: "args.iterations"},
+		{name: "argument of the wrong type", body: `{"type": "process_heavy_task", "args": {"data": "d", "iterations": "5"}}`, wantStatus: 422, wantCode: "validation_error", wantField: "args.iterations"},
+		{name: "unknown argument", body: `{"type": "process_heavy_task", "args": {"data": "d", "colour": "red"}}`, wantStatus: 422, wantCode: "validation_error", wantField: "args.colour"},
+		{name: "args not an object", body: `{"type": "process_heavy_task", "args": ["d"]}`, wantStatus: 422, wantCode: "validation_error", wantField: "args"},
+		{name: "a type's own rule", body: `{"type": "send_welcome_email", "args": {"user_email": "john@localhost", "user_name": "J"}}`, wantStatus: 422, wantCode: "validation_error", wantField: "args.user_email"},
+		{name: "bad priority", body: `{"type": "process_heavy_task", "args": {"data": "d"}, "priority": "urgent"}`, wantStatus: 422, wantCode: "validation_error", wantField: "priority"},
+		{name: "countdown and eta", body: `{"type": "process_heavy_task", "args": {"data": "d"}, "countdown": 5, "eta": "` + eta(time.Minute) + `"}`, wantStatus: 422, wantCode: "validation_error", wantField: "eta"},
+		{name: "countdown past the horizon", body: `{"type": "process_heavy_task", "args": {"data": "d"}, "countdown": 2592001}`, wantStatus: 422, wantCode: "validation_error", wantField: "countdown"},
+		{name: "eta past the horizon", body: `{"type": "process_heavy_task", "args": {"data": "d"}, "eta": "` + eta(31*24*time.Hour) + `"}`, wantStatus: 422, wantCode: "validation_error", wantField: "eta"},
+		{name: "eta not a time", body: `{"type": "process_heavy_task", "args": {"data": "d"}, "eta": "tomorrow"}`, wantStatus: 422, wantCode: "validation_error", wantField: "eta"},
+		{name: "empty idempotency key", body: `{"type": "process_heavy_task", "args": {"data": "d"}, "idempotency_key": ""}`, wantStatus: 422, wantCode: "validation_error", wantField: "idempotency_key"},
+		{name: "keys that disagree", body: `{"type": "process_heavy_task", "args": {"data": "d"}, "idempotency_key": "a"}`, header: map[string]string{"Idempotency-Key": "b"}, wantStatus: 422, wantCode: "validation_error", wantField: "idempotency_key"},
+		{name: "unknown field", body: `{"type": "process_heavy_task", "args": {"data": "d"}, "colour": "red"}`, wantStatus: 422, wantCode: "validation_error", wantField: "colour"},
+		{name: "malformed JSON", body: `{"type": "process_heavy_task"`, wantStatus: 400, wantCode: "malformed_json"},
+		{name: "empty body", body: "", wantStatus: 400, wantCode: "empty_body"},
+		{name: "body over MaxBodyBytes", body: `{"type": "process_heavy_task", "args": {"data": "` + strings.Repeat("d", handlerMaxBody) + `"}}`, wantStatus: 413, wantCode: "body_too_large"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newHandlerFixture(t)
+			rec := f.serve(t, "POST", "/api/tasks", tc.body, tc.header)
+			checkErrorAnswer(t, rec, tc.wantStatus, tc.wantCode, tc.wantField)
+			if !strings.Contains(rec.Body.String(), tc.wantDetail) {
+				t.Errorf("answer %s does not say %q", rec.Body, tc.wantDetail)
+			}
+			f.checkNothingQueued(t)
+		})
+	}
+}
+
+func TestSubmitTaskScheduled(t *testing.T) {
+	f := newHandlerFixture(t)
+	body := `{"type": "process_heavy_task", "args": {"data": "later"}, "countdown": 90}`
+	var acc taskAccepted
+	decodeAnswer(t, f.serve(t, "POST", "/api/tasks", body, map[string]string{"Idempotency-Key": "k1"}), http.StatusAccepted, &acc)
+	if acc.Status != stateScheduled {
+		t.Errorf("status: got %s, want SCHEDULED", acc.Status)
+	}
+	if ready, _ := f.broker.depth(); ready != 0 {
+		t.Errorf("a task due in 90 s is on the work queue at once (%d ready)", ready)
+	}
+	var st taskStatus
+	decodeAnswer(t, f.serve(t, "GET", "/api/async/status/"+acc.TaskID, "", nil), http.StatusOK, &st)
+	if st.Status != stateScheduled || st.ScheduledFor == nil || !st.ScheduledFor.Equal(handlerEpoch.Add(90*time.Second)) {
+		t.Errorf("status %s scheduled for %v, want SCHEDULED for %v", st.Status, st.ScheduledFor, handlerEpoch.Add(90*time.Second))
+	}
+	// The client's retry a little later is the same request: its countdown
+	// is what it sent, not the time it ends.
+	f.clock.set(handlerEpoch.Add(3 * time.Second))
+	var again taskAccepted
+	rec := f.serve(t, "POST", "/api/tasks", body, map[string]string{"Idempotency-Key": "k1"})
+	decodeAnswer(t, rec, http.StatusAccepted, &again)
+	if again.TaskID != acc.TaskID || again.Status != stateScheduled || rec.Header().Get("Idempotent-Replayed") != "true" {
+		t.Errorf("retry with the key: %+v (replayed %q), want task %s replayed, SCHEDULED", again, rec.Header().Get("Idempotent-Replayed"), acc.TaskID)
+	}
+	eta := handlerEpoch.Add(time.Hour).Format(time.RFC3339)
+	decodeAnswer(t, f.serve(t, "POST", "/api/tasks", `{"type": "process_heavy_task", "args": {"data": "at"}, "eta": "`+eta+`"}`, nil), http.StatusAccepted, &acc)
+	decodeAnswer(t, f.serve(t, "GET", "/api/async/status/"+acc.TaskID, "", nil), http.StatusOK, &st)
+	if st.Status != stateScheduled || st.ScheduledFor == nil || st.ScheduledFor.Format(time.RFC3339) != eta {
+		t.Errorf("eta task: %s for %v, want SCHEDULED for %s", st.Status, st.ScheduledFor, eta)
+	}
+	if got := testutil.ToFloat64(f.metrics.tasksScheduled.WithLabelValues(tasks.HeavyTaskName)); got != 2 {
+		t.Errorf("errand_tasks_scheduled_total: got %v, want 2 (the replay is not a new task)", got)
+	}
+}
+
+// selectivePublisher publishes through next, but fails the tasks fail
+// picks with errBrokerUnavailable.
+type selectivePublisher struct {
+	next taskPublisher
+	fail func(taskMessage) bool
+}
+
+func (p selectivePublisher) publish(ctx context.Context, m taskMessage) error {
+	if p.fail(m) {
+		return fmt.Errorf("publish %s: %w", m.ID, errBrokerUnavailable)
+	}
+	return p.next.publish(ctx, m)
+}
+
+func (p selectivePublisher) publishDelayed(ctx context.Context, m taskMessage, delay time.Duration) error {
+	if p.fail(m) {
+		return fmt.Errorf("publish %s: %w", m.ID, errBrokerUnavailable)
+	}
+	return p.next.publishDelayed(ctx, m, delay)
+}
+
+func TestSubmitBatch(t *testing.T) {
+	f := newHandlerFixture(t)
+	body := `{"tasks": [
+		{"type": "process_heavy_task", "args": {"data": "a"}},
+		{"type": "send_welcome_email", "args": {"user_email": "john@example.com", "user_name": "John"}, "priority": "high"},
+		{"type": "process_heavy_task", "args": {"data": "c"}, "countdown": 60}
+	]}`
+	var answer batchAnswer
+	decodeAnswer(t, f.serve(t, "POST", "/api/tasks/batch", body, nil), http.StatusAccepted, &answer)
+	if answer.Accepted != 3 || answer.Failed != 0 || len(answer.Tasks) != 3 {
+		t.Fatalf("answer %+v, want 3 accepted", answer)
+	}
+	for i, want := range []string{statePending, statePending, stateScheduled} {
+		got := answer.Tasks[i]
+		if got.Index != i || !got.Accepted || got.Status != want || !taskIDFormat.MatchString(got.TaskID) || got.Error != nil {
+			t.Errorf("task %d: %+v, want accepted, %s, with an id", i, got, want)
+		}
+	}
+	if ready, _ := f.broker.depth(); ready != 2 {
+		t.Errorf("ready messages: got %d, want 2 (the third is due in 60 s)", ready)
+	}
+	if n := f.statusCount(); n != 3 {
+		t.Errorf("statuses: got %d, want 3", n)
+	}
+}
+
+func TestSubmitBatchErrors(t *testing.T) {
+	task := `{"type": "process_heavy_task", "args": {"data": "d"}}`
+	many := func(n int) string { return `{"tasks": [` + strings.TrimSuffix(strings.Repeat(task+",", n), ",") + `]}` }
+	tests := []struct {
+		name       string
+		body       string
+		wantStatus int
+		wantField  string
+	}{
+		{name: "an invalid task names its index and field", body: `{"tasks": [` + task + `, {"type": "process_heavy_task", "args": {"iterations": 2}}]}`, wantStatus: 422, wantField: "tasks[1].args.data"},
+		{name: "an unknown type", body: `{"tasks": [` + task + `, ` + task + `, {"type": "nope"}]}`, wantStatus: 422, wantField: "tasks[2].type"},
+		{name: "a bad priority", body: `{"tasks": [{"type": "process_heavy_task", "args": {"data": "d"}, "priority": "now"}]}`, wantStatus: 422, wantField: "tasks[0].priority"},
+		{name: "no tasks field", body: `{}`, wantStatus: 422, wantField: "tasks"},
+		{name: "no tasks", body: `{"tasks": []}`, wantStatus: 422, wantField: "tasks"},
+		{name: "over the limit", body: many(maxBatchTasks + 1), wantStatus: 422, wantField: "tasks"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newHandlerFixture(t, func(d *apiParts) { d.maxBody = 1 << 20 })
+			checkErrorAnswer(t, f.serve(t, "POST", "/api/tasks/batch", tc.body, nil), tc.wantStatus, "validation_error", tc.wantField)
+			f.checkNothingQueued(t)
+		})
+	}
+	t.Run("the limit itself", func(t *testing.T) {
+		f := newHandlerFixture(t, func(d *apiParts) { d.maxBody = 1 << 20 })
+		var answer batchAnswer
+		decodeAnswer(t, f.serve(t, "POST", "/api/tasks/batch", many(maxBatchTasks), nil), http.StatusAccepted, &answer)
+		if ready, _ := f.broker.depth(); answer.Accepted != maxBatchTasks || ready != maxBatchTasks {
+			t.Errorf("accepted %d, queued %d; want %d of each", answer.Accepted, ready, maxBatchTasks)
+		}
+	})
+	t.Run("a body over MaxBodyBytes", func(t *testing.T) {
+		f := newHandlerFixture(t)
+		body := `{"tasks": [{"type": "process_heavy_task", "args": {"data": "` + strings.Repeat("d", handlerMaxBody) + `"}}]}`
+		checkErrorAnswer(t, f.serve(t, "POST", "/api/tasks/batch", body, nil), http.StatusRequestEntityTooLarge, "body_too_large", "")
+		f.checkNothingQueued(t)
+	})
+}
+
+// TestSubmitBatchBrokerFailsMidway: when the broker refuses some tasks of
+// a valid batch, the answer says which were accepted; those are queued
+// and the others left no status behind.
+func TestSubmitBatchBrokerFailsMidway(t *testing.T) {
+	f := newHandlerFixture(t, func(d *apiParts) {
+		d.publisher = selectivePublisher{next: d.publisher, fail: func(m taskMessage) bool { return strings.Contains(string(m.Args), `"fail`) }}
+	})
+	body := `{"tasks": [
+		{"type": "process_heavy_task", "args": {"data": "ok-0"}},
+		{"type": "process_heavy_task", "args": {"data": "fail-1"}},
+		{"type": "process_heavy_task", "args": {"data": "ok-2"}}
+	]}`
+	var answer batchAnswer
+	decodeAnswer(t, f.serve(t, "POST", "/api/tasks/batch", body, nil), http.StatusAccepted, &answer)
+	if answer.Accepted != 2 || answer.Failed != 1 {
+		t.Fatalf("answer %+v, want 2 accepted and 1 failed", answer)
+	}
+	failed := answer.Tasks[1]
+	if failed.Accepted || failed.TaskID != "" || failed.Error == nil || failed.Error.Error != "unavailable" {
+		t.Errorf("task 1: %+v (error %+v), want not accepted, no id, error unavailable", failed, failed.Error)
+	}
+	if ready, _ := f.broker.depth(); ready != 2 {
+		t.Errorf("ready messages: got %d, want the 2 accepted", ready)
+	}
+	if n := f.statusCount(); n != 2 {
+		t.Errorf("statuses: got %d, want the 2 accepted tasks' only", n)
+	}
+
+	all := newHandlerFixture(t, func(d *apiParts) {
+		d.publisher = selectivePublisher{next: d.publisher, fail: func(taskMessage) bool { return true }}
+	})
+	checkErrorAnswer(t, all.serve(t, "POST", "/api/tasks/batch", body, nil), http.StatusServiceUnavailable, "unavailable", "")
+	all.checkNothingQueued(t)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -81,8 +80,8 @@ func TestIdempotencyKeyTakeover(t *testing.T) {
 	base := startErrand(t, env)
 
 	crashedID := newTaskID()
-	raw, _ := json.Marshal(tasks.HeavyArgs{Data: "retried", Iterations: 2})
-	stale := keyReservation{taskID: crashedID, fingerprint: idempotencyFingerprint(tasks.HeavyTaskName, "normal", raw), at: time.Now().Add(-time.Minute)}
+	stale := keyReservation{taskID: crashedID, fingerprint: idempotencyFingerprint(specOf(t, tasks.HeavyTaskName, tasks.HeavyArgs{Data: "retried", Iterations: 2})),
+		at: time.Now().Add(-time.Minute)}
 	sum := sha256.Sum256([]byte("\x00" + "crash-1"))
 	rdb := testRedis(t)
 	ctx := context.Background()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -153,11 +154,16 @@ func handleRetryTask(reader taskStatusReader, sub taskSubmitter) handlerFunc {
 		if _, ok := priorityLevels[rec.Priority]; !ok {
 			rec.Priority = "normal"
 		}
-		res, err := sub.submit(r.Context(), rec.TaskType, rec.Args, rec.Priority, "")
+		args, err := json.Marshal(rec.Args)
+		if err != nil {
+			return fmt.Errorf("encode arguments of %s: %w", id, err)
+		}
+		res, err := sub.submit(r.Context(), taskSpec{Type: rec.TaskType, Args: args, Priority: rec.Priority}, "")
 		if err != nil {
 			return err
 		}
 		newID := res.id
+		addAccessLogAttrs(r.Context(), "task_id", newID, "task_type", rec.TaskType)
 		w.Header().Set("Location", "/api/async/status/"+newID)
 		writeJSON(w, http.StatusAccepted, retryAccepted{
 			taskAccepted: taskAccepted{TaskID: newID, Status: statePending,

@@ -47,6 +47,10 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	}
 	ctx, j, endSpan := p.startJob(ctx, d, msg)
 	defer endSpan()
+	if early := msg.ETA.Sub(p.now()); early > etaTolerance {
+		p.waitForETA(ctx, j, early)
+		return
+	}
 	if d.redelivered && p.settleRedelivery(ctx, j) {
 		return
 	}
@@ -106,6 +110,23 @@ func (p *workerPool) startJob(ctx context.Context, d delivery, msg taskMessage) 
 		log = log.With("trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
 	}
 	return ctx, job{d: d, msg: msg, log: log}, func() { span.End() }
+}
+
+// etaTolerance is how early a scheduled task may start. Delay queues round
+// a wait up, so a task comes early only from a coarse delay queue (see
+// delayLevel), or when this host's clock is behind the submitter's.
+const etaTolerance = 50 * time.Millisecond
+
+// waitForETA sends a task that came before its time back to wait for the
+// rest, and acks this delivery.
+func (p *workerPool) waitForETA(ctx context.Context, j job, wait time.Duration) {
+	if err := p.queue.publishDelayed(ctx, j.msg, wait); err != nil {
+		j.log.Warn("could not send an early task back to wait; requeueing it", "error", err)
+		p.settle(j, settleRequeue)
+		return
+	}
+	j.log.Debug("task came before its time; waiting for the rest", "wait", wait.String())
+	p.settle(j, settleAck)
 }
 
 // settleRedelivery handles a message that came back unsettled, and
@@ -198,6 +219,7 @@ func (p *workerPool) retryLater(ctx context.Context, j job, policy tasks.Policy,
 	next.LastError = runErr.Error()
 	next.Deliveries = 0
 	retryAt := p.now().Add(delay)
+	next.ETA = retryAt
 	if err := p.queue.publishDelayed(ctx, next, delay); err != nil {
 		j.log.Error("could not schedule a retry; requeueing the run", "error", err)
 		p.settle(j, settleRequeue)

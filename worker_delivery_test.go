@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -203,5 +204,40 @@ func TestDuplicateDeliveryOneResult(t *testing.T) {
 	if last.Result["completed_at"] != stored.Result["completed_at"] {
 		t.Errorf("status result completed_at %v, stored %v: want the status to show the stored result (first was %v)",
 			last.Result["completed_at"], stored.Result["completed_at"], first.Result["completed_at"])
+	}
+}
+
+// TestTaskThatComesEarlyWaitsForItsTime: a message on the work queue
+// before its ETA (as one from a coarse delay queue comes) goes back to
+// wait for the rest and runs at its time, once.
+func TestTaskThatComesEarlyWaitsForItsTime(t *testing.T) {
+	for name, env := range backendModes {
+		t.Run(name, func(t *testing.T) {
+			var mu sync.Mutex
+			var started []time.Time
+			s := startPoolStack(t, env(t), 2, tasks.Definition{Name: "stamp", Run: func(context.Context, string, json.RawMessage, tasks.ReportFunc) (any, error) {
+				mu.Lock()
+				started = append(started, time.Now())
+				mu.Unlock()
+				return map[string]any{}, nil
+			}})
+			eta := time.Now().Add(1500 * time.Millisecond)
+			msg := taskMessage{ID: newTaskID(), Type: "stamp", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now(), ETA: eta}
+			if err := s.backend.publisher.publish(context.Background(), msg); err != nil {
+				t.Fatal(err)
+			}
+			waitForStatus(t, s.base, msg.ID, stateSuccess, 10*time.Second)
+			mu.Lock()
+			defer mu.Unlock()
+			if len(started) != 1 {
+				t.Fatalf("runs: %d, want 1", len(started))
+			}
+			if early := eta.Sub(started[0]); early > etaTolerance {
+				t.Errorf("ran %v before its ETA, want at most %v", early, etaTolerance)
+			}
+			if late := started[0].Sub(eta); late > time.Second {
+				t.Errorf("ran %v after its ETA, want within a second", late)
+			}
+		})
 	}
 }

@@ -159,8 +159,8 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 	pool.jitter = func() float64 { return 0 }
 	done := make(chan error, 1)
 	go func() { done <- pool.run(ctx) }()
-	submitter, reader := newTaskAPI(cfg, b, log, m, disabledTracing())
-	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, submitter: submitter, reader: reader,
+	api := newTaskAPI(cfg, b, reg, log, m, disabledTracing())
+	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, registry: reg, specs: api.specs, submitter: api.submitter, reader: api.reader,
 		health: b.health, backends: b.mode, maxBody: 1 << 20, healthTimeout: time.Second,
 		now: time.Now, serveAPI: true, metrics: m, tracing: disabledTracing()}))
 	t.Cleanup(func() {
@@ -178,7 +178,7 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 func (s *poolStack) submit(t *testing.T, taskType string, args any) string {
 	t.Helper()
 	sub := quietSubmitter(s.backend)
-	res, err := sub.submit(context.Background(), taskType, args, "normal", "")
+	res, err := sub.submit(context.Background(), specOf(t, taskType, args), "")
 	if err != nil {
 		t.Fatalf("submit %s: %v", taskType, err)
 	}

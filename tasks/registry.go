@@ -9,6 +9,7 @@
 package tasks
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,11 +36,45 @@ type ReportFunc func(ctx context.Context, p Progress)
 // must marshal to a JSON object.
 type Handler func(ctx context.Context, taskID string, args json.RawMessage, report ReportFunc) (any, error)
 
-// Definition is a registered task type.
+// Definition is a registered task type, as the registry keeps it. Declare
+// makes one from a Type; a Definition written by hand (tests do) takes
+// any JSON object as its arguments.
 type Definition struct {
-	Name   string
-	Run    Handler
-	Policy Policy
+	Name        string
+	Description string
+	Run         Handler
+	Policy      Policy
+	// Schema is the JSON Schema of the arguments.
+	Schema json.RawMessage
+	// checkArgs validates arguments and returns them with their defaults.
+	checkArgs func(raw json.RawMessage) (json.RawMessage, error)
+}
+
+// CheckArgs validates a submit's arguments against the type's schema and
+// rules and returns them as the task will get them, defaults filled in.
+// Its error is a *FieldError.
+func (d Definition) CheckArgs(raw json.RawMessage) (json.RawMessage, error) {
+	if d.checkArgs != nil {
+		return d.checkArgs(raw)
+	}
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
+		return json.RawMessage(`{}`), nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(trimmed, &obj); err != nil {
+		return nil, &FieldError{Reason: "must be a JSON object"}
+	}
+	return trimmed, nil
+}
+
+// ArgsSchema is the JSON Schema of the arguments: an object of any shape
+// for a Definition written by hand.
+func (d Definition) ArgsSchema() json.RawMessage {
+	if d.Schema == nil {
+		return json.RawMessage(`{"type":"object"}`)
+	}
+	return d.Schema
 }
 
 // Policy says how a task type is retried and how long one run may take.
@@ -52,6 +87,9 @@ type Policy struct {
 	BackoffMax  time.Duration
 	// TimeLimit cancels a run's context when it is reached.
 	TimeLimit time.Duration
+	// Priority is the priority of a submit that names none ("low",
+	// "normal" or "high"); empty means "normal".
+	Priority string
 }
 
 // Backoff is the wait before retry number attempt (1 for the first):
@@ -130,17 +168,8 @@ func NewRegistry(cfg Config) *Registry {
 		cfg.Mailer = LogMailer{Logger: cfg.Logger}
 	}
 	r := &Registry{defs: map[string]Definition{}}
-	// process_heavy_task has no retry policy in the guide; its longest run
-	// (1000 iterations at the guide's 500 ms) is about 8 minutes.
-	r.register(Definition{Name: HeavyTaskName, Run: heavyTask(cfg), Policy: Policy{
-		TimeLimit: max(15*time.Minute, 2*MaxIterations*cfg.HeavyTaskDelay),
-	}})
-	// send_welcome_email: the guide's max_retries=3, autoretry on every
-	// error and retry_backoff (1 s, doubling, capped at Celery's 600 s).
-	r.register(Definition{Name: WelcomeEmailName, Run: welcomeEmailTask(cfg), Policy: Policy{
-		MaxRetries: 3, BackoffBase: time.Second, BackoffMax: 600 * time.Second,
-		TimeLimit: max(time.Minute, 6*cfg.EmailStepDelay),
-	}})
+	r.Register(Declare(heavyTask(cfg)))
+	r.Register(Declare(welcomeEmailTask(cfg)))
 	return r
 }
 

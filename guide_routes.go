@@ -1,0 +1,113 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"unicode/utf8"
+
+	"errand/tasks"
+)
+
+// The guide's two submit routes are aliases of POST /api/tasks for their
+// task types, in the guide's request shapes: the body's fields are the
+// task's arguments, and the registry checks them.
+
+// handleSubmitProcess is POST /api/async/process: process_heavy_task's
+// arguments and an optional priority, in one JSON object.
+func handleSubmitProcess(specs taskSpecs, sub taskSubmitter, maxBody int64) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var body map[string]json.RawMessage
+		if err := decodeJSON(w, r, maxBody, &body); err != nil {
+			return err
+		}
+		var priority *string
+		if raw, ok := body["priority"]; ok && string(raw) != "null" {
+			var p string
+			if err := json.Unmarshal(raw, &p); err != nil {
+				return invalidField("priority", "must be low, normal or high")
+			}
+			priority = &p
+		}
+		delete(body, "priority")
+		args, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode arguments: %w", err)
+		}
+		spec, err := specs.check(tasks.HeavyTaskName, args, priority, "type", "", "priority")
+		if err != nil {
+			return err
+		}
+		return submitAlias(w, r, sub, spec, func(id string) string {
+			return "Task submitted successfully. Use /api/async/status/{task_id} to check progress."
+		})
+	}
+}
+
+type welcomeEmailRequest struct {
+	UserEmail *string `json:"user_email"`
+	UserName  *string `json:"user_name"`
+}
+
+// handleWelcomeEmail is POST /api/send-welcome-email: user_email and
+// user_name from the query, as the guide's curl sends them, or from a JSON
+// body; query values win.
+func handleWelcomeEmail(specs taskSpecs, sub taskSubmitter, maxBody int64) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var body welcomeEmailRequest
+		if r.ContentLength != 0 {
+			if err := decodeJSON(w, r, maxBody, &body); err != nil && !isEmptyBody(err) {
+				return err
+			}
+		}
+		args := map[string]string{}
+		q := r.URL.Query()
+		for field, fromBody := range map[string]*string{"user_email": body.UserEmail, "user_name": body.UserName} {
+			v := q.Get(field)
+			if v == "" && fromBody != nil {
+				v = *fromBody
+			}
+			if !utf8.ValidString(v) {
+				// A query string can carry any bytes; JSON bodies are UTF-8
+				// already, and encoding the arguments would change them.
+				return invalidField(field, "must be valid UTF-8")
+			}
+			if v != "" {
+				args[field] = v
+			}
+		}
+		raw, err := json.Marshal(args)
+		if err != nil {
+			return fmt.Errorf("encode arguments: %w", err)
+		}
+		spec, err := specs.check(tasks.WelcomeEmailName, raw, nil, "type", "", "priority")
+		if err != nil {
+			return err
+		}
+		return submitAlias(w, r, sub, spec, func(id string) string {
+			return fmt.Sprintf("Email queued for %s. Check /api/async/status/%s", args["user_email"], id)
+		})
+	}
+}
+
+// submitAlias submits spec with the request's Idempotency-Key header and
+// answers with the guide's body and message.
+func submitAlias(w http.ResponseWriter, r *http.Request, sub taskSubmitter, spec taskSpec, message func(id string) string) error {
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
+	res, err := sub.submit(r.Context(), spec, key)
+	if err != nil {
+		return err
+	}
+	addAccessLogAttrs(r.Context(), "task_id", res.id, "task_type", spec.Type)
+	writeSubmitted(w, res, message(res.id))
+	return nil
+}
+
+func isEmptyBody(err error) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && ae.code == "empty_body"
+}
