@@ -46,6 +46,27 @@ func TestAPIKeys(t *testing.T) {
 	if body := apiCall(t, "GET", base+"/api/tasks", "", a, nil).body; !strings.Contains(body, id) {
 		t.Errorf("key a's task list lacks its task: %s", body)
 	}
+
+	// Items belong to their key the same way.
+	var it itemResponse
+	if resp := apiCall(t, "POST", base+"/api/items", `{"name": "a's"}`, a, &it); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create an item with key a: %d %s", resp.StatusCode, resp.body)
+	}
+	for _, req := range []struct{ method, body string }{{"GET", ""}, {"PUT", `{"name": "b's now"}`}, {"DELETE", ""}} {
+		if resp := apiCall(t, req.method, base+"/api/items/"+it.ID, req.body, b, nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s key a's item with key b: %d, want 404", req.method, resp.StatusCode)
+		}
+	}
+	if body := apiCall(t, "GET", base+"/api/items", "", b, nil).body; strings.Contains(body, it.ID) {
+		t.Errorf("key b's item list shows key a's item: %s", body)
+	}
+	var got itemResponse
+	if resp := apiCall(t, "GET", base+"/api/items/"+it.ID, "", a, &got); resp.StatusCode != http.StatusOK || got.Name != "a's" {
+		t.Errorf("key a's item after key b's tries: %d %+v, want it unchanged", resp.StatusCode, got)
+	}
+	if body := apiCall(t, "GET", base+"/api/items", "", a, nil).body; !strings.Contains(body, it.ID) {
+		t.Errorf("key a's item list lacks its item: %s", body)
+	}
 }
 
 func TestRateLimit(t *testing.T) {

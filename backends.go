@@ -94,7 +94,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	}
 	indexCtx, cancel := context.WithTimeout(ctx, cfg.HealthTimeout)
 	if err := mongoStore.ensureIndexes(indexCtx); err != nil {
-		log.Warn("results index not created; listing tasks by status scans the collection", "error", err)
+		log.Warn("indexes not created; listing tasks by status and items by owner scan their collections", "error", err)
 	}
 	cancel()
 	// A first look at each dependency, so the log says at once what is

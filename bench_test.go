@@ -252,10 +252,10 @@ func BenchmarkItems(b *testing.B) {
 		for pb.Next() {
 			it, err := bk.items.createItem(ctx, item{Name: "bench", Metadata: map[string]any{"category": "bench"}, CreatedAt: time.Now(), UpdatedAt: time.Now()})
 			if err == nil {
-				_, err = bk.items.getItem(ctx, it.ID)
+				_, err = bk.items.getItem(ctx, "", it.ID)
 			}
 			if err == nil {
-				err = bk.items.deleteItem(ctx, it.ID)
+				err = bk.items.deleteItem(ctx, "", it.ID)
 			}
 			if err != nil {
 				b.Error(err)

@@ -413,7 +413,7 @@ func documentStoreContract(t *testing.T, s documentStore) {
 	}
 
 	t.Run("get returns what create returned", func(t *testing.T) {
-		got, err := s.getItem(ctx, created[0].ID)
+		got, err := s.getItem(ctx, "", created[0].ID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,7 +426,7 @@ func documentStoreContract(t *testing.T, s documentStore) {
 	})
 
 	t.Run("list is newest first and pages", func(t *testing.T) {
-		page, err := s.listItems(ctx, 1, 2)
+		page, err := s.listItems(ctx, "", 1, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -438,7 +438,7 @@ func documentStoreContract(t *testing.T, s documentStore) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("list skip 1 limit 2 (-want +got):\n%s", diff)
 		}
-		past, err := s.listItems(ctx, 10, 5)
+		past, err := s.listItems(ctx, "", 10, 5)
 		if err != nil || len(past) != 0 {
 			t.Errorf("list past the end: %d items, err %v; want none", len(past), err)
 		}
@@ -447,7 +447,7 @@ func documentStoreContract(t *testing.T, s documentStore) {
 	t.Run("update sets only the given fields", func(t *testing.T) {
 		name := "renamed"
 		later := base.Add(time.Hour)
-		got, err := s.updateItem(ctx, created[1].ID, itemUpdate{Name: &name}, later)
+		got, err := s.updateItem(ctx, "", created[1].ID, itemUpdate{Name: &name}, later)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -459,25 +459,25 @@ func documentStoreContract(t *testing.T, s documentStore) {
 
 	t.Run("missing and malformed ids", func(t *testing.T) {
 		missing := bson.NewObjectID().Hex()
-		if _, err := s.getItem(ctx, missing); !errors.Is(err, errNotFound) {
+		if _, err := s.getItem(ctx, "", missing); !errors.Is(err, errNotFound) {
 			t.Errorf("get missing: %v, want errNotFound", err)
 		}
-		if _, err := s.updateItem(ctx, missing, itemUpdate{}, base); !errors.Is(err, errNotFound) {
+		if _, err := s.updateItem(ctx, "", missing, itemUpdate{}, base); !errors.Is(err, errNotFound) {
 			t.Errorf("update missing: %v, want errNotFound", err)
 		}
-		if err := s.deleteItem(ctx, missing); !errors.Is(err, errNotFound) {
+		if err := s.deleteItem(ctx, "", missing); !errors.Is(err, errNotFound) {
 			t.Errorf("delete missing: %v, want errNotFound", err)
 		}
-		if _, err := s.getItem(ctx, "not-an-id"); !errors.Is(err, errInvalidID) {
+		if _, err := s.getItem(ctx, "", "not-an-id"); !errors.Is(err, errInvalidID) {
 			t.Errorf("get malformed: %v, want errInvalidID", err)
 		}
 	})
 
 	t.Run("delete", func(t *testing.T) {
-		if err := s.deleteItem(ctx, created[4].ID); err != nil {
+		if err := s.deleteItem(ctx, "", created[4].ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.getItem(ctx, created[4].ID); !errors.Is(err, errNotFound) {
+		if _, err := s.getItem(ctx, "", created[4].ID); !errors.Is(err, errNotFound) {
 			t.Errorf("get deleted: %v, want errNotFound", err)
 		}
 	})
@@ -521,15 +521,15 @@ func documentStoreContract(t *testing.T, s documentStore) {
 				fail(fmt.Errorf("create %s: %w", name, err))
 				return
 			}
-			got, err := s.getItem(ctx, it.ID)
+			got, err := s.getItem(ctx, "", it.ID)
 			if err != nil || got.ID != it.ID || got.Name != name {
 				fail(fmt.Errorf("get %s (%s): got %s %q, %v", it.ID, name, got.ID, got.Name, err))
 			}
 			missing := fmt.Sprintf("%024x", i)
-			if _, err := s.getItem(ctx, missing); !errors.Is(err, errNotFound) {
+			if _, err := s.getItem(ctx, "", missing); !errors.Is(err, errNotFound) {
 				fail(fmt.Errorf("get missing %s: got %v, want not found", missing, err))
 			}
-			if err := s.deleteItem(ctx, it.ID); err != nil {
+			if err := s.deleteItem(ctx, "", it.ID); err != nil {
 				fail(fmt.Errorf("delete %s: %w", it.ID, err))
 			}
 		})
@@ -552,14 +552,14 @@ func documentStoreContract(t *testing.T, s documentStore) {
 		var deleted [items]atomic.Int32
 		inParallel(t, items*racers, func(i int, fail func(error)) {
 			k := i % items
-			switch err := s.deleteItem(ctx, ids[k]); {
+			switch err := s.deleteItem(ctx, "", ids[k]); {
 			case err == nil:
 				deleted[k].Add(1)
 			case !errors.Is(err, errNotFound):
 				fail(fmt.Errorf("delete %s: %w", ids[k], err))
 			}
 			missing := fmt.Sprintf("%024x", 1000+i)
-			if err := s.deleteItem(ctx, missing); !errors.Is(err, errNotFound) {
+			if err := s.deleteItem(ctx, "", missing); !errors.Is(err, errNotFound) {
 				fail(fmt.Errorf("delete missing %s: got %v, want not found", missing, err))
 			}
 		})
@@ -567,9 +567,71 @@ func documentStoreContract(t *testing.T, s documentStore) {
 			if n := deleted[k].Load(); n != 1 {
 				t.Errorf("item %s: %d of %d deletes succeeded, want exactly 1", id, n, racers)
 			}
-			if _, err := s.getItem(ctx, id); !errors.Is(err, errNotFound) {
+			if _, err := s.getItem(ctx, "", id); !errors.Is(err, errNotFound) {
 				t.Errorf("get %s after its deletes: got %v, want not found", id, err)
 			}
+		}
+	})
+
+	t.Run("an owner sees and changes only its own items", func(t *testing.T) {
+		create := func(name, owner string) item {
+			t.Helper()
+			it, err := s.createItem(ctx, item{Name: name, Owner: owner, CreatedAt: base, UpdatedAt: base})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if it.Owner != owner {
+				t.Errorf("created item's owner: got %q, want %q", it.Owner, owner)
+			}
+			return it
+		}
+		mine, theirs := create("mine", "owner-a"), create("theirs", "owner-b")
+		for _, tc := range []struct {
+			owner string
+			id    string
+			want  error
+		}{
+			{"owner-a", mine.ID, nil}, {"", mine.ID, nil}, {"owner-b", mine.ID, errNotFound}, {"owner-a", theirs.ID, errNotFound},
+		} {
+			if _, err := s.getItem(ctx, tc.owner, tc.id); !errors.Is(err, tc.want) {
+				t.Errorf("get %s as %q: got %v, want %v", tc.id, tc.owner, err, tc.want)
+			}
+		}
+		name := "renamed"
+		if _, err := s.updateItem(ctx, "owner-b", mine.ID, itemUpdate{Name: &name}, base); !errors.Is(err, errNotFound) {
+			t.Errorf("update another's item: got %v, want not found", err)
+		}
+		if got, err := s.getItem(ctx, "owner-a", mine.ID); err != nil || got.Name != "mine" {
+			t.Errorf("after another's update: %+v, %v; want it unchanged", got, err)
+		}
+		if got, err := s.updateItem(ctx, "owner-a", mine.ID, itemUpdate{Name: &name}, base); err != nil || got.Name != name {
+			t.Errorf("update one's own item: %+v, %v", got, err)
+		}
+		for owner, want := range map[string]string{"owner-a": mine.ID, "owner-b": theirs.ID} {
+			list, err := s.listItems(ctx, owner, 0, 100)
+			if err != nil || len(list) != 1 || list[0].ID != want {
+				t.Errorf("list as %s: %+v, %v; want only %s", owner, list, err, want)
+			}
+		}
+		// Racing deletes, some by another owner: that owner's never find
+		// the item, and exactly one of its owner's deletes it.
+		var deleted atomic.Int32
+		inParallel(t, 16, func(i int, fail func(error)) {
+			owner := []string{"owner-a", "owner-b"}[i%2]
+			switch err := s.deleteItem(ctx, owner, mine.ID); {
+			case err == nil && owner == "owner-a":
+				deleted.Add(1)
+			case err == nil:
+				fail(fmt.Errorf("%s deleted owner-a's item", owner))
+			case !errors.Is(err, errNotFound):
+				fail(fmt.Errorf("delete as %s: %w", owner, err))
+			}
+		})
+		if n := deleted.Load(); n != 1 {
+			t.Errorf("%d of owner-a's 8 deletes succeeded, want 1", n)
+		}
+		if _, err := s.getItem(ctx, "owner-b", theirs.ID); err != nil {
+			t.Errorf("owner-b's item after the race: %v, want it there", err)
 		}
 	})
 

@@ -26,8 +26,10 @@ type item struct {
 	Name        string
 	Description *string
 	Metadata    map[string]any
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// Owner identifies the API key that made the item ("" without keys).
+	Owner     string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // itemUpdate holds the fields a PUT sets; nil fields stay as they are.
@@ -38,14 +40,19 @@ type itemUpdate struct {
 }
 
 // itemStore is the items collection. Implementations: mongoStore and
-// memoryStore.
+// memoryStore. Items belong to the API key that made them: an owner sees
+// and changes only its own, and another's are not found. The empty owner
+// (no API keys) sees every item.
 type itemStore interface {
 	createItem(ctx context.Context, it item) (item, error)
-	listItems(ctx context.Context, skip, limit int) ([]item, error)
-	getItem(ctx context.Context, id string) (item, error)
-	updateItem(ctx context.Context, id string, u itemUpdate, now time.Time) (item, error)
-	deleteItem(ctx context.Context, id string) error
+	listItems(ctx context.Context, owner string, skip, limit int) ([]item, error)
+	getItem(ctx context.Context, owner, id string) (item, error)
+	updateItem(ctx context.Context, owner, id string, u itemUpdate, now time.Time) (item, error)
+	deleteItem(ctx context.Context, owner, id string) error
 }
+
+// ownedBy reports whether owner may see an item of itemOwner.
+func ownedBy(itemOwner, owner string) bool { return owner == "" || itemOwner == owner }
 
 func handleCreateItem(items itemStore, maxBody int64, now func() time.Time) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
@@ -58,7 +65,8 @@ func handleCreateItem(items itemStore, maxBody int64, now func() time.Time) hand
 			return err
 		}
 		t := now()
-		it, err := items.createItem(r.Context(), item{Name: *u.Name, Description: u.Description, Metadata: u.Metadata, CreatedAt: t, UpdatedAt: t})
+		it, err := items.createItem(r.Context(), item{Name: *u.Name, Description: u.Description, Metadata: u.Metadata,
+			Owner: taskOwner(r.Context()), CreatedAt: t, UpdatedAt: t})
 		if err != nil {
 			return fmt.Errorf("create item: %w", err)
 		}
@@ -74,7 +82,7 @@ func handleListItems(items itemStore) handlerFunc {
 		if err != nil {
 			return err
 		}
-		list, err := items.listItems(r.Context(), skip, limit)
+		list, err := items.listItems(r.Context(), taskOwner(r.Context()), skip, limit)
 		if err != nil {
 			return fmt.Errorf("list items: %w", err)
 		}
@@ -89,7 +97,7 @@ func handleListItems(items itemStore) handlerFunc {
 
 func handleGetItem(items itemStore) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		it, err := items.getItem(r.Context(), r.PathValue("id"))
+		it, err := items.getItem(r.Context(), taskOwner(r.Context()), r.PathValue("id"))
 		if err != nil {
 			return fmt.Errorf("get item: %w", err)
 		}
@@ -112,7 +120,7 @@ func handleUpdateItem(items itemStore, maxBody int64, now func() time.Time) hand
 		if err != nil {
 			return err
 		}
-		it, err := items.updateItem(r.Context(), id, u, now())
+		it, err := items.updateItem(r.Context(), taskOwner(r.Context()), id, u, now())
 		if err != nil {
 			return fmt.Errorf("update item: %w", err)
 		}
@@ -124,7 +132,7 @@ func handleUpdateItem(items itemStore, maxBody int64, now func() time.Time) hand
 func handleDeleteItem(items itemStore) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id := r.PathValue("id")
-		if err := items.deleteItem(r.Context(), id); err != nil {
+		if err := items.deleteItem(r.Context(), taskOwner(r.Context()), id); err != nil {
 			return fmt.Errorf("delete item: %w", err)
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"message": "Item deleted successfully", "id": id})

@@ -39,17 +39,22 @@ func (s *memoryStore) createItem(_ context.Context, it item) (item, error) {
 	return it, nil
 }
 
-func (s *memoryStore) listItems(_ context.Context, skip, limit int) ([]item, error) {
+func (s *memoryStore) listItems(_ context.Context, owner string, skip, limit int) ([]item, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	ids := slices.SortedFunc(maps.Keys(s.items), func(a, b bson.ObjectID) int { return -compareObjectIDs(a, b) })
-	if skip >= len(ids) {
-		return []item{}, nil
-	}
-	ids = ids[skip:min(len(ids), skip+limit)]
-	out := make([]item, len(ids))
-	for i, id := range ids {
-		out[i] = s.items[id]
+	out := []item{}
+	for _, id := range ids {
+		if it := s.items[id]; ownedBy(it.Owner, owner) {
+			if skip > 0 {
+				skip--
+				continue
+			}
+			if len(out) == limit {
+				break
+			}
+			out = append(out, it)
+		}
 	}
 	return out, nil
 }
@@ -63,7 +68,7 @@ func compareObjectIDs(a, b bson.ObjectID) int {
 	return 0
 }
 
-func (s *memoryStore) getItem(_ context.Context, id string) (item, error) {
+func (s *memoryStore) getItem(_ context.Context, owner, id string) (item, error) {
 	oid, err := itemObjectID(id)
 	if err != nil {
 		return item{}, err
@@ -71,13 +76,13 @@ func (s *memoryStore) getItem(_ context.Context, id string) (item, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	it, ok := s.items[oid]
-	if !ok {
+	if !ok || !ownedBy(it.Owner, owner) {
 		return item{}, errNotFound
 	}
 	return it, nil
 }
 
-func (s *memoryStore) updateItem(_ context.Context, id string, u itemUpdate, now time.Time) (item, error) {
+func (s *memoryStore) updateItem(_ context.Context, owner, id string, u itemUpdate, now time.Time) (item, error) {
 	oid, err := itemObjectID(id)
 	if err != nil {
 		return item{}, err
@@ -85,7 +90,7 @@ func (s *memoryStore) updateItem(_ context.Context, id string, u itemUpdate, now
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	it, ok := s.items[oid]
-	if !ok {
+	if !ok || !ownedBy(it.Owner, owner) {
 		return item{}, errNotFound
 	}
 	if u.Name != nil {
@@ -102,14 +107,14 @@ func (s *memoryStore) updateItem(_ context.Context, id string, u itemUpdate, now
 	return it, nil
 }
 
-func (s *memoryStore) deleteItem(_ context.Context, id string) error {
+func (s *memoryStore) deleteItem(_ context.Context, owner, id string) error {
 	oid, err := itemObjectID(id)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.items[oid]; !ok {
+	if it, ok := s.items[oid]; !ok || !ownedBy(it.Owner, owner) {
 		return errNotFound
 	}
 	delete(s.items, oid)

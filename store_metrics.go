@@ -119,20 +119,20 @@ func (s measuredDocumentStore) createItem(ctx context.Context, it item) (item, e
 	return observe(ctx, s.obs, "create_item", func(ctx context.Context) (item, error) { return s.next.createItem(ctx, it) })
 }
 
-func (s measuredDocumentStore) listItems(ctx context.Context, skip, limit int) ([]item, error) {
-	return observe(ctx, s.obs, "list_items", func(ctx context.Context) ([]item, error) { return s.next.listItems(ctx, skip, limit) })
+func (s measuredDocumentStore) listItems(ctx context.Context, owner string, skip, limit int) ([]item, error) {
+	return observe(ctx, s.obs, "list_items", func(ctx context.Context) ([]item, error) { return s.next.listItems(ctx, owner, skip, limit) })
 }
 
-func (s measuredDocumentStore) getItem(ctx context.Context, id string) (item, error) {
-	return observe(ctx, s.obs, "get_item", func(ctx context.Context) (item, error) { return s.next.getItem(ctx, id) }, errNotFound, errInvalidID)
+func (s measuredDocumentStore) getItem(ctx context.Context, owner, id string) (item, error) {
+	return observe(ctx, s.obs, "get_item", func(ctx context.Context) (item, error) { return s.next.getItem(ctx, owner, id) }, errNotFound, errInvalidID)
 }
 
-func (s measuredDocumentStore) updateItem(ctx context.Context, id string, u itemUpdate, now time.Time) (item, error) {
-	return observe(ctx, s.obs, "update_item", func(ctx context.Context) (item, error) { return s.next.updateItem(ctx, id, u, now) }, errNotFound, errInvalidID)
+func (s measuredDocumentStore) updateItem(ctx context.Context, owner, id string, u itemUpdate, now time.Time) (item, error) {
+	return observe(ctx, s.obs, "update_item", func(ctx context.Context) (item, error) { return s.next.updateItem(ctx, owner, id, u, now) }, errNotFound, errInvalidID)
 }
 
-func (s measuredDocumentStore) deleteItem(ctx context.Context, id string) error {
-	return observeErr(ctx, s.obs, "delete_item", func(ctx context.Context) error { return s.next.deleteItem(ctx, id) }, errNotFound, errInvalidID)
+func (s measuredDocumentStore) deleteItem(ctx context.Context, owner, id string) error {
+	return observeErr(ctx, s.obs, "delete_item", func(ctx context.Context) error { return s.next.deleteItem(ctx, owner, id) }, errNotFound, errInvalidID)
 }
 
 func (s measuredDocumentStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, error) {

@@ -28,7 +28,7 @@ type mongoStore struct {
 	// itemDeleter groups concurrent deletes by id into one find and one
 	// delete. It has one goroutine, so that in one process batches
 	// never overlap and two deletes of one item cannot both find it.
-	itemDeleter *batcher[bson.ObjectID, struct{}]
+	itemDeleter *batcher[itemDelete, struct{}]
 	// oneByOne is set when the server is FerretDB (see inspectServer):
 	// the item batchers then serve each create, read and delete alone.
 	oneByOne atomic.Bool
@@ -125,6 +125,15 @@ func insertEach[Doc any](ctx context.Context, coll *mongo.Collection, batch []Do
 	return errs
 }
 
+// ownerFilter selects the documents owner may see: all of them for the
+// empty owner (no API keys), else its own.
+func ownerFilter(owner string) bson.D {
+	if owner == "" {
+		return bson.D{}
+	}
+	return bson.D{{Key: "owner", Value: owner}}
+}
+
 // findAll reads every document filter and opts select, each decoded as a
 // Doc and converted by convert.
 func findAll[Doc, Out any](ctx context.Context, coll *mongo.Collection, filter any, opts *options.FindOptionsBuilder, convert func(Doc) Out) ([]Out, error) {
@@ -163,15 +172,22 @@ func (s *mongoStore) inspectServer(ctx context.Context) error {
 	return nil
 }
 
-// ensureIndexes creates the index that listing results by status needs.
-// A server that cannot build it (FerretDB lacks some index kinds) only
-// makes those listings slower, so failure is reported, not fatal.
+// ensureIndexes creates the indexes listings need: results by status,
+// items by owner. A server that cannot build them (FerretDB lacks some
+// index kinds) only makes those listings slower, so failure is reported,
+// not fatal.
 func (s *mongoStore) ensureIndexes(ctx context.Context) error {
 	_, err := s.results.Indexes().CreateOne(ctx, mongo.IndexModel{
 		Keys: bson.D{{Key: "status", Value: 1}, {Key: "completed_at", Value: -1}},
 	})
 	if err != nil {
 		return fmt.Errorf("mongodb: create task_results index: %w", err)
+	}
+	_, err = s.items.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys: bson.D{{Key: "owner", Value: 1}, {Key: "_id", Value: -1}},
+	})
+	if err != nil {
+		return fmt.Errorf("mongodb: create items index: %w", err)
 	}
 	return nil
 }

@@ -29,6 +29,7 @@ type mongoItem struct {
 	Name        string         `bson:"name"`
 	Description *string        `bson:"description"`
 	Metadata    map[string]any `bson:"metadata"`
+	Owner       string         `bson:"owner,omitempty"`
 	CreatedAt   time.Time      `bson:"created_at"`
 	UpdatedAt   time.Time      `bson:"updated_at"`
 }
@@ -38,11 +39,12 @@ func (m mongoItem) item() item {
 	if md == nil {
 		md = map[string]any{}
 	}
-	return item{ID: m.ID.Hex(), Name: m.Name, Description: m.Description, Metadata: md, CreatedAt: m.CreatedAt.UTC(), UpdatedAt: m.UpdatedAt.UTC()}
+	return item{ID: m.ID.Hex(), Name: m.Name, Description: m.Description, Metadata: md, Owner: m.Owner, CreatedAt: m.CreatedAt.UTC(), UpdatedAt: m.UpdatedAt.UTC()}
 }
 
 func (s *mongoStore) createItem(ctx context.Context, it item) (item, error) {
-	doc := mongoItem{ID: bson.NewObjectID(), Name: it.Name, Description: it.Description, Metadata: it.Metadata, CreatedAt: mongoTime(it.CreatedAt), UpdatedAt: mongoTime(it.UpdatedAt)}
+	doc := mongoItem{ID: bson.NewObjectID(), Name: it.Name, Description: it.Description, Metadata: it.Metadata, Owner: it.Owner,
+		CreatedAt: mongoTime(it.CreatedAt), UpdatedAt: mongoTime(it.UpdatedAt)}
 	if doc.Metadata == nil {
 		doc.Metadata = map[string]any{}
 	}
@@ -66,22 +68,22 @@ func (s *mongoStore) insertItems(ctx context.Context, batch []mongoItem) []batch
 	return out
 }
 
-func (s *mongoStore) listItems(ctx context.Context, skip, limit int) ([]item, error) {
+func (s *mongoStore) listItems(ctx context.Context, owner string, skip, limit int) ([]item, error) {
 	opts := options.Find().SetSort(bson.D{{Key: "_id", Value: -1}}).SetSkip(int64(skip)).SetLimit(int64(limit))
-	out, err := findAll(ctx, s.items, bson.D{}, opts, mongoItem.item)
+	out, err := findAll(ctx, s.items, ownerFilter(owner), opts, mongoItem.item)
 	if err != nil {
 		return nil, fmt.Errorf("mongodb: list items: %w", err)
 	}
 	return out, nil
 }
 
-func (s *mongoStore) getItem(ctx context.Context, id string) (item, error) {
+func (s *mongoStore) getItem(ctx context.Context, owner, id string) (item, error) {
 	oid, err := itemObjectID(id)
 	if err != nil {
 		return item{}, err
 	}
 	doc, err := s.itemReader.do(ctx, oid)
-	if errors.Is(err, errNotFound) {
+	if errors.Is(err, errNotFound) || (err == nil && !ownedBy(doc.Owner, owner)) {
 		return item{}, errNotFound
 	}
 	if err != nil {
@@ -142,7 +144,7 @@ func (s *mongoStore) findItemsByID(ctx context.Context, ids []bson.ObjectID) (ma
 	return found, nil
 }
 
-func (s *mongoStore) updateItem(ctx context.Context, id string, u itemUpdate, now time.Time) (item, error) {
+func (s *mongoStore) updateItem(ctx context.Context, owner, id string, u itemUpdate, now time.Time) (item, error) {
 	oid, err := itemObjectID(id)
 	if err != nil {
 		return item{}, err
@@ -158,7 +160,7 @@ func (s *mongoStore) updateItem(ctx context.Context, id string, u itemUpdate, no
 		set = append(set, bson.E{Key: "metadata", Value: u.Metadata})
 	}
 	var doc mongoItem
-	err = s.items.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: oid}}, bson.D{{Key: "$set", Value: set}},
+	err = s.items.FindOneAndUpdate(ctx, append(bson.D{{Key: "_id", Value: oid}}, ownerFilter(owner)...), bson.D{{Key: "$set", Value: set}},
 		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&doc)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return item{}, errNotFound
@@ -169,12 +171,18 @@ func (s *mongoStore) updateItem(ctx context.Context, id string, u itemUpdate, no
 	return doc.item(), nil
 }
 
-func (s *mongoStore) deleteItem(ctx context.Context, id string) error {
+// itemDelete is one request to delete an item, by its owner.
+type itemDelete struct {
+	id    bson.ObjectID
+	owner string
+}
+
+func (s *mongoStore) deleteItem(ctx context.Context, owner, id string) error {
 	oid, err := itemObjectID(id)
 	if err != nil {
 		return err
 	}
-	_, err = s.itemDeleter.do(ctx, oid)
+	_, err = s.itemDeleter.do(ctx, itemDelete{id: oid, owner: owner})
 	if errors.Is(err, errNotFound) {
 		return errNotFound
 	}
@@ -195,39 +203,46 @@ func (s *mongoStore) deleteItem(ctx context.Context, id string) error {
 // the find and the DeleteMany (the delete then removes fewer than were
 // found) can make both its request and this one answer deleted; within
 // one process deletes are served one batch at a time.
-func (s *mongoStore) deleteItems(ctx context.Context, ids []bson.ObjectID) []batchOutcome[struct{}] {
+func (s *mongoStore) deleteItems(ctx context.Context, reqs []itemDelete) []batchOutcome[struct{}] {
 	ctx, cancel := context.WithTimeout(ctx, mongoOpTimeout)
 	defer cancel()
-	out := make([]batchOutcome[struct{}], len(ids))
-	if len(ids) == 1 {
-		out[0].err = s.deleteOneItem(ctx, ids[0])
+	out := make([]batchOutcome[struct{}], len(reqs))
+	if len(reqs) == 1 {
+		out[0].err = s.deleteOneItem(ctx, reqs[0])
 		return out
 	}
+	ids := make([]bson.ObjectID, len(reqs))
+	for i, r := range reqs {
+		ids[i] = r.id
+	}
 	found, err := s.findItemsByID(ctx, ids)
-	if err == nil && len(found) > 0 {
-		gone := make([]bson.ObjectID, 0, len(found))
-		for id := range found {
-			gone = append(gone, id)
+	// The first request for an item that may delete it claims it; a repeat
+	// finds it gone, and another owner's request finds nothing.
+	claimed := make([]bool, len(reqs))
+	var gone []bson.ObjectID
+	for i, r := range reqs {
+		if doc, there := found[r.id]; there && ownedBy(doc.Owner, r.owner) {
+			claimed[i] = true
+			gone = append(gone, r.id)
+			delete(found, r.id)
 		}
+	}
+	if err == nil && len(gone) > 0 {
 		_, err = s.items.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: gone}}}})
 	}
-	for i, id := range ids {
-		_, there := found[id]
+	for i := range reqs {
 		switch {
 		case err != nil:
 			out[i].err = err
-		case !there:
+		case !claimed[i]:
 			out[i].err = errNotFound
-		default:
-			// The first request for id claims it; a repeat finds it gone.
-			delete(found, id)
 		}
 	}
 	return out
 }
 
-func (s *mongoStore) deleteOneItem(ctx context.Context, id bson.ObjectID) error {
-	res, err := s.items.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
+func (s *mongoStore) deleteOneItem(ctx context.Context, r itemDelete) error {
+	res, err := s.items.DeleteOne(ctx, append(bson.D{{Key: "_id", Value: r.id}}, ownerFilter(r.owner)...))
 	if err == nil && res.DeletedCount == 0 {
 		err = errNotFound
 	}

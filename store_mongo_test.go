@@ -72,13 +72,13 @@ func TestMongoItemsOneByOne(t *testing.T) {
 			fail(fmt.Errorf("create %d: %w", i, err))
 			return
 		}
-		if _, err := store.getItem(ctx, it.ID); err != nil {
+		if _, err := store.getItem(ctx, "", it.ID); err != nil {
 			fail(fmt.Errorf("get %d: %w", i, err))
 		}
-		if err := store.deleteItem(ctx, it.ID); err != nil {
+		if err := store.deleteItem(ctx, "", it.ID); err != nil {
 			fail(fmt.Errorf("delete %d: %w", i, err))
 		}
-		if _, err := store.getItem(ctx, it.ID); !errors.Is(err, errNotFound) {
+		if _, err := store.getItem(ctx, "", it.ID); !errors.Is(err, errNotFound) {
 			fail(fmt.Errorf("get %d after its delete: %v, want errNotFound", i, err))
 		}
 	})
