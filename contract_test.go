@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -111,7 +113,7 @@ func statusStoreContract(t *testing.T, s statusStore) {
 		put(pending, statePending, 0)
 		put(running, stateProgress, 0)
 		for _, id := range []string{pending, running} {
-			if err := s.deletePending(ctx, id); err != nil {
+			if err := s.deletePending(ctx, id, ""); err != nil {
 				t.Fatalf("deletePending %s: %v", id, err)
 			}
 		}
@@ -160,6 +162,117 @@ func statusStoreContract(t *testing.T, s statusStore) {
 			t.Errorf("after racing PENDING/PROGRESS writes: got %s, want SUCCESS", got)
 		}
 	})
+
+	t.Run("unfinished tasks are listed newest first, page by page", func(t *testing.T) {
+		owner := "lister-" + newRandomID(4)
+		base := now.Add(-time.Hour)
+		states := []string{statePending, stateProgress, stateScheduled, stateRetry, stateProgress, statePending, stateProgress, statePending}
+		var want []string // newest first
+		for i, state := range states {
+			created := base.Add(time.Duration(i) * time.Second)
+			if i >= 5 {
+				created = base.Add(5 * time.Second) // three tasks of one millisecond
+			}
+			id := fmt.Sprintf("list-%d-%s", i, newRandomID(3))
+			if err := s.put(ctx, taskStatus{TaskID: id, Status: state, TaskType: []string{"a", "b"}[i%2], Owner: owner, CreatedAt: &created, UpdatedAt: now}, 0); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, id)
+		}
+		slices.SortFunc(want, func(a, b string) int { return -compareListed(states, a, b) })
+		// Not listed: another owner's task, and a finished one.
+		other := base.Add(time.Minute)
+		if err := s.put(ctx, taskStatus{TaskID: "list-other-" + newRandomID(3), Status: statePending, Owner: owner + "-x", CreatedAt: &other, UpdatedAt: now}, 0); err != nil {
+			t.Fatal(err)
+		}
+		done := "list-done-" + newRandomID(3)
+		if err := s.put(ctx, taskStatus{TaskID: done, Status: statePending, Owner: owner, CreatedAt: &other, UpdatedAt: now}, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.put(ctx, taskStatus{TaskID: done, Status: stateSuccess, Owner: owner, CreatedAt: &other, UpdatedAt: now}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+
+		var got []string
+		q := taskQuery{owner: owner, limit: 3}
+		for pages := 0; ; pages++ {
+			if pages > len(states) {
+				t.Fatalf("listing did not end after %d pages: %v", pages, got)
+			}
+			page, err := s.listLive(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, st := range page.tasks {
+				got = append(got, st.TaskID)
+			}
+			if page.reached == nil {
+				break
+			}
+			q.after = page.reached
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("listed ids (-want +got):\n%s", diff)
+		}
+
+		page, err := s.listLive(ctx, taskQuery{owner: owner, status: stateProgress, taskType: "a", limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(page.tasks); n != 2 {
+			t.Errorf("PROGRESS tasks of type a: got %d, want 2 (%+v)", n, page.tasks)
+		}
+		page, err = s.listLive(ctx, taskQuery{owner: owner, since: base.Add(4 * time.Second), limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(page.tasks); n != 4 {
+			t.Errorf("tasks since the fifth: got %d, want 4", n)
+		}
+		// A task that finishes, or whose submit is undone, leaves the list.
+		if err := s.put(ctx, taskStatus{TaskID: want[0], Status: stateFailure, Owner: owner, UpdatedAt: now}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		pendingID := want[len(want)-1] // created first: PENDING
+		if err := s.deletePending(ctx, pendingID, owner); err != nil {
+			t.Fatal(err)
+		}
+		page, err = s.listLive(ctx, taskQuery{owner: owner, limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range page.tasks {
+			if st.TaskID == want[0] || st.TaskID == pendingID {
+				t.Errorf("%s (%s) still listed after it finished or was undone", st.TaskID, st.Status)
+			}
+		}
+		if n := len(page.tasks); n != len(want)-2 {
+			t.Errorf("listed after the changes: got %d, want %d", n, len(want)-2)
+		}
+	})
+}
+
+// compareListed orders the contract's listed ids as a listing must: by
+// creation time (the test's ids embed their index; indexes 5 to 7 share
+// one millisecond), then by id.
+func compareListed(_ []string, a, b string) int {
+	index := func(id string) int {
+		var i int
+		fmt.Sscanf(id, "list-%d-", &i)
+		return min(i, 5)
+	}
+	if ia, ib := index(a), index(b); ia != ib {
+		return ia - ib
+	}
+	return strings.Compare(a, b)
+}
+
+// finIndex is the creation order of a listed finished task of the
+// contract (ids embed their index; indexes 3 to 5 share a millisecond).
+func finIndex(id string) int {
+	var i int
+	fmt.Sscanf(id, "fin-%d-", &i)
+	return min(i, 3)
 }
 
 func TestKeyStoreContract(t *testing.T) {
@@ -632,6 +745,72 @@ func documentStoreContract(t *testing.T, s documentStore) {
 		}
 		if _, err := s.getItem(ctx, "owner-b", theirs.ID); err != nil {
 			t.Errorf("owner-b's item after the race: %v, want it there", err)
+		}
+	})
+
+	t.Run("finished tasks are listed newest first, page by page", func(t *testing.T) {
+		owner := "finisher-" + newRandomID(4)
+		states := []string{stateSuccess, stateFailure, stateRevoked, stateSuccess, stateSuccess, stateFailure}
+		var want []string
+		for i, state := range states {
+			created := base.Add(time.Duration(min(i, 3)) * time.Second) // the last three share a millisecond
+			id := fmt.Sprintf("fin-%d-%s", i, newRandomID(3))
+			if _, err := s.saveResult(ctx, taskRecord{TaskID: id, TaskType: []string{"a", "b"}[i%2], Status: state, Owner: owner,
+				CreatedAt: created, CompletedAt: created.Add(time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, id)
+		}
+		slices.SortFunc(want, func(a, b string) int {
+			ia, ib := finIndex(a), finIndex(b)
+			if ia != ib {
+				return ib - ia
+			}
+			return strings.Compare(b, a)
+		})
+		if _, err := s.saveResult(ctx, taskRecord{TaskID: "fin-other-" + newRandomID(3), TaskType: "a", Status: stateSuccess,
+			Owner: owner + "-x", CreatedAt: base, CompletedAt: base}); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		q := taskQuery{owner: owner, limit: 2}
+		for pages := 0; ; pages++ {
+			if pages > len(states) {
+				t.Fatalf("listing did not end after %d pages: %v", pages, got)
+			}
+			page, err := s.listFinished(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, st := range page.tasks {
+				got = append(got, st.TaskID)
+				if st.CreatedAt == nil {
+					t.Errorf("%s listed without created_at", st.TaskID)
+				}
+			}
+			if page.reached == nil {
+				break
+			}
+			q.after = page.reached
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("listed ids (-want +got):\n%s", diff)
+		}
+		for _, tc := range []struct {
+			q    taskQuery
+			want int
+		}{
+			{taskQuery{owner: owner, status: stateSuccess, limit: 10}, 3},
+			{taskQuery{owner: owner, status: stateFailure, taskType: "b", limit: 10}, 2},
+			{taskQuery{owner: owner, since: base.Add(2 * time.Second), limit: 10}, 4},
+		} {
+			page, err := s.listFinished(ctx, tc.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page.tasks) != tc.want || page.reached != nil {
+				t.Errorf("list %+v: got %d (reached %v), want %d and the end", tc.q, len(page.tasks), page.reached, tc.want)
+			}
 		}
 	})
 

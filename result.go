@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 )
 
@@ -10,41 +11,48 @@ import (
 type taskRecord struct {
 	TaskID      string
 	TaskType    string
-	Status      string // stateSuccess or stateFailure
+	Status      string // stateSuccess, stateFailure or stateRevoked
 	Result      map[string]any
 	Error       string
 	Attempts    int
 	CompletedAt time.Time
-	// Args and Priority are what POST /api/tasks/{id}/retry runs again.
+	// Args and Priority are what the task was submitted with, and what
+	// POST /api/tasks/{id}/retry runs again.
 	Args     map[string]any
 	Priority string
 	// Owner identifies the API key that submitted the task ("" without keys).
-	Owner   string
-	TraceID string
+	Owner        string
+	TraceID      string
+	CreatedAt    time.Time
+	ScheduledFor *time.Time
+	StartedAt    *time.Time
+	Revoked      *revocation
 }
 
 func (r taskRecord) status() taskStatus {
-	return taskStatus{
-		TaskID:    r.TaskID,
-		Status:    r.Status,
-		TaskType:  r.TaskType,
-		Result:    r.Result,
-		Error:     r.Error,
-		Attempts:  r.Attempts,
-		Owner:     r.Owner,
-		TraceID:   r.TraceID,
-		UpdatedAt: r.CompletedAt,
+	st := taskStatus{
+		TaskID:       r.TaskID,
+		Status:       r.Status,
+		TaskType:     r.TaskType,
+		Result:       r.Result,
+		Error:        r.Error,
+		Attempts:     r.Attempts,
+		Owner:        r.Owner,
+		TraceID:      r.TraceID,
+		UpdatedAt:    r.CompletedAt,
+		Priority:     r.Priority,
+		ScheduledFor: r.ScheduledFor,
+		StartedAt:    r.StartedAt,
+		Revoked:      r.Revoked,
 	}
-}
-
-// resultFilter selects finished tasks; empty fields select all.
-type resultFilter struct {
-	Status string
-	Owner  string
-}
-
-func (f resultFilter) matches(r taskRecord) bool {
-	return (f.Status == "" || r.Status == f.Status) && (f.Owner == "" || r.Owner == f.Owner)
+	if r.Args != nil {
+		st.Args, _ = json.Marshal(r.Args) // it decoded from JSON, so it encodes
+	}
+	if !r.CreatedAt.IsZero() {
+		created := r.CreatedAt
+		st.CreatedAt = &created
+	}
+	return st
 }
 
 // resultStore keeps finished tasks. saveResult is idempotent per task id:
@@ -53,6 +61,5 @@ func (f resultFilter) matches(r taskRecord) bool {
 type resultStore interface {
 	saveResult(ctx context.Context, r taskRecord) (taskRecord, error)
 	getResult(ctx context.Context, taskID string) (taskRecord, error)
-	// listResults pages through finished tasks, newest first.
-	listResults(ctx context.Context, f resultFilter, skip, limit int) ([]taskRecord, error)
+	finishedLister
 }

@@ -58,7 +58,8 @@ func newServer(d serverDeps) http.Handler {
 		apiRoute("GET /api/task-types", handleTaskTypes(d.registry))
 		apiRoute("POST /api/tasks", handleSubmitTask(d.specs, d.submitter, d.maxBody))
 		apiRoute("POST /api/tasks/batch", handleSubmitBatch(d.specs, d.submitter, d.maxBody))
-		apiRoute("GET /api/tasks", handleListTasks(d.reader))
+		apiRoute("GET /api/tasks", handleListTasks(d.reader, d.registry.Known))
+		apiRoute("GET /api/tasks/{task_id}", handleGetTask(d.reader))
 		apiRoute("POST /api/tasks/{task_id}/retry", handleRetryTask(d.reader, d.submitter))
 	}
 	inner := withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux)))

@@ -17,6 +17,8 @@ const (
 	stateRetry     = "RETRY" // failed, waiting for its next attempt
 	stateSuccess   = "SUCCESS"
 	stateFailure   = "FAILURE"
+	// REVOKED is Celery's name for a task cancelled before it finished.
+	stateRevoked = "REVOKED"
 )
 
 // stateRank orders states so that status never moves backwards: a late
@@ -33,9 +35,10 @@ func stateRank(state string) int {
 	}
 }
 
-// taskStatus is a task's state as the status endpoint shows it: the
-// guide's fields (task_id, status, progress, result, error) and a few of
-// errand's own.
+// taskStatus is a task's state as the status store keeps it: the guide's
+// fields (task_id, status, progress, result, error), what the submit asked
+// (type, args, priority, when), and errand's own. Every write carries the
+// whole of it; the routes show parts (see guideStatusJSON and taskJSON).
 type taskStatus struct {
 	TaskID   string          `json:"task_id"`
 	Status   string          `json:"status"`
@@ -51,9 +54,23 @@ type taskStatus struct {
 	UpdatedAt    time.Time  `json:"updated_at"`
 	// TraceID is the task's trace, from its submit to its result write.
 	TraceID string `json:"trace_id,omitempty"`
-	// Owner identifies the API key that submitted the task. It is stored
-	// but never shown: handlers clear it before answering.
+	// Owner identifies the API key that submitted the task.
 	Owner string `json:"owner,omitempty"`
+
+	Args      json.RawMessage `json:"args,omitempty"`
+	Priority  string          `json:"priority,omitempty"`
+	CreatedAt *time.Time      `json:"created_at,omitempty"`
+	// StartedAt is when the last run started.
+	StartedAt *time.Time `json:"started_at,omitempty"`
+	// Revoked says who cancelled a REVOKED task, and when.
+	Revoked *revocation `json:"revoked,omitempty"`
+}
+
+// revocation is a cancel: who asked (the API key's owner id, "" without
+// keys), and when.
+type revocation struct {
+	By string    `json:"by"`
+	At time.Time `json:"at"`
 }
 
 func (s taskStatus) final() bool { return stateRank(s.Status) == 2 }
@@ -66,9 +83,11 @@ type statusStore interface {
 	// keeps the entry without expiry.
 	put(ctx context.Context, s taskStatus, ttl time.Duration) error
 	get(ctx context.Context, taskID string) (taskStatus, error)
-	// deletePending removes the entry only while it is still PENDING; it
-	// undoes the API's write when a publish fails.
-	deletePending(ctx context.Context, taskID string) error
+	// deletePending removes the entry of owner's task only while it is
+	// still PENDING or SCHEDULED; it undoes the API's write when a publish
+	// fails.
+	deletePending(ctx context.Context, taskID, owner string) error
+	liveLister
 }
 
 // statusOpTimeout bounds each status write and read, so a slow or missing

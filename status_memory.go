@@ -96,13 +96,25 @@ func (s *memoryStatusStore) get(_ context.Context, taskID string) (taskStatus, e
 	return e.status, nil
 }
 
-func (s *memoryStatusStore) deletePending(_ context.Context, taskID string) error {
+func (s *memoryStatusStore) deletePending(_ context.Context, taskID, _ string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.lookup(taskID); ok && e.status.Status == statePending {
+	if e, ok := s.lookup(taskID); ok && stateRank(e.status.Status) == 0 {
 		delete(s.entries, taskID)
 	}
 	return nil
 }
 
 func (s *memoryStatusStore) ping(context.Context) error { return nil }
+
+func (s *memoryStatusStore) listLive(_ context.Context, q taskQuery) (taskPage, error) {
+	s.mu.Lock()
+	var live []taskStatus
+	for _, e := range s.entries {
+		if !e.status.final() && q.matches(e.status) {
+			live = append(live, e.status)
+		}
+	}
+	s.mu.Unlock()
+	return pageOf(live, q), nil
+}

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,9 +36,13 @@ const (
 // statusWrite is one run of putStatusScript.
 type statusWrite struct {
 	key   string
+	index string // the owner's index of unfinished tasks
 	rank  int
 	doc   []byte
 	ttlMs int64
+	// createdMs and id are the task's entry in index.
+	createdMs int64
+	id        string
 }
 
 func newRedisStatusStore(client *redis.Client, keyPrefix string) *redisStatusStore {
@@ -52,6 +59,10 @@ func (s *redisStatusStore) close() {
 	s.reader.close()
 }
 
+// putStatusScript writes a status unless a higher-ranked one is stored,
+// and keeps the owner's index of unfinished tasks (a sorted set of task
+// ids by creation time, which listings page through) in step: a task is
+// in it until its status is final.
 var putStatusScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'rank')
 if cur and tonumber(cur) > tonumber(ARGV[1]) then
@@ -63,11 +74,17 @@ if tonumber(ARGV[3]) > 0 then
 else
   redis.call('PERSIST', KEYS[1])
 end
+if tonumber(ARGV[1]) < 2 then
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[5])
+else
+  redis.call('ZREM', KEYS[2], ARGV[5])
+end
 return 1
 `)
 
 var deletePendingScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'rank') == '0' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -75,12 +92,18 @@ return 0
 
 func (s *redisStatusStore) key(taskID string) string { return s.prefix + "task:" + taskID }
 
+// indexKey is the key of owner's index of unfinished tasks.
+func (s *redisStatusStore) indexKey(owner string) string {
+	return s.prefix + "live:" + cmp.Or(owner, "-")
+}
+
 func (s *redisStatusStore) put(ctx context.Context, st taskStatus, ttl time.Duration) error {
 	doc, err := encodeStatus(st)
 	if err != nil {
 		return fmt.Errorf("encode status of %s: %w", st.TaskID, err)
 	}
-	_, err = s.writer.do(ctx, statusWrite{key: s.key(st.TaskID), rank: stateRank(st.Status), doc: doc, ttlMs: ttl.Milliseconds()})
+	_, err = s.writer.do(ctx, statusWrite{key: s.key(st.TaskID), index: s.indexKey(st.Owner), rank: stateRank(st.Status), doc: doc,
+		ttlMs: ttl.Milliseconds(), createdMs: keyOf(st).created.UnixMilli(), id: st.TaskID})
 	if err != nil {
 		return fmt.Errorf("redis: put status of %s: %w", st.TaskID, err)
 	}
@@ -115,7 +138,7 @@ func (s *redisStatusStore) pipelinePuts(ctx context.Context, batch []statusWrite
 	pipe := s.client.Pipeline()
 	cmds := make([]*redis.Cmd, len(batch))
 	for i, w := range batch {
-		cmds[i] = putStatusScript.EvalSha(ctx, pipe, []string{w.key}, w.rank, w.doc, w.ttlMs)
+		cmds[i] = putStatusScript.EvalSha(ctx, pipe, []string{w.key, w.index}, w.rank, w.doc, w.ttlMs, w.createdMs, w.id)
 	}
 	_, err := pipe.Exec(ctx)
 	return cmds, err
@@ -153,8 +176,8 @@ func (s *redisStatusStore) get(ctx context.Context, taskID string) (taskStatus, 
 	return st, nil
 }
 
-func (s *redisStatusStore) deletePending(ctx context.Context, taskID string) error {
-	if err := deletePendingScript.Run(ctx, s.client, []string{s.key(taskID)}).Err(); err != nil {
+func (s *redisStatusStore) deletePending(ctx context.Context, taskID, owner string) error {
+	if err := deletePendingScript.Run(ctx, s.client, []string{s.key(taskID), s.indexKey(owner)}, taskID).Err(); err != nil {
 		return fmt.Errorf("redis: delete pending status of %s: %w", taskID, err)
 	}
 	return nil
@@ -162,4 +185,88 @@ func (s *redisStatusStore) deletePending(ctx context.Context, taskID string) err
 
 func (s *redisStatusStore) ping(ctx context.Context) error {
 	return s.client.Ping(ctx).Err()
+}
+
+// listScanLimit bounds the index entries one listing reads, so a page
+// whose filter few tasks pass still costs a bounded read: the page then
+// ends where the scan did, and the next one goes on from there.
+const listScanLimit = 2000
+
+// listLive pages through the owner's unfinished tasks, newest first, from
+// the owner's index.
+func (s *redisStatusStore) listLive(ctx context.Context, q taskQuery) (taskPage, error) {
+	var page taskPage
+	pos := q.after
+	for scanned := 0; scanned < listScanLimit; {
+		ids, keys, err := s.indexEntries(ctx, s.indexKey(q.owner), pos, q.since, min(q.limit+1, 200))
+		if err != nil {
+			return taskPage{}, err
+		}
+		if len(ids) == 0 {
+			return page, nil // the end of the index
+		}
+		docs := make([]*redis.StringCmd, len(ids))
+		pipe := s.client.Pipeline()
+		for i, id := range ids {
+			docs[i] = pipe.HGet(ctx, s.key(id), "doc")
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return taskPage{}, fmt.Errorf("redis: read listed statuses: %w", err)
+		}
+		for i := range ids {
+			scanned++
+			pos = &keys[i]
+			b, err := docs[i].Bytes()
+			if err != nil {
+				continue // gone since the index was read
+			}
+			st, err := decodeStatus(b)
+			if err != nil || st.final() || !q.matches(st) {
+				continue
+			}
+			page.tasks = append(page.tasks, st)
+			if len(page.tasks) == q.limit {
+				page.reached = pos
+				return page, nil
+			}
+		}
+	}
+	page.reached = pos
+	return page, nil
+}
+
+// indexEntries reads the entries of an index that come after pos (all of
+// them when pos is nil) and were created at or after since: the rest of
+// pos's millisecond first, then up to n of the older ones.
+func (s *redisStatusStore) indexEntries(ctx context.Context, key string, pos *taskKey, since time.Time, n int) ([]string, []taskKey, error) {
+	floor := "-inf"
+	if !since.IsZero() {
+		floor = strconv.FormatInt(since.UnixMilli(), 10)
+	}
+	var ids []string
+	var keys []taskKey
+	add := func(zs []redis.Z) {
+		for _, z := range zs {
+			id := z.Member.(string)
+			ids = append(ids, id)
+			keys = append(keys, taskKey{created: time.UnixMilli(int64(z.Score)).UTC(), id: id})
+		}
+	}
+	top := "+inf"
+	if pos != nil {
+		ms := strconv.FormatInt(pos.created.UnixMilli(), 10)
+		// Entries of one millisecond come in reverse order of id.
+		ties, err := s.client.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: key, Start: ms, Stop: ms, ByScore: true, Rev: true}).Result()
+		if err != nil {
+			return nil, nil, fmt.Errorf("redis: read task index: %w", err)
+		}
+		add(slices.DeleteFunc(ties, func(z redis.Z) bool { return z.Member.(string) >= pos.id }))
+		top = "(" + ms
+	}
+	older, err := s.client.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: key, Start: top, Stop: floor, ByScore: true, Rev: true, Count: int64(n)}).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("redis: read task index: %w", err)
+	}
+	add(older)
+	return ids, keys, nil
 }

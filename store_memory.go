@@ -4,7 +4,6 @@ import (
 	"context"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -127,30 +126,22 @@ func (s *memoryStore) saveResult(_ context.Context, r taskRecord) (taskRecord, e
 	if saved, ok := s.results[r.TaskID]; ok {
 		return saved, nil
 	}
-	r.CompletedAt = mongoTime(r.CompletedAt)
+	// Its times as MongoDB keeps them, so both stores answer alike.
+	r = newMongoTaskRecord(r).record()
 	s.results[r.TaskID] = r
 	return r, nil
 }
 
-func (s *memoryStore) listResults(_ context.Context, f resultFilter, skip, limit int) ([]taskRecord, error) {
+func (s *memoryStore) listFinished(_ context.Context, q taskQuery) (taskPage, error) {
 	s.mu.RLock()
-	var all []taskRecord
+	var all []taskStatus
 	for _, r := range s.results {
-		if f.matches(r) {
-			all = append(all, r)
+		if st := r.status(); q.matches(st) {
+			all = append(all, st)
 		}
 	}
 	s.mu.RUnlock()
-	slices.SortFunc(all, func(a, b taskRecord) int {
-		if c := b.CompletedAt.Compare(a.CompletedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.TaskID, b.TaskID)
-	})
-	if skip >= len(all) {
-		return []taskRecord{}, nil
-	}
-	return all[skip:min(len(all), skip+limit)], nil
+	return pageOf(all, q), nil
 }
 
 func (s *memoryStore) getResult(_ context.Context, taskID string) (taskRecord, error) {

@@ -21,7 +21,7 @@ type storeObserver struct {
 // Operation names, for creating their error series up front (see
 // metrics.initSeries for why).
 var (
-	statusOps   = []string{"put_status", "get_status", "delete_pending"}
+	statusOps   = []string{"put_status", "get_status", "delete_pending", "list_live"}
 	keyOps      = []string{"reserve_key", "swap_key", "get_key"}
 	documentOps = []string{"create_item", "list_items", "get_item", "update_item", "delete_item", "save_result", "get_result", "list_results"}
 )
@@ -79,8 +79,12 @@ func (s measuredStatusStore) get(ctx context.Context, taskID string) (taskStatus
 	return observe(ctx, s.obs, "get_status", func(ctx context.Context) (taskStatus, error) { return s.next.get(ctx, taskID) }, errStatusNotFound)
 }
 
-func (s measuredStatusStore) deletePending(ctx context.Context, taskID string) error {
-	return observeErr(ctx, s.obs, "delete_pending", func(ctx context.Context) error { return s.next.deletePending(ctx, taskID) })
+func (s measuredStatusStore) deletePending(ctx context.Context, taskID, owner string) error {
+	return observeErr(ctx, s.obs, "delete_pending", func(ctx context.Context) error { return s.next.deletePending(ctx, taskID, owner) })
+}
+
+func (s measuredStatusStore) listLive(ctx context.Context, q taskQuery) (taskPage, error) {
+	return observe(ctx, s.obs, "list_live", func(ctx context.Context) (taskPage, error) { return s.next.listLive(ctx, q) })
 }
 
 // measuredKeyStore times and traces every idempotency key operation.
@@ -143,6 +147,6 @@ func (s measuredDocumentStore) getResult(ctx context.Context, taskID string) (ta
 	return observe(ctx, s.obs, "get_result", func(ctx context.Context) (taskRecord, error) { return s.next.getResult(ctx, taskID) }, errNotFound)
 }
 
-func (s measuredDocumentStore) listResults(ctx context.Context, f resultFilter, skip, limit int) ([]taskRecord, error) {
-	return observe(ctx, s.obs, "list_results", func(ctx context.Context) ([]taskRecord, error) { return s.next.listResults(ctx, f, skip, limit) })
+func (s measuredDocumentStore) listFinished(ctx context.Context, q taskQuery) (taskPage, error) {
+	return observe(ctx, s.obs, "list_results", func(ctx context.Context) (taskPage, error) { return s.next.listFinished(ctx, q) })
 }

@@ -172,13 +172,19 @@ func (s *mongoStore) inspectServer(ctx context.Context) error {
 	return nil
 }
 
-// ensureIndexes creates the indexes listings need: results by status,
-// items by owner. A server that cannot build them (FerretDB lacks some
+// ensureIndexes creates the indexes listings need: results by status and
+// by owner and age, items by owner. A server that cannot build them (FerretDB lacks some
 // index kinds) only makes those listings slower, so failure is reported,
 // not fatal.
 func (s *mongoStore) ensureIndexes(ctx context.Context) error {
 	_, err := s.results.Indexes().CreateOne(ctx, mongo.IndexModel{
 		Keys: bson.D{{Key: "status", Value: 1}, {Key: "completed_at", Value: -1}},
+	})
+	if err != nil {
+		return fmt.Errorf("mongodb: create task_results index: %w", err)
+	}
+	_, err = s.results.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys: bson.D{{Key: "owner", Value: 1}, {Key: "created_at", Value: -1}, {Key: "_id", Value: -1}},
 	})
 	if err != nil {
 		return fmt.Errorf("mongodb: create task_results index: %w", err)
@@ -195,3 +201,21 @@ func (s *mongoStore) ensureIndexes(ctx context.Context) error {
 // mongoTime truncates t to what MongoDB stores (milliseconds, UTC), so what
 // the API returns equals what a later read returns.
 func mongoTime(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
+
+// mongoTimePtr is mongoTime of an optional time.
+func mongoTimePtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	m := mongoTime(*t)
+	return &m
+}
+
+// utcPtr is an optional time in UTC.
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

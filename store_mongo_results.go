@@ -25,13 +25,46 @@ type mongoTaskRecord struct {
 	CompletedAt time.Time      `bson:"completed_at"`
 	Args        map[string]any `bson:"args,omitempty"`
 	Priority    string         `bson:"priority,omitempty"`
-	Owner       string         `bson:"owner,omitempty"`
-	TraceID     string         `bson:"trace_id,omitempty"`
+	// Owner is written even when empty, so listings can select on it.
+	Owner   string `bson:"owner"`
+	TraceID string `bson:"trace_id,omitempty"`
+	// CreatedAt, missing from records written before errand kept it,
+	// orders listings.
+	CreatedAt    time.Time        `bson:"created_at,omitempty"`
+	ScheduledFor *time.Time       `bson:"scheduled_for,omitempty"`
+	StartedAt    *time.Time       `bson:"started_at,omitempty"`
+	Revoked      *mongoRevocation `bson:"revoked,omitempty"`
+}
+
+type mongoRevocation struct {
+	By string    `bson:"by"`
+	At time.Time `bson:"at"`
+}
+
+func newMongoTaskRecord(r taskRecord) mongoTaskRecord {
+	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
+		Attempts: r.Attempts, CompletedAt: mongoTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner, TraceID: r.TraceID,
+		CreatedAt: mongoTime(r.CreatedAt), ScheduledFor: mongoTimePtr(r.ScheduledFor), StartedAt: mongoTimePtr(r.StartedAt)}
+	if r.CreatedAt.IsZero() {
+		doc.CreatedAt = time.Time{}
+	}
+	if r.Revoked != nil {
+		doc.Revoked = &mongoRevocation{By: r.Revoked.By, At: mongoTime(r.Revoked.At)}
+	}
+	return doc
 }
 
 func (m mongoTaskRecord) record() taskRecord {
-	return taskRecord{TaskID: m.TaskID, TaskType: m.TaskType, Status: m.Status, Result: m.Result, Error: m.Error,
-		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority, Owner: m.Owner, TraceID: m.TraceID}
+	r := taskRecord{TaskID: m.TaskID, TaskType: m.TaskType, Status: m.Status, Result: m.Result, Error: m.Error,
+		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority, Owner: m.Owner, TraceID: m.TraceID,
+		CreatedAt: m.CreatedAt.UTC(), ScheduledFor: utcPtr(m.ScheduledFor), StartedAt: utcPtr(m.StartedAt)}
+	if m.CreatedAt.IsZero() {
+		r.CreatedAt = time.Time{}
+	}
+	if m.Revoked != nil {
+		r.Revoked = &revocation{By: m.Revoked.By, At: m.Revoked.At.UTC()}
+	}
+	return r
 }
 
 // Result writes are batched (see batcher): under load one InsertMany
@@ -48,9 +81,7 @@ const (
 // second document for a task: a duplicate key means an earlier save won,
 // and that document is returned instead.
 func (s *mongoStore) saveResult(ctx context.Context, r taskRecord) (taskRecord, error) {
-	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
-		Attempts: r.Attempts, CompletedAt: mongoTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner, TraceID: r.TraceID}
-	saved, err := s.resultWriter.do(ctx, doc)
+	saved, err := s.resultWriter.do(ctx, newMongoTaskRecord(r))
 	if err != nil && ctx.Err() != nil {
 		return taskRecord{}, fmt.Errorf("mongodb: save result of %s: %w", r.TaskID, err)
 	}
@@ -81,20 +112,37 @@ func (s *mongoStore) insertResults(ctx context.Context, batch []mongoTaskRecord)
 	return out
 }
 
-func (s *mongoStore) listResults(ctx context.Context, f resultFilter, skip, limit int) ([]taskRecord, error) {
-	filter := bson.D{}
-	if f.Status != "" {
-		filter = append(filter, bson.E{Key: "status", Value: f.Status})
+func (s *mongoStore) listFinished(ctx context.Context, q taskQuery) (taskPage, error) {
+	filter := bson.D{{Key: "owner", Value: q.owner}}
+	if q.status != "" {
+		filter = append(filter, bson.E{Key: "status", Value: q.status})
 	}
-	if f.Owner != "" {
-		filter = append(filter, bson.E{Key: "owner", Value: f.Owner})
+	if q.taskType != "" {
+		filter = append(filter, bson.E{Key: "task_type", Value: q.taskType})
 	}
-	opts := options.Find().SetSort(bson.D{{Key: "completed_at", Value: -1}, {Key: "_id", Value: 1}}).SetSkip(int64(skip)).SetLimit(int64(limit))
-	out, err := findAll(ctx, s.results, filter, opts, mongoTaskRecord.record)
+	if !q.since.IsZero() {
+		filter = append(filter, bson.E{Key: "created_at", Value: bson.D{{Key: "$gte", Value: q.since}}})
+	}
+	if q.after != nil {
+		filter = append(filter, bson.E{Key: "$or", Value: bson.A{
+			bson.D{{Key: "created_at", Value: bson.D{{Key: "$lt", Value: q.after.created}}}},
+			bson.D{{Key: "created_at", Value: q.after.created}, {Key: "_id", Value: bson.D{{Key: "$lt", Value: q.after.id}}}},
+		}})
+	}
+	opts := options.Find().SetSort(bson.D{{Key: "created_at", Value: -1}, {Key: "_id", Value: -1}}).SetLimit(int64(q.limit))
+	records, err := findAll(ctx, s.results, filter, opts, mongoTaskRecord.record)
 	if err != nil {
-		return nil, fmt.Errorf("mongodb: list results: %w", err)
+		return taskPage{}, fmt.Errorf("mongodb: list results: %w", err)
 	}
-	return out, nil
+	var page taskPage
+	for _, r := range records {
+		page.tasks = append(page.tasks, r.status())
+	}
+	if len(page.tasks) == q.limit {
+		last := keyOf(page.tasks[len(page.tasks)-1])
+		page.reached = &last
+	}
+	return page, nil
 }
 
 func (s *mongoStore) getResult(ctx context.Context, taskID string) (taskRecord, error) {

@@ -203,7 +203,8 @@ func (s taskSubmitter) enqueue(ctx context.Context, msg taskMessage) (string, er
 	s.tracing.propagator.Inject(ctx, propagation.MapCarrier(msg.Trace))
 	msg.EnqueuedAt = s.now()
 	delay := msg.ETA.Sub(msg.EnqueuedAt)
-	first := taskStatus{TaskID: msg.ID, Status: statePending, TaskType: msg.Type, Owner: msg.Owner, TraceID: traceID(ctx), UpdatedAt: msg.EnqueuedAt}
+	first := taskStatus{TaskID: msg.ID, Status: statePending, TaskType: msg.Type, Owner: msg.Owner, TraceID: traceID(ctx), UpdatedAt: msg.EnqueuedAt,
+		Args: msg.Args, Priority: msg.Priority, CreatedAt: &msg.EnqueuedAt}
 	if delay > 0 {
 		first.Status, first.ScheduledFor = stateScheduled, &msg.ETA
 	} else {
@@ -222,19 +223,19 @@ func (s taskSubmitter) enqueue(ctx context.Context, msg taskMessage) (string, er
 	s.metrics.observePublish(ctx, msg.Type, msg.Priority, delay > 0, publishStart, err)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
-		s.removePending(ctx, msg.ID)
+		s.removePending(ctx, msg.ID, msg.Owner)
 		return "", fmt.Errorf("queue %s %s: %w", msg.Type, msg.ID, err)
 	}
 	return first.Status, nil
 }
 
 // removePending undoes the PENDING status of a task that was not queued.
-func (s taskSubmitter) removePending(ctx context.Context, id string) {
+func (s taskSubmitter) removePending(ctx context.Context, id, owner string) {
 	// The client may be gone already, but the pending status must still
 	// go, so the undo gets a context of its own.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusOpTimeout)
 	defer cancel()
-	if err := s.statuses.deletePending(ctx, id); err != nil {
+	if err := s.statuses.deletePending(ctx, id, owner); err != nil {
 		s.log.Error("pending status of an unqueued task not removed", "task_id", id, "error", err)
 	}
 }

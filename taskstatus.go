@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errand/tasks"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,17 +12,18 @@ import (
 	"time"
 )
 
-// liveStatuses is what the status reader needs of the status store: to
-// read a task's status and to repair a stale one.
+// liveStatuses is what the status routes need of the status store: to
+// read a task's status, to repair a stale one, and to list them.
 type liveStatuses interface {
 	get(ctx context.Context, taskID string) (taskStatus, error)
 	put(ctx context.Context, s taskStatus, ttl time.Duration) error
+	liveLister
 }
 
 // finishedTasks is what the status routes read from the result store.
 type finishedTasks interface {
 	getResult(ctx context.Context, taskID string) (taskRecord, error)
-	listResults(ctx context.Context, f resultFilter, skip, limit int) ([]taskRecord, error)
+	finishedLister
 }
 
 // taskStatusReader finds a task's status: the live one in the status
@@ -38,24 +40,106 @@ type taskStatusReader struct {
 // ids are UUIDs, and a client's Celery-style ids fit too.
 var taskIDPattern = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z_.:-]{0,127}$`)
 
+// handleTaskStatus is the guide's GET /api/async/status/{task_id}.
 func handleTaskStatus(reader taskStatusReader) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		id := r.PathValue("task_id")
-		if !taskIDPattern.MatchString(id) {
-			return badRequest("invalid_id", "invalid task id")
-		}
-		st, err := reader.status(r.Context(), id)
+		st, err := reader.ownStatus(r.Context(), r.PathValue("task_id"))
 		if err != nil {
 			return err
 		}
-		if st.Owner != taskOwner(r.Context()) {
-			// Another key's task: as far as this client knows, it does not exist.
-			return errStatusNotFound
-		}
-		st.Owner = ""
-		writeJSON(w, http.StatusOK, st)
+		writeJSON(w, http.StatusOK, newGuideStatusJSON(st))
 		return nil
 	}
+}
+
+// handleGetTask is GET /api/tasks/{task_id}: the whole of a task.
+func handleGetTask(reader taskStatusReader) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		st, err := reader.ownStatus(r.Context(), r.PathValue("task_id"))
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, newTaskJSON(st))
+		return nil
+	}
+}
+
+// ownStatus is the status of the task id names, if it is a task of the
+// request's API key; another key's task, as far as this client knows,
+// does not exist.
+func (s taskStatusReader) ownStatus(ctx context.Context, id string) (taskStatus, error) {
+	if !taskIDPattern.MatchString(id) {
+		return taskStatus{}, badRequest("invalid_id", "invalid task id")
+	}
+	st, err := s.status(ctx, id)
+	if err != nil {
+		return taskStatus{}, err
+	}
+	if st.Owner != taskOwner(ctx) {
+		return taskStatus{}, errStatusNotFound
+	}
+	return st, nil
+}
+
+// guideStatusJSON is a status as the guide's status route shows it: the
+// guide's fields and the few errand added to them.
+type guideStatusJSON struct {
+	TaskID       string          `json:"task_id"`
+	Status       string          `json:"status"`
+	TaskType     string          `json:"task_type,omitempty"`
+	Progress     *tasks.Progress `json:"progress,omitempty"`
+	Result       map[string]any  `json:"result,omitempty"`
+	Error        string          `json:"error,omitempty"`
+	Attempts     int             `json:"attempts,omitempty"`
+	RetryAt      *time.Time      `json:"retry_at,omitempty"`
+	ScheduledFor *time.Time      `json:"scheduled_for,omitempty"`
+	UpdatedAt    time.Time       `json:"updated_at"`
+	TraceID      string          `json:"trace_id,omitempty"`
+}
+
+func newGuideStatusJSON(st taskStatus) guideStatusJSON {
+	out := guideStatusJSON{TaskID: st.TaskID, Status: st.Status, TaskType: st.TaskType, Progress: st.Progress, Result: st.Result,
+		Error: st.Error, Attempts: st.Attempts, RetryAt: st.RetryAt, UpdatedAt: st.UpdatedAt, TraceID: st.TraceID}
+	if st.Status == stateScheduled {
+		out.ScheduledFor = st.ScheduledFor
+	}
+	return out
+}
+
+// taskJSON is a task as GET /api/tasks/{task_id} and the task listing
+// show it: what was asked, where it stands, and when each step happened.
+type taskJSON struct {
+	TaskID       string          `json:"task_id"`
+	Type         string          `json:"type"`
+	Status       string          `json:"status"`
+	Args         json.RawMessage `json:"args,omitempty"`
+	Priority     string          `json:"priority,omitempty"`
+	Progress     *tasks.Progress `json:"progress,omitempty"`
+	Result       map[string]any  `json:"result,omitempty"`
+	Error        string          `json:"error,omitempty"`
+	Attempts     int             `json:"attempts"`
+	CreatedAt    *time.Time      `json:"created_at,omitempty"`
+	ScheduledFor *time.Time      `json:"scheduled_for,omitempty"`
+	StartedAt    *time.Time      `json:"started_at,omitempty"`
+	FinishedAt   *time.Time      `json:"finished_at,omitempty"`
+	RetryAt      *time.Time      `json:"retry_at,omitempty"`
+	UpdatedAt    time.Time       `json:"updated_at"`
+	Revoked      *revocation     `json:"revoked,omitempty"`
+	TraceID      string          `json:"trace_id,omitempty"`
+	// Owner is the submitting API key's id (a digest, never the key); empty
+	// without API keys.
+	Owner string `json:"owner,omitempty"`
+}
+
+func newTaskJSON(st taskStatus) taskJSON {
+	out := taskJSON{TaskID: st.TaskID, Type: st.TaskType, Status: st.Status, Args: st.Args, Priority: st.Priority, Progress: st.Progress,
+		Result: st.Result, Error: st.Error, Attempts: st.Attempts, CreatedAt: st.CreatedAt, ScheduledFor: st.ScheduledFor,
+		StartedAt: st.StartedAt, RetryAt: st.RetryAt, UpdatedAt: st.UpdatedAt, Revoked: st.Revoked, TraceID: st.TraceID, Owner: st.Owner}
+	if st.final() {
+		finished := st.UpdatedAt
+		out.FinishedAt = &finished
+	}
+	return out
 }
 
 func (s taskStatusReader) status(ctx context.Context, id string) (taskStatus, error) {
@@ -100,32 +184,6 @@ func (s taskStatusReader) status(ctx context.Context, id string) (taskStatus, er
 // when the status store was down as a worker wrote the final status, the
 // result store has the truth, and the reader repairs the status from it.
 const statusStaleAfter = 10 * time.Second
-
-// handleListTasks lists finished tasks from the result store, newest
-// first: GET /api/tasks?status=FAILURE shows the dead-lettered ones.
-func handleListTasks(reader taskStatusReader) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		status := r.URL.Query().Get("status")
-		if status != "" && status != stateSuccess && status != stateFailure {
-			return invalidField("status", "must be SUCCESS or FAILURE (running tasks are read one at a time from /api/async/status/{task_id})")
-		}
-		skip, limit, err := pageQuery(r)
-		if err != nil {
-			return err
-		}
-		records, err := reader.results.listResults(r.Context(), resultFilter{Status: status, Owner: taskOwner(r.Context())}, skip, limit)
-		if err != nil {
-			return fmt.Errorf("%w: list tasks: %w", errStoreUnavailable, err)
-		}
-		out := make([]taskStatus, len(records))
-		for i, rec := range records {
-			out[i] = rec.status()
-			out[i].Owner = ""
-		}
-		writeJSON(w, http.StatusOK, out)
-		return nil
-	}
-}
 
 // handleRetryTask runs a failed task again, with its arguments and
 // priority, as a new task: the failed one stays on record as it ended.

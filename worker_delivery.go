@@ -22,6 +22,36 @@ type job struct {
 	d   delivery
 	msg taskMessage
 	log *slog.Logger
+	// started is when its run started, once it has.
+	started *time.Time
+}
+
+// status is the task's status in state at now, with what its submit
+// asked.
+func (j job) status(ctx context.Context, state string, now time.Time) taskStatus {
+	msg := j.msg
+	created := msg.EnqueuedAt
+	st := taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: state, TaskType: msg.Type, Attempts: msg.Attempt,
+		UpdatedAt: now, Args: msg.Args, Priority: msg.Priority, CreatedAt: &created, StartedAt: j.started}
+	if !msg.ETA.IsZero() {
+		eta := msg.ETA
+		st.ScheduledFor = &eta
+	}
+	return st
+}
+
+// record is the task's final record in state at now.
+func (j job) record(ctx context.Context, state string, now time.Time) taskRecord {
+	msg := j.msg
+	var args map[string]any
+	_ = json.Unmarshal(msg.Args, &args) // best effort: a poison message may have none
+	rec := taskRecord{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), TaskType: msg.Type, Status: state,
+		Attempts: msg.Attempt + 1, CompletedAt: now, Args: args, Priority: msg.Priority, CreatedAt: msg.EnqueuedAt, StartedAt: j.started}
+	if !msg.ETA.IsZero() {
+		eta := msg.ETA
+		rec.ScheduledFor = &eta
+	}
+	return rec
 }
 
 // taskRun is the outcome of one run of a task's handler.
@@ -65,6 +95,7 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 		p.settle(j, settleRequeue)
 		return
 	}
+	j.started = &run.started
 	// The run's time goes on the line that ends the task (task finished,
 	// or the retry's): one line fewer per task, which shows at thousands
 	// of tasks a second.
@@ -72,8 +103,9 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	switch {
 	case run.err == nil:
 		p.metrics.taskSucceeded(msg.Type)
-		p.finish(ctx, j, taskRecord{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), TaskType: msg.Type, Status: stateSuccess,
-			Result: run.result, Attempts: msg.Attempt + 1, CompletedAt: run.finished}, "")
+		rec := j.record(ctx, stateSuccess, run.finished)
+		rec.Result = run.result
+		p.finish(ctx, j, rec, "")
 	case tasks.Retryable(run.err) && msg.Attempt < def.Policy.MaxRetries:
 		p.retryLater(ctx, j, def.Policy, run.err)
 	default:
@@ -178,12 +210,14 @@ func (p *workerPool) failUnknownType(ctx context.Context, j job) {
 func (p *workerPool) execute(ctx context.Context, j job, def tasks.Definition) (taskRun, error) {
 	msg := j.msg
 	run := taskRun{started: p.now()}
+	j.started = &run.started
 	queueWait := run.started.Sub(msg.EnqueuedAt)
 	j.log.Info("task started", "queue_wait_ms", queueWait.Milliseconds(), "attempt", msg.Attempt+1, "redelivered", j.d.redelivered)
 	defer p.metrics.taskStarted(ctx, msg.Type, queueWait)()
 	progress := newProgressWriter(time.Now(), progressInterval, func(pr tasks.Progress) {
-		p.putStatus(ctx, j, taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: stateProgress, TaskType: msg.Type,
-			Progress: &pr, Attempts: msg.Attempt, UpdatedAt: p.now()}, 0)
+		st := j.status(ctx, stateProgress, p.now())
+		st.Progress = &pr
+		p.putStatus(ctx, j, st, 0)
 	})
 	// PROGRESS "Started" goes through the throttle too: a run that ends
 	// within progressInterval goes from PENDING straight to its end, one
@@ -219,7 +253,6 @@ func (p *workerPool) retryLater(ctx context.Context, j job, policy tasks.Policy,
 	next.LastError = runErr.Error()
 	next.Deliveries = 0
 	retryAt := p.now().Add(delay)
-	next.ETA = retryAt
 	if err := p.queue.publishDelayed(ctx, next, delay); err != nil {
 		j.log.Error("could not schedule a retry; requeueing the run", "error", err)
 		p.settle(j, settleRequeue)
@@ -228,18 +261,17 @@ func (p *workerPool) retryLater(ctx context.Context, j job, policy tasks.Policy,
 	p.metrics.taskRetried(next.Type)
 	j.log.Warn("task failed; retry scheduled", "attempt", next.Attempt, "max_retries", policy.MaxRetries,
 		"retry_in", delay.String(), "error", runErr.Error())
-	p.putStatus(ctx, j, taskStatus{TaskID: next.ID, Owner: next.Owner, TraceID: traceID(ctx), Status: stateRetry, TaskType: next.Type,
-		Error: runErr.Error(), Attempts: next.Attempt, RetryAt: &retryAt, UpdatedAt: p.now()}, 0)
+	st := j.status(ctx, stateRetry, p.now())
+	st.Error, st.Attempts, st.RetryAt = runErr.Error(), next.Attempt, &retryAt
+	p.putStatus(ctx, j, st, 0)
 	p.settle(j, settleAck)
 }
 
 // fail records a task's FAILURE with reason, then dead-letters its message.
 func (p *workerPool) fail(ctx context.Context, j job, reason string) {
-	msg := j.msg
-	var args map[string]any
-	_ = json.Unmarshal(msg.Args, &args) // best effort: a retry needs them, a poison message may have none
-	p.finish(ctx, j, taskRecord{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), TaskType: msg.Type, Status: stateFailure,
-		Error: reason, Attempts: msg.Attempt + 1, CompletedAt: p.now(), Args: args, Priority: msg.Priority}, reason)
+	rec := j.record(ctx, stateFailure, p.now())
+	rec.Error = reason
+	p.finish(ctx, j, rec, reason)
 }
 
 // finish stores rec durably, then its status, then settles the delivery:

@@ -87,8 +87,8 @@ func TestFailureAfterRetriesIsDeadLettered(t *testing.T) {
 	if st.Error != "failed after 2 attempts: smtp server refused" || st.Attempts != 2 || runs.Load() != 2 {
 		t.Errorf("status = %+v after %d runs, want FAILURE after 2 attempts with the reason", st, runs.Load())
 	}
-	var listed []taskStatus
-	if code := apiCall(t, "GET", s.base+"/api/tasks?status=FAILURE", "", nil, &listed).StatusCode; code != http.StatusOK || len(listed) != 1 || listed[0].TaskID != id {
+	var listed taskListJSON
+	if code := apiCall(t, "GET", s.base+"/api/tasks?status=FAILURE", "", nil, &listed).StatusCode; code != http.StatusOK || len(listed.Tasks) != 1 || listed.Tasks[0].TaskID != id {
 		t.Errorf("GET /api/tasks?status=FAILURE: %d %+v, want the failed task", code, listed)
 	}
 	waitFor(t, 10*time.Second, "the dead letter", func() bool { return queueDepth(t, env["QUEUE_NAME"]+".dead") == 1 })

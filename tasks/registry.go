@@ -133,6 +133,12 @@ func (r *Registry) Lookup(name string) (Definition, bool) {
 	return d, ok
 }
 
+// Known reports whether name is a registered task type.
+func (r *Registry) Known(name string) bool {
+	_, ok := r.defs[name]
+	return ok
+}
+
 // Names lists the registered task types in order.
 func (r *Registry) Names() []string {
 	names := make([]string, 0, len(r.defs))
