@@ -20,6 +20,7 @@ type backends struct {
 	queues    queueDepthReader
 	statuses  statusStore
 	keys      keyStore
+	revoked   revocationStore
 	items     itemStore
 	results   resultStore
 	health    map[string]pinger
@@ -32,6 +33,10 @@ func (b *backends) close() {
 		b.closers[i]()
 	}
 }
+
+// revocationTTL is how long a cancel is kept: past the furthest time a
+// task may be scheduled for, and a day of retries beyond it.
+func revocationTTL(cfg config) time.Duration { return cfg.ScheduleHorizon + 24*time.Hour }
 
 // openBackends connects to the configured services, or builds the embedded
 // ones when none is configured. Connections are made lazily and redialled
@@ -52,6 +57,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 			mode: "embedded", publisher: broker, queue: broker, queues: broker,
 			statuses: measuredStatusStore{next: statuses, obs: obs},
 			keys:     measuredKeyStore{next: newMemoryKeyStore(), obs: obs},
+			revoked:  newMemoryRevocations(revocationTTL(cfg)),
 			items:    measured, results: measured,
 			health:  map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": store},
 			closers: []func(){broker.close},
@@ -73,17 +79,20 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	broker.onEnvelope = func(tasks int) { m.tasksPerMessage.Observe(float64(tasks)) }
 	broker.onRepublish = func(tasks int) { m.tasksRepublished.Add(float64(tasks)) }
 	statuses := newRedisStatusStore(rdb, cfg.KeyPrefix)
+	revocations := newRedisRevocations(rdb, cfg.KeyPrefix, revocationTTL(cfg))
 	redisObs := newStoreObserver("redis", m, tracer, slices.Concat(statusOps, keyOps)...)
 	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
 	b := &backends{
 		mode: "external", publisher: broker, queue: broker, queues: broker,
 		statuses: measuredStatusStore{next: statuses, obs: redisObs},
 		keys:     measuredKeyStore{next: &redisKeyStore{client: rdb, prefix: cfg.KeyPrefix}, obs: redisObs},
+		revoked:  revocations,
 		items:    measured, results: measured,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
 		closers: []func(){
 			func() { rdb.Close() },
 			statuses.close,
+			revocations.close,
 			func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()

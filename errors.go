@@ -29,7 +29,15 @@ var (
 	errStoreUnavailable = errors.New("store unavailable")
 	// errTimeLimit ends a run cut off by its task type's time limit.
 	errTimeLimit = errors.New("time limit exceeded")
+	// errRevoked ends a run cut off because its task was cancelled.
+	errRevoked = errors.New("task cancelled")
 )
+
+// revokedError is errRevoked with the cancel's who and when.
+type revokedError struct{ rev revocation }
+
+func (e *revokedError) Error() string        { return errRevoked.Error() }
+func (e *revokedError) Is(target error) bool { return target == errRevoked }
 
 // apiError is an error with the HTTP answer it deserves. Handlers return
 // it for problems with the request; every other error is mapped in

@@ -49,6 +49,8 @@ type handlerFixture struct {
 	broker   *memoryBroker
 	clock    *handlerClock
 	metrics  *metrics
+	// revocations are the cancels the API recorded.
+	revocations *memoryRevocations
 }
 
 // apiParts are what newHandlerFixture builds the API from: the server's
@@ -71,7 +73,8 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 	t.Helper()
 	f := &handlerFixture{
 		items: newMemoryStore(), statuses: newMemoryStatusStore(), keys: newMemoryKeyStore(), broker: newMemoryBroker(),
-		clock: &handlerClock{t: handlerEpoch},
+		revocations: newMemoryRevocations(time.Hour),
+		clock:       &handlerClock{t: handlerEpoch},
 	}
 	d := apiParts{
 		serverDeps: serverDeps{
@@ -88,6 +91,8 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 	d.specs = taskSpecs{registry: d.registry, horizon: 30 * 24 * time.Hour, now: d.now}
 	d.submitter = newTaskSubmitter(d.statuses, d.keys, d.publisher, submitterConfig{}, d.log, d.metrics, d.tracing, d.now)
 	d.reader = taskStatusReader{statuses: d.statuses, results: d.results, log: d.log, now: d.now}
+	d.canceller = taskCanceller{reader: d.reader, revocations: f.revocations, results: f.items, statuses: d.statuses,
+		metrics: d.metrics, log: d.log, now: d.now}
 	f.server = newServer(d.serverDeps)
 	f.metrics = d.metrics
 	t.Cleanup(f.broker.close)

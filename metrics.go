@@ -26,6 +26,7 @@ type metrics struct {
 
 	tasksSubmitted    *prometheus.CounterVec
 	tasksScheduled    *prometheus.CounterVec
+	tasksRevoked      *prometheus.CounterVec
 	tasksStarted      *prometheus.CounterVec
 	tasksSucceeded    *prometheus.CounterVec
 	tasksFailed       *prometheus.CounterVec
@@ -74,6 +75,7 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 	}
 	m.tasksSubmitted = counter("errand_tasks_submitted_total", "Tasks accepted by the API (confirmed by the broker).", "task_type", "priority")
+	m.tasksRevoked = counter("errand_tasks_revoked_total", "Tasks cancelled before they finished (POST /api/tasks/{task_id}/cancel).", "task_type")
 	m.tasksScheduled = counter("errand_tasks_scheduled_total", "Tasks accepted to run later (a countdown or an eta), a subset of the submitted.", "task_type")
 	m.tasksStarted = counter("errand_tasks_started_total", "Task runs started by workers, redeliveries included.", "task_type")
 	m.tasksSucceeded = counter("errand_tasks_succeeded_total", "Tasks finished with SUCCESS.", "task_type")
@@ -110,7 +112,7 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 	m.storeErrors = counter("errand_store_errors_total", "Failed Redis and MongoDB operations (not-found answers excluded).", "store", "operation")
 
 	for _, c := range []prometheus.Collector{
-		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksScheduled, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
+		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksScheduled, m.tasksRevoked, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
 		m.tasksRetried, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
 		m.workerPoolSize, m.workersBusy, m.publishDuration, m.publishErrors, m.tasksPerMessage, m.tasksRepublished, m.reconnects, m.storeDuration, m.storeErrors,
 	} {
@@ -135,6 +137,7 @@ func (m *metrics) initSeries(taskTypes []string) {
 			m.tasksSubmitted.WithLabelValues(tt, p)
 		}
 		m.tasksScheduled.WithLabelValues(tt)
+		m.tasksRevoked.WithLabelValues(tt)
 		m.tasksStarted.WithLabelValues(tt)
 		m.tasksSucceeded.WithLabelValues(tt)
 		m.tasksFailed.WithLabelValues(tt)
@@ -226,6 +229,10 @@ func (m *metrics) taskRan(ctx context.Context, taskType string, d time.Duration)
 func (m *metrics) taskSucceeded(taskType string) { m.tasksSucceeded.WithLabelValues(taskType).Inc() }
 
 func (m *metrics) taskRetried(taskType string) { m.tasksRetried.WithLabelValues(taskType).Inc() }
+
+// taskRevoked counts a cancel of an unfinished task. The type is one a
+// submit's check accepted, so it mints no label values.
+func (m *metrics) taskRevoked(taskType string) { m.tasksRevoked.WithLabelValues(taskType).Inc() }
 
 // taskFailed records a FAILURE and its message's move to the dead-letter
 // queue, with the reason ("failed", "delivery_limit").

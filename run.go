@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv := &http.Server{
 		Handler: newServer(serverDeps{
 			log: log, metrics: m, tracing: tr, now: time.Now, serveAPI: cfg.runsAPI(), maxBody: cfg.MaxBodyBytes,
-			items: b.items, registry: registry, specs: api.specs, submitter: api.submitter, reader: api.reader,
+			items: b.items, registry: registry, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller,
 			health: b.health, backends: b.mode, healthTimeout: cfg.HealthTimeout,
 			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg),
 		}),
@@ -114,7 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 	if cfg.runsWorker() {
-		pool := newWorkerPool(b.queue, registry, b.statuses, b.results,
+		pool := newWorkerPool(b.queue, registry, b.statuses, b.results, b.revoked,
 			workerConfig{size: cfg.Workers, resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout},
 			log.With("component", "worker"), m, tr)
 		wg.Add(1)
@@ -160,15 +160,19 @@ type taskAPI struct {
 	specs     taskSpecs
 	submitter taskSubmitter
 	reader    taskStatusReader
+	canceller taskCanceller
 }
 
 // newTaskAPI builds the task side of the HTTP API on b and registry.
 func newTaskAPI(cfg config, b *backends, registry *tasks.Registry, log *slog.Logger, m *metrics, tr *tracing) taskAPI {
+	reader := taskStatusReader{statuses: b.statuses, results: b.results, resultTTL: cfg.ResultTTL, log: log, now: time.Now}
 	return taskAPI{
 		specs: taskSpecs{registry: registry, horizon: cfg.ScheduleHorizon, now: time.Now},
 		submitter: newTaskSubmitter(b.statuses, b.keys, b.publisher,
 			submitterConfig{resultTTL: cfg.ResultTTL, publishTimeout: cfg.PublishTimeout}, log, m, tr, time.Now),
-		reader: taskStatusReader{statuses: b.statuses, results: b.results, resultTTL: cfg.ResultTTL, log: log, now: time.Now},
+		reader: reader,
+		canceller: taskCanceller{reader: reader, revocations: b.revoked, results: b.results, statuses: b.statuses,
+			resultTTL: cfg.ResultTTL, metrics: m, log: log, now: time.Now},
 	}
 }
 

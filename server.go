@@ -25,6 +25,7 @@ type serverDeps struct {
 	specs     taskSpecs
 	submitter taskSubmitter
 	reader    taskStatusReader
+	canceller taskCanceller
 
 	health        map[string]pinger
 	backends      string // "embedded" or "external", shown by /health
@@ -61,6 +62,7 @@ func newServer(d serverDeps) http.Handler {
 		apiRoute("GET /api/tasks", handleListTasks(d.reader, d.registry.Known))
 		apiRoute("GET /api/tasks/{task_id}", handleGetTask(d.reader))
 		apiRoute("POST /api/tasks/{task_id}/retry", handleRetryTask(d.reader, d.submitter))
+		apiRoute("POST /api/tasks/{task_id}/cancel", handleCancelTask(d.canceller))
 	}
 	inner := withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux)))
 	if !d.tracing.recording {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,6 +46,7 @@ type workerPool struct {
 	registry     *tasks.Registry
 	statuses     statusWriter
 	results      resultSaver
+	revocations  revocationStore
 	resultTTL    time.Duration
 	drainTimeout time.Duration
 	log          *slog.Logger
@@ -53,6 +55,7 @@ type workerPool struct {
 	// jitter returns a value in [0,1) that spreads retry backoffs.
 	jitter  func() float64
 	tracing *tracing
+	running runningTasks
 }
 
 // workerConfig is what a worker pool takes from errand's settings.
@@ -62,10 +65,10 @@ type workerConfig struct {
 	drainTimeout time.Duration
 }
 
-func newWorkerPool(queue workQueue, registry *tasks.Registry, statuses statusWriter, results resultSaver, cfg workerConfig,
-	log *slog.Logger, m *metrics, tr *tracing) *workerPool {
+func newWorkerPool(queue workQueue, registry *tasks.Registry, statuses statusWriter, results resultSaver, revocations revocationStore,
+	cfg workerConfig, log *slog.Logger, m *metrics, tr *tracing) *workerPool {
 	return &workerPool{
-		size: cfg.size, queue: queue, registry: registry, statuses: statuses, results: results,
+		size: cfg.size, queue: queue, registry: registry, statuses: statuses, results: results, revocations: revocations,
 		resultTTL: cfg.resultTTL, drainTimeout: cfg.drainTimeout,
 		log: log, now: time.Now, metrics: m, jitter: rand.Float64, tracing: tr,
 	}
@@ -83,6 +86,8 @@ func (p *workerPool) run(ctx context.Context) error {
 	// the drain, and only the drain's deadline may cancel a task.
 	taskCtx, abortTasks := context.WithCancel(context.WithoutCancel(ctx))
 	defer abortTasks()
+	// Cancels reach the tasks running here until the last has ended.
+	go p.stopRevoked(taskCtx)
 
 	p.metrics.workerPoolSize.Set(float64(p.size))
 	defer p.metrics.workerPoolSize.Set(0)
@@ -130,4 +135,55 @@ func (p *workerPool) run(ctx context.Context) error {
 		err = errors.New("tasks ignored cancellation; their messages return to the queue when the connection closes")
 	}
 	return errors.Join(err, <-consumeErr)
+}
+
+// runningTasks are the runs of this pool, by task id, each with the
+// function that stops it.
+type runningTasks struct {
+	mu   sync.Mutex
+	runs map[string][]*context.CancelCauseFunc
+}
+
+// add registers a run of task id; the returned function unregisters it.
+func (r *runningTasks) add(id string, stop context.CancelCauseFunc) (remove func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.runs == nil {
+		r.runs = map[string][]*context.CancelCauseFunc{}
+	}
+	entry := &stop
+	r.runs[id] = append(r.runs[id], entry)
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.runs[id] = slices.DeleteFunc(r.runs[id], func(e *context.CancelCauseFunc) bool { return e == entry })
+		if len(r.runs[id]) == 0 {
+			delete(r.runs, id)
+		}
+	}
+}
+
+// stop stops the runs of task id here with cause, and reports whether
+// there were any.
+func (r *runningTasks) stop(id string, cause error) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, stop := range r.runs[id] {
+		(*stop)(cause)
+	}
+	return len(r.runs[id]) > 0
+}
+
+// stopRevoked stops the runs of the tasks cancelled while they run here,
+// until ctx ends.
+func (p *workerPool) stopRevoked(ctx context.Context) {
+	for id := range p.revocations.watch(ctx) {
+		rev, err := p.revocations.revoked(ctx, id)
+		if err != nil || rev == nil {
+			rev = &revocation{At: p.now()}
+		}
+		if p.running.stop(id, &revokedError{*rev}) {
+			p.log.Info("stopping a cancelled task", "task_id", id, "revoked_by", rev.By)
+		}
+	}
 }

@@ -60,6 +60,8 @@ type taskRun struct {
 	err      error
 	started  time.Time
 	finished time.Time
+	// revoked is the cancel that stopped the run, if one did.
+	revoked *revocation
 }
 
 // maxDeliveries bounds how often one message may come back unsettled
@@ -89,6 +91,10 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 		p.failUnknownType(ctx, j)
 		return
 	}
+	if rev := p.revocation(ctx, j); rev != nil {
+		p.finishRevoked(ctx, j, *rev)
+		return
+	}
 	run, err := p.execute(ctx, j, def)
 	if err != nil {
 		j.log.Warn("task aborted by shutdown; requeueing", "error", err)
@@ -101,6 +107,8 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	// of tasks a second.
 	j.log = j.log.With("run_ms", run.finished.Sub(run.started).Milliseconds())
 	switch {
+	case run.revoked != nil:
+		p.finishRevoked(ctx, j, *run.revoked)
 	case run.err == nil:
 		p.metrics.taskSucceeded(msg.Type)
 		rec := j.record(ctx, stateSuccess, run.finished)
@@ -203,6 +211,25 @@ func (p *workerPool) failUnknownType(ctx context.Context, j job) {
 	p.fail(ctx, j, fmt.Sprintf("unknown task type %q", j.msg.Type))
 }
 
+// revocation is the task's cancel, if it was cancelled before it ran. A
+// store that cannot say is no reason to hold the task back: it runs.
+func (p *workerPool) revocation(ctx context.Context, j job) *revocation {
+	rev, err := p.revocations.revoked(ctx, j.msg.ID)
+	if err != nil {
+		j.log.Warn("could not learn whether the task was cancelled; running it", "error", err)
+		return nil
+	}
+	return rev
+}
+
+// finishRevoked ends a cancelled task REVOKED, with who cancelled it and
+// when, and acks it.
+func (p *workerPool) finishRevoked(ctx context.Context, j job, rev revocation) {
+	rec := j.record(ctx, stateRevoked, p.now())
+	rec.Revoked = &rev
+	p.finish(ctx, j, rec, "")
+}
+
 // execute runs the task's handler under its policy, its progress written
 // to the status store as it goes. The error is not the task's: it is
 // shutdown's, which cut the run short, and the task goes back to the
@@ -224,6 +251,10 @@ func (p *workerPool) execute(ctx context.Context, j job, def tasks.Definition) (
 	// status write fewer; a longer one shows PROGRESS after the interval.
 	progress.report(ctx, tasks.Progress{Status: "Started"})
 	runCtx, span := p.tracing.tracer.Start(ctx, "run "+msg.Type)
+	// A cancel of the task stops its run here (see stopRevoked).
+	runCtx, stopRun := context.WithCancelCause(runCtx)
+	defer stopRun(nil)
+	defer p.running.add(msg.ID, stopRun)()
 	value, err := runTask(runCtx, j.log, def, msg, progress.report)
 	// No progress may be written once the run is over: the final status
 	// (or the retry's) comes next and must be the last word.
@@ -234,6 +265,10 @@ func (p *workerPool) execute(ctx context.Context, j job, def tasks.Definition) (
 	span.End()
 	if err != nil && ctx.Err() != nil {
 		return taskRun{}, err
+	}
+	var revoked *revokedError
+	if err != nil && errors.As(context.Cause(runCtx), &revoked) {
+		run.revoked = &revoked.rev
 	}
 	if err == nil {
 		run.result, err = resultObject(value)

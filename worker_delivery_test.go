@@ -14,6 +14,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"errand/tasks"
 )
@@ -239,5 +240,136 @@ func TestTaskThatComesEarlyWaitsForItsTime(t *testing.T) {
 				t.Errorf("ran %v after its ETA, want within a second", late)
 			}
 		})
+	}
+}
+
+// TestCancelledTaskNeverRuns: a task cancelled while it waits in the queue
+// ends REVOKED and its handler never runs, although its message is still
+// delivered.
+func TestCancelledTaskNeverRuns(t *testing.T) {
+	for name, env := range backendModes {
+		t.Run(name, func(t *testing.T) {
+			release := make(chan struct{})
+			var runs atomic.Int32
+			s := startPoolStack(t, env(t), 1,
+				tasks.Definition{Name: "blocker", Run: func(ctx context.Context, _ string, _ json.RawMessage, _ tasks.ReportFunc) (any, error) {
+					<-release
+					return map[string]any{}, nil
+				}},
+				tasks.Definition{Name: "counted", Run: func(context.Context, string, json.RawMessage, tasks.ReportFunc) (any, error) {
+					runs.Add(1)
+					return map[string]any{}, nil
+				}})
+			blocker := s.submit(t, "blocker", map[string]any{})
+			waitFor(t, 10*time.Second, "the one worker busy", func() bool { return countStatuses(t, s.base, []string{blocker})[stateProgress] == 1 })
+			id := s.submit(t, "counted", map[string]any{})
+			var task taskJSON
+			if code := apiCall(t, "POST", s.base+"/api/tasks/"+id+"/cancel", "", nil, &task).StatusCode; code != http.StatusOK || task.Status != stateRevoked {
+				t.Fatalf("cancel of a queued task: %d %+v, want 200 REVOKED", code, task)
+			}
+			// One worker takes the queue in order: once a task submitted
+			// after the cancelled one has run, the cancelled one's message
+			// has been delivered too.
+			tail := s.submit(t, "blocker", map[string]any{})
+			close(release)
+			waitForStatus(t, s.base, tail, stateSuccess, 10*time.Second)
+			if n := runs.Load(); n != 0 {
+				t.Errorf("the cancelled task ran %d times, want never", n)
+			}
+			if st := waitForStatus(t, s.base, id, stateRevoked, time.Second); st.Status != stateRevoked {
+				t.Errorf("status %+v, want REVOKED", st)
+			}
+		})
+	}
+}
+
+// TestCancelRunningTaskStopsItsHandler: a running task's context is
+// cancelled in the worker that runs it, and the task ends REVOKED with
+// who cancelled it.
+func TestCancelRunningTaskStopsItsHandler(t *testing.T) {
+	for name, env := range backendModes {
+		t.Run(name, func(t *testing.T) {
+			stopped := make(chan error, 1)
+			s := startPoolStack(t, env(t), 2, tasks.Definition{Name: "long", Policy: tasks.Policy{MaxRetries: 3, BackoffBase: time.Second, BackoffMax: time.Second},
+				Run: func(ctx context.Context, _ string, _ json.RawMessage, report tasks.ReportFunc) (any, error) {
+					report(ctx, tasks.Progress{Percent: 1, Status: "working"})
+					<-ctx.Done()
+					stopped <- context.Cause(ctx)
+					return nil, ctx.Err()
+				}})
+			id := s.submit(t, "long", map[string]any{})
+			waitForStatus(t, s.base, id, stateProgress, 10*time.Second)
+			var task taskJSON
+			if code := apiCall(t, "POST", s.base+"/api/tasks/"+id+"/cancel", "", nil, &task).StatusCode; code != http.StatusOK || task.Status != stateProgress {
+				t.Fatalf("cancel of a running task: %d %+v, want 200 with it still PROGRESS", code, task)
+			}
+			select {
+			case cause := <-stopped:
+				if !errors.Is(cause, errRevoked) {
+					t.Errorf("the handler's context ended with %v, want the cancel", cause)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the running handler was not stopped within 10s of the cancel")
+			}
+			st := waitForStatus(t, s.base, id, stateRevoked, 10*time.Second)
+			var done taskJSON
+			apiCall(t, "GET", s.base+"/api/tasks/"+id, "", nil, &done)
+			if done.Revoked == nil || done.Attempts != 1 {
+				t.Errorf("task after its cancel: %+v (status %+v), want REVOKED with the cancel, after one attempt and no retry", done, st)
+			}
+		})
+	}
+}
+
+// TestCancelRacingCompletionEndsOnce: cancels that race their tasks' ends
+// leave every task with one terminal state, the same in the status and in
+// the one result document.
+func TestCancelRacingCompletionEndsOnce(t *testing.T) {
+	env := realStack(t)
+	s := startPoolStack(t, env, 8, tasks.Definition{Name: "quick", Run: func(ctx context.Context, _ string, args json.RawMessage, _ tasks.ReportFunc) (any, error) {
+		var a struct{ Sleep int }
+		_ = json.Unmarshal(args, &a)
+		select {
+		case <-time.After(time.Duration(a.Sleep) * time.Millisecond):
+			return map[string]any{}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}})
+	const n = 40
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = s.submit(t, "quick", map[string]any{"sleep": i % 20})
+	}
+	inParallel(t, n, func(i int, fail func(error)) {
+		time.Sleep(time.Duration(i%15) * time.Millisecond)
+		resp := apiCall(t, "POST", s.base+"/api/tasks/"+ids[i]+"/cancel", "", nil, nil)
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusConflict {
+			fail(fmt.Errorf("cancel %s: %d %s", ids[i], resp.StatusCode, resp.body))
+		}
+	})
+	coll := testMongoAt(t, env["MONGODB_URI"]).Database(env["MONGODB_DATABASE"]).Collection("task_results")
+	ended := map[string]int{}
+	for _, id := range ids {
+		var st taskStatus
+		waitFor(t, 20*time.Second, "task "+id+" to end", func() bool {
+			apiCall(t, "GET", s.base+"/api/async/status/"+id, "", nil, &st)
+			return st.final()
+		})
+		var docs []struct {
+			Status string `bson:"status"`
+		}
+		cur, err := coll.Find(context.Background(), bson.D{{Key: "_id", Value: id}})
+		if err != nil || cur.All(context.Background(), &docs) != nil {
+			t.Fatalf("read the result of %s: %v", id, err)
+		}
+		if len(docs) != 1 || docs[0].Status != st.Status {
+			t.Errorf("task %s: status %s, result documents %+v; want one, the same", id, st.Status, docs)
+		}
+		ended[st.Status]++
+	}
+	t.Logf("ends: %v", ended)
+	if ended[stateSuccess]+ended[stateRevoked] != n {
+		t.Errorf("ends %v, want every task SUCCESS or REVOKED", ended)
 	}
 }

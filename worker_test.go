@@ -154,13 +154,13 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 	for _, d := range defs {
 		reg.Register(d)
 	}
-	pool := newWorkerPool(b.queue, reg, b.statuses, b.results,
+	pool := newWorkerPool(b.queue, reg, b.statuses, b.results, b.revoked,
 		workerConfig{size: workers, resultTTL: time.Hour, drainTimeout: 5 * time.Second}, log, m, disabledTracing())
 	pool.jitter = func() float64 { return 0 }
 	done := make(chan error, 1)
 	go func() { done <- pool.run(ctx) }()
 	api := newTaskAPI(cfg, b, reg, log, m, disabledTracing())
-	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, registry: reg, specs: api.specs, submitter: api.submitter, reader: api.reader,
+	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, registry: reg, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller,
 		health: b.health, backends: b.mode, maxBody: 1 << 20, healthTimeout: time.Second,
 		now: time.Now, serveAPI: true, metrics: m, tracing: disabledTracing()}))
 	t.Cleanup(func() {
