@@ -21,6 +21,7 @@ type backends struct {
 	statuses  statusStore
 	keys      keyStore
 	revoked   revocationStore
+	watcher   statusWatcher
 	items     itemStore
 	results   resultStore
 	health    map[string]pinger
@@ -58,6 +59,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 			statuses: measuredStatusStore{next: statuses, obs: obs},
 			keys:     measuredKeyStore{next: newMemoryKeyStore(), obs: obs},
 			revoked:  newMemoryRevocations(revocationTTL(cfg)),
+			watcher:  statuses,
 			items:    measured, results: measured,
 			health:  map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": store},
 			closers: []func(){broker.close},
@@ -80,6 +82,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	broker.onRepublish = func(tasks int) { m.tasksRepublished.Add(float64(tasks)) }
 	statuses := newRedisStatusStore(rdb, cfg.KeyPrefix)
 	revocations := newRedisRevocations(rdb, cfg.KeyPrefix, revocationTTL(cfg))
+	watcher := newRedisStatusWatcher(rdb, cfg.KeyPrefix, log)
 	redisObs := newStoreObserver("redis", m, tracer, slices.Concat(statusOps, keyOps)...)
 	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
 	b := &backends{
@@ -87,12 +90,14 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		statuses: measuredStatusStore{next: statuses, obs: redisObs},
 		keys:     measuredKeyStore{next: &redisKeyStore{client: rdb, prefix: cfg.KeyPrefix}, obs: redisObs},
 		revoked:  revocations,
+		watcher:  watcher,
 		items:    measured, results: measured,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
 		closers: []func(){
 			func() { rdb.Close() },
 			statuses.close,
 			revocations.close,
+			watcher.close,
 			func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()

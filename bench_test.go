@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -263,4 +267,165 @@ func BenchmarkItems(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkEventStreams measures what open task event streams cost the
+// API process that serves them: b.N streams (run it with -benchtime
+// 1000x) of scheduled tasks, each a connection and a watch of the task's
+// Redis channel, open at once against an errand process of its own on the
+// real servers. It reports the process's resident memory per stream and
+// its CPU per stream while the streams stay open and quiet for 30 s (two
+// heartbeats), then while every task's status changes once.
+func BenchmarkEventStreams(b *testing.B) {
+	env := realStack(b)
+	env["ROLE"] = "api"
+	api := startChild(b, env)
+	ids := make([]string, b.N)
+	for i := range ids {
+		var acc taskAccepted
+		if code := apiCall(b, "POST", api.base+"/api/tasks", `{"type": "process_heavy_task", "args": {"data": "watched"}, "countdown": 3600}`, nil, &acc).StatusCode; code != http.StatusAccepted {
+			b.Fatalf("submit %d: %d", i, code)
+		}
+		ids[i] = acc.TaskID
+	}
+	runtime.GC()
+	rssBefore, cpuBefore := procUsage(b, api.cmd.Process.Pid)
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 0, MaxIdleConnsPerHost: b.N}}
+	var opened, ended sync.WaitGroup
+	events := make(chan string, 4*b.N)
+	b.ResetTimer()
+	for _, id := range ids {
+		opened.Add(1)
+		ended.Add(1)
+		go func() {
+			defer ended.Done()
+			resp, err := client.Get(api.base + "/api/tasks/" + id + "/events")
+			if err != nil {
+				opened.Done()
+				b.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			opened.Done()
+			buf := make([]byte, 4096)
+			for {
+				n, err := resp.Body.Read(buf)
+				if n > 0 && strings.Contains(string(buf[:n]), "REVOKED") {
+					events <- id
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	opened.Wait()
+	time.Sleep(time.Second) // the first event of each stream written
+	rssOpen, cpuOpen := procUsage(b, api.cmd.Process.Pid)
+	time.Sleep(30 * time.Second)
+	_, cpuIdle := procUsage(b, api.cmd.Process.Pid)
+	// Every task's status changes once: a cancel makes it REVOKED, and
+	// each stream sends that and ends.
+	for _, id := range ids {
+		if code := apiCall(b, "POST", api.base+"/api/tasks/"+id+"/cancel", "", nil, nil).StatusCode; code != http.StatusOK {
+			b.Fatalf("cancel %s: %d", id, code)
+		}
+	}
+	ended.Wait()
+	b.StopTimer()
+	_, cpuEnd := procUsage(b, api.cmd.Process.Pid)
+	if len(events) != b.N {
+		b.Errorf("%d streams saw their task REVOKED, want %d", len(events), b.N)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(rssOpen-rssBefore)/n, "rss-B/stream")
+	b.ReportMetric((cpuOpen-cpuBefore).Seconds()*1e6/n, "open-cpu-µs/stream")
+	b.ReportMetric((cpuIdle-cpuOpen).Seconds()*1e6/n/30, "idle-cpu-µs/stream/s")
+	b.ReportMetric((cpuEnd-cpuIdle).Seconds()*1e6/n, "cancel+event-cpu-µs/stream")
+}
+
+// procUsage reads a process's resident memory (bytes) and its CPU time so
+// far from /proc.
+func procUsage(tb testing.TB, pid int) (rss int64, cpu time.Duration) {
+	tb.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64)
+			rss = n * 1024
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The fields after the command (which may hold spaces) start after ")".
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return rss, time.Duration(utime+stime) * time.Second / ticksPerSecond
+}
+
+// BenchmarkScheduledStartLag measures how late scheduled tasks start: b.N
+// tasks (run it with -benchtime 1000x) due 3 to 8 s after their submit,
+// while a steady load of tasks due at once keeps the workers busy,
+// against an errand process of its own on the real servers. It reports
+// the lag from each task's due time to its start: median, 99th
+// percentile and worst.
+func BenchmarkScheduledStartLag(b *testing.B) {
+	env := realStack(b)
+	env["HEAVY_TASK_DELAY"] = "2ms"
+	errand := startChild(b, env)
+	stopLoad := make(chan struct{})
+	var load sync.WaitGroup
+	for range 4 {
+		load.Add(1)
+		go func() {
+			defer load.Done()
+			for {
+				select {
+				case <-stopLoad:
+					return
+				case <-time.After(20 * time.Millisecond):
+					apiCall(b, "POST", errand.base+"/api/tasks", `{"type": "process_heavy_task", "args": {"data": "load", "iterations": 5}}`, nil, nil)
+				}
+			}
+		}()
+	}
+	ids := make([]string, b.N)
+	b.ResetTimer()
+	for i := range ids {
+		countdown := 3 + float64(i%500)/100 // 3 to 8 s
+		var acc taskAccepted
+		body := fmt.Sprintf(`{"type": "process_heavy_task", "args": {"data": "due", "iterations": 1}, "countdown": %g}`, countdown)
+		if code := apiCall(b, "POST", errand.base+"/api/tasks", body, nil, &acc).StatusCode; code != http.StatusAccepted {
+			b.Fatalf("submit %d: %d", i, code)
+		}
+		ids[i] = acc.TaskID
+	}
+	lags := make([]time.Duration, 0, b.N)
+	for _, id := range ids {
+		var task taskJSON
+		waitFor(b, 60*time.Second, "task "+id+" to end", func() bool {
+			apiCall(b, "GET", errand.base+"/api/tasks/"+id, "", nil, &task)
+			return task.Status == stateSuccess
+		})
+		if task.StartedAt == nil || task.ScheduledFor == nil {
+			b.Fatalf("task %+v has no start or due time", task)
+		}
+		lags = append(lags, task.StartedAt.Sub(*task.ScheduledFor))
+	}
+	b.StopTimer()
+	close(stopLoad)
+	load.Wait()
+	slices.Sort(lags)
+	at := func(q float64) float64 { return lags[int(q*float64(len(lags)-1))].Seconds() * 1000 }
+	b.ReportMetric(at(0.5), "p50-lag-ms")
+	b.ReportMetric(at(0.99), "p99-lag-ms")
+	b.ReportMetric(lags[len(lags)-1].Seconds()*1000, "max-lag-ms")
+	b.ReportMetric(lags[0].Seconds()*1000, "min-lag-ms")
 }

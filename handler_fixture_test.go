@@ -91,6 +91,7 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 	d.specs = taskSpecs{registry: d.registry, horizon: 30 * 24 * time.Hour, now: d.now}
 	d.submitter = newTaskSubmitter(d.statuses, d.keys, d.publisher, submitterConfig{}, d.log, d.metrics, d.tracing, d.now)
 	d.reader = taskStatusReader{statuses: d.statuses, results: d.results, log: d.log, now: d.now}
+	d.watcher = f.statuses
 	d.canceller = taskCanceller{reader: d.reader, revocations: f.revocations, results: f.items, statuses: d.statuses,
 		metrics: d.metrics, log: d.log, now: d.now}
 	f.server = newServer(d.serverDeps)

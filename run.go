@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv := &http.Server{
 		Handler: newServer(serverDeps{
 			log: log, metrics: m, tracing: tr, now: time.Now, serveAPI: cfg.runsAPI(), maxBody: cfg.MaxBodyBytes,
-			items: b.items, registry: registry, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller,
+			items: b.items, registry: registry, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller, watcher: b.watcher,
 			health: b.health, backends: b.mode, healthTimeout: cfg.HealthTimeout,
 			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg),
 		}),

@@ -26,6 +26,7 @@ type serverDeps struct {
 	submitter taskSubmitter
 	reader    taskStatusReader
 	canceller taskCanceller
+	watcher   statusWatcher
 
 	health        map[string]pinger
 	backends      string // "embedded" or "external", shown by /health
@@ -61,6 +62,7 @@ func newServer(d serverDeps) http.Handler {
 		apiRoute("POST /api/tasks/batch", handleSubmitBatch(d.specs, d.submitter, d.maxBody))
 		apiRoute("GET /api/tasks", handleListTasks(d.reader, d.registry.Known))
 		apiRoute("GET /api/tasks/{task_id}", handleGetTask(d.reader))
+		apiRoute("GET /api/tasks/{task_id}/events", handleTaskEvents(d.reader, d.watcher))
 		apiRoute("POST /api/tasks/{task_id}/retry", handleRetryTask(d.reader, d.submitter))
 		apiRoute("POST /api/tasks/{task_id}/cancel", handleCancelTask(d.canceller))
 	}

@@ -242,6 +242,8 @@ func TestStackScaleOut(t *testing.T) {
 	if code := apiCall(t, "GET", nginx+"/health", "", nil, nil).StatusCode; code != http.StatusOK {
 		t.Errorf("GET /health through nginx after the kills: %d, want 200", code)
 	}
+	// After the soak's audit, which counts every result document.
+	checkEventsThroughNginx(t, nginx)
 }
 
 // tallyStack runs scripts/tally, the audit users run after a soak, over the
@@ -539,5 +541,26 @@ func dumpStackLogs(t *testing.T, dir string) {
 			continue
 		}
 		t.Logf("%s:\n%s", filepath.Base(path), tail(string(b), 25))
+	}
+}
+
+// checkEventsThroughNginx follows a task due in 3 s through nginx: its
+// first event (SCHEDULED) arrives at once, seconds before the stream ends
+// with the task's SUCCESS, so nginx passes events on as errand writes
+// them.
+func checkEventsThroughNginx(t *testing.T, nginx string) {
+	t.Helper()
+	var acc taskAccepted
+	body := `{"type": "process_heavy_task", "args": {"data": "streamed through nginx", "iterations": 1}, "countdown": 3}`
+	if code := apiCall(t, "POST", nginx+"/api/tasks", body, nil, &acc).StatusCode; code != http.StatusAccepted {
+		t.Fatalf("submit a scheduled task through nginx: %d", code)
+	}
+	opened := time.Now()
+	events := readEvents(t, openEvents(t, nginx+"/api/tasks/"+acc.TaskID+"/events", ""))
+	if len(events) < 2 || events[0].task.Status != stateScheduled || events[len(events)-1].task.Status != stateSuccess {
+		t.Fatalf("events through nginx: %+v, want SCHEDULED first and SUCCESS last", events)
+	}
+	if first, last := events[0].at.Sub(opened), events[len(events)-1].at.Sub(opened); first > time.Second || last < 2*time.Second {
+		t.Errorf("through nginx the first event came %v after opening and the last %v; want the first at once and the last when the task ends, 3 s after its submit", first, last)
 	}
 }

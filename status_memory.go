@@ -13,6 +13,8 @@ type memoryStatusStore struct {
 	entries map[string]memoryStatus
 	now     func() time.Time
 	writes  writesSinceSweep
+	// watched are the watchers of tasks, told of every status written.
+	watched watchers
 }
 
 // sweepEvery is how many writes pass between sweeps of a memory store's
@@ -83,7 +85,18 @@ func (s *memoryStatusStore) put(_ context.Context, st taskStatus, ttl time.Durat
 		e.expires = s.now().Add(ttl)
 	}
 	s.entries[st.TaskID] = e
+	s.watched.offer(st)
 	return nil
+}
+
+func (s *memoryStatusStore) watch(ctx context.Context, id string) *statusUpdates {
+	u := newStatusUpdates()
+	s.watched.add(id, u)
+	go func() {
+		<-ctx.Done()
+		s.watched.remove(id, u)
+	}()
+	return u
 }
 
 func (s *memoryStatusStore) get(_ context.Context, taskID string) (taskStatus, error) {

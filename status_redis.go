@@ -60,9 +60,10 @@ func (s *redisStatusStore) close() {
 }
 
 // putStatusScript writes a status unless a higher-ranked one is stored,
-// and keeps the owner's index of unfinished tasks (a sorted set of task
-// ids by creation time, which listings page through) in step: a task is
-// in it until its status is final.
+// keeps the owner's index of unfinished tasks (a sorted set of task ids by
+// creation time, which listings page through) in step, a task being in it
+// until its status is final, and publishes the status on the task's
+// channel for its watchers (see redisStatusWatcher).
 var putStatusScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'rank')
 if cur and tonumber(cur) > tonumber(ARGV[1]) then
@@ -79,6 +80,7 @@ if tonumber(ARGV[1]) < 2 then
 else
   redis.call('ZREM', KEYS[2], ARGV[5])
 end
+redis.call('PUBLISH', KEYS[3], ARGV[2])
 return 1
 `)
 
@@ -138,7 +140,7 @@ func (s *redisStatusStore) pipelinePuts(ctx context.Context, batch []statusWrite
 	pipe := s.client.Pipeline()
 	cmds := make([]*redis.Cmd, len(batch))
 	for i, w := range batch {
-		cmds[i] = putStatusScript.EvalSha(ctx, pipe, []string{w.key, w.index}, w.rank, w.doc, w.ttlMs, w.createdMs, w.id)
+		cmds[i] = putStatusScript.EvalSha(ctx, pipe, []string{w.key, w.index, statusChannel(s.prefix, w.id)}, w.rank, w.doc, w.ttlMs, w.createdMs, w.id)
 	}
 	_, err := pipe.Exec(ctx)
 	return cmds, err

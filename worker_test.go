@@ -160,7 +160,7 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 	done := make(chan error, 1)
 	go func() { done <- pool.run(ctx) }()
 	api := newTaskAPI(cfg, b, reg, log, m, disabledTracing())
-	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, registry: reg, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller,
+	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, registry: reg, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller, watcher: b.watcher,
 		health: b.health, backends: b.mode, maxBody: 1 << 20, healthTimeout: time.Second,
 		now: time.Now, serveAPI: true, metrics: m, tracing: disabledTracing()}))
 	t.Cleanup(func() {
