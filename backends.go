@@ -22,6 +22,7 @@ type backends struct {
 	keys      keyStore
 	revoked   revocationStore
 	watcher   statusWatcher
+	schedules scheduleStore
 	items     itemStore
 	results   resultStore
 	health    map[string]pinger
@@ -56,11 +57,12 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		measured := measuredDocumentStore{next: store, obs: obs}
 		return &backends{
 			mode: "embedded", publisher: broker, queue: broker, queues: broker,
-			statuses: measuredStatusStore{next: statuses, obs: obs},
-			keys:     measuredKeyStore{next: newMemoryKeyStore(), obs: obs},
-			revoked:  newMemoryRevocations(revocationTTL(cfg)),
-			watcher:  statuses,
-			items:    measured, results: measured,
+			statuses:  measuredStatusStore{next: statuses, obs: obs},
+			keys:      measuredKeyStore{next: newMemoryKeyStore(), obs: obs},
+			revoked:   newMemoryRevocations(revocationTTL(cfg)),
+			watcher:   statuses,
+			schedules: newMemorySchedules(),
+			items:     measured, results: measured,
 			health:  map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": store},
 			closers: []func(){broker.close},
 		}, nil
@@ -87,11 +89,12 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
 	b := &backends{
 		mode: "external", publisher: broker, queue: broker, queues: broker,
-		statuses: measuredStatusStore{next: statuses, obs: redisObs},
-		keys:     measuredKeyStore{next: &redisKeyStore{client: rdb, prefix: cfg.KeyPrefix}, obs: redisObs},
-		revoked:  revocations,
-		watcher:  watcher,
-		items:    measured, results: measured,
+		statuses:  measuredStatusStore{next: statuses, obs: redisObs},
+		keys:      measuredKeyStore{next: &redisKeyStore{client: rdb, prefix: cfg.KeyPrefix}, obs: redisObs},
+		revoked:   revocations,
+		watcher:   watcher,
+		schedules: newMongoSchedules(mongoStore.client.Database(cfg.MongoDatabase)),
+		items:     measured, results: measured,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
 		closers: []func(){
 			func() { rdb.Close() },

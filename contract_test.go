@@ -1037,3 +1037,81 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestScheduleStoreContract(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { scheduleStoreContract(t, newMemorySchedules()) })
+	t.Run("mongodb", func(t *testing.T) {
+		env := realStack(t)
+		scheduleStoreContract(t, newMongoSchedules(testMongo(t).Database(env["MONGODB_DATABASE"])))
+	})
+}
+
+func scheduleStoreContract(t *testing.T, s scheduleStore) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	owner := "sched-" + newRandomID(3)
+	mk := func(name string, next time.Duration) schedule {
+		return schedule{Name: name, Owner: owner, Every: time.Minute, CreatedAt: t0, NextRun: t0.Add(next),
+			Task: taskSpec{Type: "t", Args: []byte(`{"a":1}`), Priority: "high"}}
+	}
+	for _, sch := range []schedule{mk("b", time.Minute), mk("a", 2*time.Minute)} {
+		if err := s.createSchedule(ctx, sch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.createSchedule(ctx, mk("a", time.Minute)); !errors.Is(err, errScheduleExists) {
+		t.Errorf("create a second schedule named a: %v, want errScheduleExists", err)
+	}
+	other := mk("a", time.Minute)
+	other.Owner = owner + "-x"
+	if err := s.createSchedule(ctx, other); err != nil {
+		t.Errorf("another owner's schedule of the same name: %v", err)
+	}
+	got, err := s.getSchedule(ctx, owner, "a")
+	if err != nil || got.Name != "a" || got.Every != time.Minute || string(got.Task.Args) != `{"a":1}` || got.Task.Priority != "high" || !got.NextRun.Equal(t0.Add(2*time.Minute)) {
+		t.Errorf("get a: %+v, %v", got, err)
+	}
+	if _, err := s.getSchedule(ctx, owner, "c"); !errors.Is(err, errNotFound) {
+		t.Errorf("get a missing schedule: %v, want not found", err)
+	}
+	list, err := s.listSchedules(ctx, owner)
+	if err != nil || len(list) != 2 || list[0].Name != "a" || list[1].Name != "b" {
+		t.Errorf("list: %+v, %v; want a and b, by name", list, err)
+	}
+	due, err := s.dueSchedules(ctx, t0.Add(90*time.Second))
+	if err != nil || !slices.ContainsFunc(due, func(d schedule) bool { return d.Owner == owner && d.Name == "b" }) ||
+		slices.ContainsFunc(due, func(d schedule) bool { return d.Owner == owner && d.Name == "a" }) {
+		t.Errorf("due at 90 s: %+v, %v; want b and not a", due, err)
+	}
+	paused, err := s.setPaused(ctx, owner, "b", true, t0.Add(3*time.Minute))
+	if err != nil || !paused.Paused || !paused.NextRun.Equal(t0.Add(3*time.Minute)) {
+		t.Errorf("pause b: %+v, %v", paused, err)
+	}
+	due, _ = s.dueSchedules(ctx, t0.Add(time.Hour))
+	if slices.ContainsFunc(due, func(d schedule) bool { return d.Owner == owner && d.Name == "b" }) {
+		t.Errorf("a paused schedule is due")
+	}
+	if err := s.deleteSchedule(ctx, owner, "a"); err != nil {
+		t.Errorf("delete a: %v", err)
+	}
+	if err := s.deleteSchedule(ctx, owner, "a"); !errors.Is(err, errNotFound) {
+		t.Errorf("delete a again: %v, want not found", err)
+	}
+	if _, err := s.getSchedule(ctx, owner+"-x", "a"); err != nil {
+		t.Errorf("the other owner's a after a's delete: %v, want it there", err)
+	}
+	// Of eight claims of one tick at once, one wins.
+	var won atomic.Int32
+	inParallel(t, 8, func(i int, fail func(error)) {
+		ok, err := s.claimTick(ctx, scheduleID(owner+"-x", "a"), t0.Add(time.Minute), t0.Add(2*time.Minute), true, t0)
+		if err != nil {
+			fail(err)
+		}
+		if ok {
+			won.Add(1)
+		}
+	})
+	if n := won.Load(); n != 1 {
+		t.Errorf("%d of 8 claims of one tick won, want 1", n)
+	}
+}

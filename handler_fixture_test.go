@@ -51,6 +51,7 @@ type handlerFixture struct {
 	metrics  *metrics
 	// revocations are the cancels the API recorded.
 	revocations *memoryRevocations
+	schedules   *memorySchedules
 }
 
 // apiParts are what newHandlerFixture builds the API from: the server's
@@ -73,8 +74,8 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 	t.Helper()
 	f := &handlerFixture{
 		items: newMemoryStore(), statuses: newMemoryStatusStore(), keys: newMemoryKeyStore(), broker: newMemoryBroker(),
-		revocations: newMemoryRevocations(time.Hour),
-		clock:       &handlerClock{t: handlerEpoch},
+		revocations: newMemoryRevocations(time.Hour), schedules: newMemorySchedules(),
+		clock: &handlerClock{t: handlerEpoch},
 	}
 	d := apiParts{
 		serverDeps: serverDeps{
@@ -92,6 +93,7 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 	d.submitter = newTaskSubmitter(d.statuses, d.keys, d.publisher, submitterConfig{}, d.log, d.metrics, d.tracing, d.now)
 	d.reader = taskStatusReader{statuses: d.statuses, results: d.results, log: d.log, now: d.now}
 	d.watcher = f.statuses
+	d.schedules = scheduleRoutes{store: f.schedules, specs: d.specs, maxBody: d.maxBody, now: d.now}
 	d.canceller = taskCanceller{reader: d.reader, revocations: f.revocations, results: f.items, statuses: d.statuses,
 		metrics: d.metrics, log: d.log, now: d.now}
 	f.server = newServer(d.serverDeps)

@@ -27,6 +27,8 @@ type metrics struct {
 	tasksSubmitted    *prometheus.CounterVec
 	tasksScheduled    *prometheus.CounterVec
 	tasksRevoked      *prometheus.CounterVec
+	scheduleFired     *prometheus.CounterVec
+	scheduleSkipped   *prometheus.CounterVec
 	tasksStarted      *prometheus.CounterVec
 	tasksSucceeded    *prometheus.CounterVec
 	tasksFailed       *prometheus.CounterVec
@@ -76,6 +78,8 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 	}
 	m.tasksSubmitted = counter("errand_tasks_submitted_total", "Tasks accepted by the API (confirmed by the broker).", "task_type", "priority")
 	m.tasksRevoked = counter("errand_tasks_revoked_total", "Tasks cancelled before they finished (POST /api/tasks/{task_id}/cancel).", "task_type")
+	m.scheduleFired = counter("errand_schedule_ticks_fired_total", "Ticks of periodic schedules whose task was queued.", "task_type")
+	m.scheduleSkipped = counter("errand_schedule_ticks_skipped_total", "Ticks of periodic schedules missed while no errand process ran, skipped rather than fired late.", "task_type")
 	m.tasksScheduled = counter("errand_tasks_scheduled_total", "Tasks accepted to run later (a countdown or an eta), a subset of the submitted.", "task_type")
 	m.tasksStarted = counter("errand_tasks_started_total", "Task runs started by workers, redeliveries included.", "task_type")
 	m.tasksSucceeded = counter("errand_tasks_succeeded_total", "Tasks finished with SUCCESS.", "task_type")
@@ -112,7 +116,7 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 	m.storeErrors = counter("errand_store_errors_total", "Failed Redis and MongoDB operations (not-found answers excluded).", "store", "operation")
 
 	for _, c := range []prometheus.Collector{
-		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksScheduled, m.tasksRevoked, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
+		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksScheduled, m.tasksRevoked, m.scheduleFired, m.scheduleSkipped, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
 		m.tasksRetried, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
 		m.workerPoolSize, m.workersBusy, m.publishDuration, m.publishErrors, m.tasksPerMessage, m.tasksRepublished, m.reconnects, m.storeDuration, m.storeErrors,
 	} {
@@ -138,6 +142,8 @@ func (m *metrics) initSeries(taskTypes []string) {
 		}
 		m.tasksScheduled.WithLabelValues(tt)
 		m.tasksRevoked.WithLabelValues(tt)
+		m.scheduleFired.WithLabelValues(tt)
+		m.scheduleSkipped.WithLabelValues(tt)
 		m.tasksStarted.WithLabelValues(tt)
 		m.tasksSucceeded.WithLabelValues(tt)
 		m.tasksFailed.WithLabelValues(tt)
@@ -229,6 +235,14 @@ func (m *metrics) taskRan(ctx context.Context, taskType string, d time.Duration)
 func (m *metrics) taskSucceeded(taskType string) { m.tasksSucceeded.WithLabelValues(taskType).Inc() }
 
 func (m *metrics) taskRetried(taskType string) { m.tasksRetried.WithLabelValues(taskType).Inc() }
+
+// scheduleTickFired counts a schedule's tick whose task was queued.
+func (m *metrics) scheduleTickFired(taskType string) { m.scheduleFired.WithLabelValues(taskType).Inc() }
+
+// scheduleTicksSkipped counts ticks missed while no errand ran.
+func (m *metrics) scheduleTicksSkipped(taskType string, n int) {
+	m.scheduleSkipped.WithLabelValues(taskType).Add(float64(n))
+}
 
 // taskRevoked counts a cancel of an unfinished task. The type is one a
 // submit's check accepted, so it mints no label values.

@@ -84,7 +84,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Handler: newServer(serverDeps{
 			log: log, metrics: m, tracing: tr, now: time.Now, serveAPI: cfg.runsAPI(), maxBody: cfg.MaxBodyBytes,
 			items: b.items, registry: registry, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller, watcher: b.watcher,
-			health: b.health, backends: b.mode, healthTimeout: cfg.HealthTimeout,
+			schedules: scheduleRoutes{store: b.schedules, specs: api.specs, maxBody: cfg.MaxBodyBytes, now: time.Now},
+			health:    b.health, backends: b.mode, healthTimeout: cfg.HealthTimeout,
 			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg),
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -113,6 +114,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			errs <- fmt.Errorf("serve http: %w", err)
 		}
 	}()
+	if cfg.runsAPI() {
+		// Every API process fires the periodic schedules; the store lets
+		// one claim each tick.
+		sched := newScheduler(b.schedules, api.submitter, m, log.With("component", "scheduler"))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sched.run(ctx)
+		}()
+	}
 	if cfg.runsWorker() {
 		pool := newWorkerPool(b.queue, registry, b.statuses, b.results, b.revoked,
 			workerConfig{size: cfg.Workers, resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout},

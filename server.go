@@ -27,6 +27,7 @@ type serverDeps struct {
 	reader    taskStatusReader
 	canceller taskCanceller
 	watcher   statusWatcher
+	schedules scheduleRoutes
 
 	health        map[string]pinger
 	backends      string // "embedded" or "external", shown by /health
@@ -65,6 +66,12 @@ func newServer(d serverDeps) http.Handler {
 		apiRoute("GET /api/tasks/{task_id}/events", handleTaskEvents(d.reader, d.watcher))
 		apiRoute("POST /api/tasks/{task_id}/retry", handleRetryTask(d.reader, d.submitter))
 		apiRoute("POST /api/tasks/{task_id}/cancel", handleCancelTask(d.canceller))
+		apiRoute("POST /api/schedules", handleCreateSchedule(d.schedules))
+		apiRoute("GET /api/schedules", handleListSchedules(d.schedules))
+		apiRoute("GET /api/schedules/{name}", handleGetSchedule(d.schedules))
+		apiRoute("DELETE /api/schedules/{name}", handleDeleteSchedule(d.schedules))
+		apiRoute("POST /api/schedules/{name}/pause", handlePauseSchedule(d.schedules, true))
+		apiRoute("POST /api/schedules/{name}/resume", handlePauseSchedule(d.schedules, false))
 	}
 	inner := withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux)))
 	if !d.tracing.recording {

@@ -161,7 +161,8 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 	go func() { done <- pool.run(ctx) }()
 	api := newTaskAPI(cfg, b, reg, log, m, disabledTracing())
 	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, registry: reg, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller, watcher: b.watcher,
-		health: b.health, backends: b.mode, maxBody: 1 << 20, healthTimeout: time.Second,
+		schedules: scheduleRoutes{store: b.schedules, specs: api.specs, maxBody: 1 << 20, now: time.Now},
+		health:    b.health, backends: b.mode, maxBody: 1 << 20, healthTimeout: time.Second,
 		now: time.Now, serveAPI: true, metrics: m, tracing: disabledTracing()}))
 	t.Cleanup(func() {
 		srv.Close()
