@@ -47,6 +47,39 @@ func TestAPIKeys(t *testing.T) {
 		t.Errorf("key a's task list lacks its task: %s", body)
 	}
 
+	// Another key's task is not found, whatever the route.
+	var later taskAccepted
+	if resp := apiCall(t, "POST", base+"/api/tasks", `{"type": "process_heavy_task", "args": {"data": "a's later"}, "countdown": 600}`, a, &later); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit a scheduled task with key a: %d %s", resp.StatusCode, resp.body)
+	}
+	for _, req := range []struct{ method, path string }{
+		{"GET", "/api/tasks/" + later.TaskID}, {"GET", "/api/tasks/" + later.TaskID + "/events"}, {"POST", "/api/tasks/" + later.TaskID + "/cancel"},
+	} {
+		if resp := apiCall(t, req.method, base+req.path, "", b, nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s %s with key b: %d, want 404", req.method, req.path, resp.StatusCode)
+		}
+	}
+	var own taskJSON
+	if resp := apiCall(t, "GET", base+"/api/tasks/"+later.TaskID, "", a, &own); resp.StatusCode != http.StatusOK || own.Status != stateScheduled || own.Owner == "" {
+		t.Errorf("key a's own scheduled task: %d %+v, want it SCHEDULED, with its owner's id", resp.StatusCode, own)
+	}
+	// Schedules too: names are per key.
+	sched := `{"name": "mine", "every": "1h", "task": {"type": "process_heavy_task", "args": {"data": "d"}}}`
+	if resp := apiCall(t, "POST", base+"/api/schedules", sched, a, nil); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create a schedule with key a: %d %s", resp.StatusCode, resp.body)
+	}
+	for _, req := range []struct{ method, path string }{{"GET", "/api/schedules/mine"}, {"POST", "/api/schedules/mine/pause"}, {"DELETE", "/api/schedules/mine"}} {
+		if resp := apiCall(t, req.method, base+req.path, "", b, nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s %s with key b: %d, want 404", req.method, req.path, resp.StatusCode)
+		}
+	}
+	if resp := apiCall(t, "GET", base+"/api/schedules", "", b, nil); strings.Contains(resp.body, "mine") {
+		t.Errorf("key b's schedules list key a's: %s", resp.body)
+	}
+	if resp := apiCall(t, "POST", base+"/api/schedules", sched, b, nil); resp.StatusCode != http.StatusCreated {
+		t.Errorf("key b's own schedule of the same name: %d %s, want 201", resp.StatusCode, resp.body)
+	}
+
 	// Items belong to their key the same way.
 	var it itemResponse
 	if resp := apiCall(t, "POST", base+"/api/items", `{"name": "a's"}`, a, &it); resp.StatusCode != http.StatusCreated {

@@ -148,3 +148,21 @@ func TestWelcomeEmailThroughSMTP(t *testing.T) {
 		}
 	}
 }
+
+// TestWelcomeEmailFailureNamesWhatFailed: a send that fails shows the
+// client what failed (the mail server did not take the message), not the
+// server's address or the dial error, which the worker's log keeps.
+func TestWelcomeEmailFailureNamesWhatFailed(t *testing.T) {
+	closed := freeAddr(t) // nothing listens here
+	base := startErrand(t, map[string]string{"SMTP_ADDR": closed, "EMAIL_STEP_DELAY": "1ms"})
+	var acc taskAccepted
+	if code := apiCall(t, "POST", base+"/api/send-welcome-email?user_email=john@example.com&user_name=John", "", nil, &acc).StatusCode; code != http.StatusAccepted {
+		t.Fatalf("submit: %d", code)
+	}
+	st := waitForStatus(t, base, acc.TaskID, stateRetry, 20*time.Second)
+	host, port, _ := net.SplitHostPort(closed)
+	if !strings.Contains(st.Error, "the mail server did not take the message") || strings.Contains(st.Error, port) ||
+		strings.Contains(st.Error, host) || strings.Contains(st.Error, "refused") {
+		t.Errorf("the client sees %q, want what failed without the server's address or the dial error", st.Error)
+	}
+}
