@@ -98,13 +98,7 @@ func submitAlias(w http.ResponseWriter, r *http.Request, sub taskSubmitter, spec
 	if err != nil {
 		return err
 	}
-	res, err := sub.submit(r.Context(), spec, key)
-	if err != nil {
-		return err
-	}
-	addAccessLogAttrs(r.Context(), "task_id", res.id, "task_type", spec.Type)
-	writeSubmitted(w, res, message(res.id))
-	return nil
+	return submitAndAnswer(w, r, sub, spec, key, message)
 }
 
 func isEmptyBody(err error) bool {

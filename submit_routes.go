@@ -118,13 +118,9 @@ func handleSubmitTask(specs taskSpecs, sub taskSubmitter, maxBody int64) handler
 		if err != nil {
 			return err
 		}
-		res, err := sub.submit(r.Context(), spec, key)
-		if err != nil {
-			return err
-		}
-		addAccessLogAttrs(r.Context(), "task_id", res.id, "task_type", spec.Type)
-		writeSubmitted(w, res, "Task submitted. Use /api/async/status/{task_id} to check progress.")
-		return nil
+		return submitAndAnswer(w, r, sub, spec, key, func(string) string {
+			return "Task submitted. Use /api/async/status/{task_id} to check progress."
+		})
 	}
 }
 
@@ -275,6 +271,18 @@ type taskAccepted struct {
 	TaskID  string `json:"task_id"`
 	Status  string `json:"status"`
 	Message string `json:"message"`
+}
+
+// submitAndAnswer submits spec with key and answers with the guide's
+// body and message.
+func submitAndAnswer(w http.ResponseWriter, r *http.Request, sub taskSubmitter, spec taskSpec, key string, message func(id string) string) error {
+	res, err := sub.submit(r.Context(), spec, key)
+	if err != nil {
+		return err
+	}
+	addAccessLogAttrs(r.Context(), "task_id", res.id, "task_type", spec.Type)
+	writeSubmitted(w, res, message(res.id))
+	return nil
 }
 
 // writeSubmitted answers a submit: 202 with the guide's body, or for an

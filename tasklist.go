@@ -120,16 +120,7 @@ func listTasks(ctx context.Context, live liveLister, finished finishedLister, q 
 			merged = append(merged, st)
 		}
 	}
-	slices.SortFunc(merged, func(a, b taskStatus) int {
-		ka, kb := keyOf(a), keyOf(b)
-		switch {
-		case kb.before(ka):
-			return -1
-		case ka.before(kb):
-			return 1
-		}
-		return 0
-	})
+	sortNewestFirst(merged)
 	if len(merged) > q.limit {
 		merged = merged[:q.limit]
 		last := keyOf(merged[len(merged)-1])
@@ -150,16 +141,7 @@ func listTasks(ctx context.Context, live liveLister, finished finishedLister, q 
 // pageOf is the page of q in tasks, which all pass q's filters: for the
 // stores that hold every task in memory.
 func pageOf(tasks []taskStatus, q taskQuery) taskPage {
-	slices.SortFunc(tasks, func(a, b taskStatus) int {
-		ka, kb := keyOf(a), keyOf(b)
-		switch {
-		case kb.before(ka):
-			return -1
-		case ka.before(kb):
-			return 1
-		}
-		return 0
-	})
+	sortNewestFirst(tasks)
 	var page taskPage
 	for _, st := range tasks {
 		k := keyOf(st)
@@ -173,6 +155,20 @@ func pageOf(tasks []taskStatus, q taskQuery) taskPage {
 		}
 	}
 	return page
+}
+
+// sortNewestFirst sorts tasks in listing order.
+func sortNewestFirst(tasks []taskStatus) {
+	slices.SortFunc(tasks, func(a, b taskStatus) int {
+		ka, kb := keyOf(a), keyOf(b)
+		switch {
+		case kb.before(ka):
+			return -1
+		case ka.before(kb):
+			return 1
+		}
+		return 0
+	})
 }
 
 // encodeCursor makes the opaque cursor of the page after k.
