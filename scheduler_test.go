@@ -222,3 +222,48 @@ func listOwnTasksDirect(t *testing.T, env map[string]string) []taskJSON {
 	}
 	return out
 }
+
+// TestScheduleTickSurvivesRabbitMQRestart: a tick that falls while
+// RabbitMQ is down cannot be queued; it stays claimed and unrecorded, and
+// after the lease, with RabbitMQ back, a scheduler queues it, once.
+func TestScheduleTickSurvivesRabbitMQRestart(t *testing.T) {
+	env := realStack(t)
+	env["PUBLISH_TIMEOUT"] = "1s"
+	b, m := openTestBackends(t, env)
+	ctx := context.Background()
+	rabbitmqctl(t, "stop_app")
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			rabbitmqctl(t, "start_app")
+		}
+	})
+	t0 := time.Now().Truncate(time.Millisecond)
+	sched := schedule{Name: "through-an-outage", Owner: "owner-" + newRandomID(3), Every: time.Hour, CreatedAt: t0, NextRun: t0.Add(-time.Second),
+		Task: specOf(t, tasks.HeavyTaskName, tasks.HeavyArgs{Data: "tick", Iterations: 1})}
+	if err := b.schedules.createSchedule(ctx, sched); err != nil {
+		t.Fatal(err)
+	}
+	s := newScheduler(b.schedules, quietSubmitter(b), m, slog.New(slog.NewTextHandler(logWriter{t}, nil)))
+	s.lease = 2 * time.Second
+	s.fireDue(ctx) // the tick is due: claimed, but its task cannot be queued
+	page, _ := b.statuses.listLive(ctx, taskQuery{owner: sched.Owner, limit: 10})
+	if n := len(page.tasks); n != 0 {
+		t.Errorf("%d tasks queued with RabbitMQ down, want none", n)
+	}
+	rabbitmqctl(t, "start_app")
+	restarted = true
+	waitFor(t, 60*time.Second, "the tick queued after the lease", func() bool {
+		s.fireDue(ctx)
+		page, err := b.statuses.listLive(ctx, taskQuery{owner: sched.Owner, limit: 10})
+		return err == nil && len(page.tasks) > 0
+	})
+	s.fireDue(ctx)
+	page, _ = b.statuses.listLive(ctx, taskQuery{owner: sched.Owner, limit: 10})
+	if n := len(page.tasks); n != 1 {
+		t.Errorf("%d tasks queued for the tick, want 1", n)
+	}
+	if fired := testutil.ToFloat64(m.scheduleFired.WithLabelValues(tasks.HeavyTaskName)); fired != 1 {
+		t.Errorf("ticks fired: %v, want 1", fired)
+	}
+}
