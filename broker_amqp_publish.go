@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,7 @@ type amqpPublisher struct {
 	next  atomic.Uint32
 
 	mu       sync.Mutex
-	declared map[string]struct{} // delay queues declared on this connection
+	declared map[string]time.Time // delay queues declared on this connection, and when
 }
 
 // confirmChannel is a channel in confirm mode with the returns it got.
@@ -134,18 +135,33 @@ func (b *amqpBroker) publishDead(ctx context.Context, body []byte, id, reason st
 // waits, within the publish timeout, for its confirm. declare, when not
 // nil, declares the queue first on the publishing channel.
 func (b *amqpBroker) publishTo(ctx context.Context, queue, id string, msg amqp.Publishing, declare func(*amqp.Channel) error) error {
+	ctx, cancel := context.WithTimeout(ctx, b.publishTimeout)
+	defer cancel()
+	err := b.publishOnce(ctx, queue, id, msg, declare)
+	if errors.Is(err, errUnroutable) && declare != nil {
+		// A delay queue that expired since this connection last declared
+		// it: declare it again, and publish once more.
+		b.forgetDeclared(queue)
+		err = b.publishOnce(ctx, queue, id, msg, declare)
+	}
+	return err
+}
+
+// errUnroutable is a message the broker returned: its queue is missing.
+var errUnroutable = errors.New("unroutable")
+
+// publishOnce is one try of publishTo, within ctx's deadline.
+func (b *amqpBroker) publishOnce(ctx context.Context, queue, id string, msg amqp.Publishing, declare func(*amqp.Channel) error) error {
 	p, err := b.publisher()
 	if err != nil {
 		return err
 	}
 	if declare != nil {
-		if err := p.declareOnce(queue, declare); err != nil {
+		if err := p.declareFresh(queue, declare); err != nil {
 			b.dropPublisher(p)
 			return fmt.Errorf("%w: declare %s: %w", errBrokerUnavailable, queue, err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, b.publishTimeout)
-	defer cancel()
 	if msg.ContentType == "" {
 		msg.ContentType = "application/json"
 	}
@@ -168,7 +184,7 @@ func (b *amqpBroker) publishTo(ctx context.Context, queue, id string, msg amqp.P
 		return fmt.Errorf("%w: broker nacked %s", errBrokerUnavailable, id)
 	}
 	if c.wasReturned(id) {
-		return fmt.Errorf("%w: %s was unroutable (queue %s missing)", errBrokerUnavailable, id, queue)
+		return fmt.Errorf("%w: %s was %w (queue %s missing)", errBrokerUnavailable, id, errUnroutable, queue)
 	}
 	return nil
 }
@@ -203,7 +219,7 @@ func (b *amqpBroker) openPublisher() (*amqpPublisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &amqpPublisher{conn: conn, declared: map[string]struct{}{}}
+	p := &amqpPublisher{conn: conn, declared: map[string]time.Time{}}
 	for i := range publisherChannels {
 		ch, err := conn.Channel()
 		if err == nil && i == 0 {
@@ -250,22 +266,43 @@ func (c *confirmChannel) wasReturned(id string) bool {
 	return ok
 }
 
-// declareOnce runs declare for queue the first time this publisher needs
-// it. Declaring is idempotent, so a race only costs a round trip.
-func (p *amqpPublisher) declareOnce(queue string, declare func(*amqp.Channel) error) error {
+// redeclareAfter is how long a declared delay queue is trusted to exist.
+// A delay queue expires after its wait and an hour without use, and a
+// publish is no use to RabbitMQ, only a declare is: declaring again well
+// within the hour keeps a queue that is still published to from expiring
+// with the messages in it.
+const redeclareAfter = 20 * time.Minute
+
+// declareFresh runs declare for queue unless this publisher declared it
+// less than redeclareAfter ago. Declaring is idempotent, so a race only
+// costs a round trip.
+func (p *amqpPublisher) declareFresh(queue string, declare func(*amqp.Channel) error) error {
 	p.mu.Lock()
-	_, done := p.declared[queue]
+	at, done := p.declared[queue]
 	p.mu.Unlock()
-	if done {
+	if done && time.Since(at) < redeclareAfter {
 		return nil
 	}
 	if err := declare(p.chans[0].ch); err != nil {
 		return err
 	}
 	p.mu.Lock()
-	p.declared[queue] = struct{}{}
+	p.declared[queue] = time.Now()
 	p.mu.Unlock()
 	return nil
+}
+
+// forgetDeclared makes the next publish to queue declare it first.
+func (b *amqpBroker) forgetDeclared(queue string) {
+	b.mu.Lock()
+	p := b.pub
+	b.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	delete(p.declared, queue)
+	p.mu.Unlock()
 }
 
 func (b *amqpBroker) dropPublisher(p *amqpPublisher) {

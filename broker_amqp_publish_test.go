@@ -98,3 +98,31 @@ func TestScheduledTaskIsNotHeldBehindALaterOne(t *testing.T) {
 		})
 	}
 }
+
+// TestDelayQueueGoneIsDeclaredAgain: a delay queue can expire under a
+// publisher that declared it (RabbitMQ counts declares as use, not
+// publishes); a publish to it then comes back unroutable, and the
+// publisher declares the queue again and publishes once more instead of
+// failing.
+func TestDelayQueueGoneIsDeclaredAgain(t *testing.T) {
+	env := realStack(t)
+	b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
+	t.Cleanup(b.close)
+	ctx := context.Background()
+	msg := taskMessage{ID: "before", Type: tasks.HeavyTaskName, Args: []byte(`{}`), Priority: "normal"}
+	if err := b.publishDelayed(ctx, msg, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the first message through its delay", func() bool { return queueDepth(t, env["QUEUE_NAME"]) == 1 })
+	ch, closeChannel := testAMQPChannel(t)
+	defer closeChannel()
+	delayQueue := env["QUEUE_NAME"] + ".delay.200ms"
+	if _, err := ch.QueueDelete(delayQueue, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	msg.ID = "after"
+	if err := b.publishDelayed(ctx, msg, 200*time.Millisecond); err != nil {
+		t.Fatalf("publish to a delay queue that is gone: %v, want it declared again and the message taken", err)
+	}
+	waitFor(t, 10*time.Second, "the second message through its delay", func() bool { return queueDepth(t, env["QUEUE_NAME"]) == 2 })
+}

@@ -1103,7 +1103,7 @@ func scheduleStoreContract(t *testing.T, s scheduleStore) {
 	// Of eight claims of one tick at once, one wins.
 	var won atomic.Int32
 	inParallel(t, 8, func(i int, fail func(error)) {
-		ok, err := s.claimTick(ctx, scheduleID(owner+"-x", "a"), t0.Add(time.Minute), t0.Add(2*time.Minute), true, t0)
+		ok, err := s.claimTick(ctx, scheduleID(owner+"-x", "a"), t0.Add(time.Minute), t0.Add(time.Minute), t0.Add(2*time.Minute), true, t0)
 		if err != nil {
 			fail(err)
 		}
@@ -1113,5 +1113,29 @@ func scheduleStoreContract(t *testing.T, s scheduleStore) {
 	})
 	if n := won.Load(); n != 1 {
 		t.Errorf("%d of 8 claims of one tick won, want 1", n)
+	}
+	if got, _ := s.getSchedule(ctx, owner+"-x", "a"); !got.NextRun.Equal(t0.Add(2 * time.Minute)) {
+		t.Errorf("next run after the claims: %v, want %v", got.NextRun, t0.Add(2*time.Minute))
+	}
+	// A claim lost to a winner that died before moving the schedule on
+	// still moves it on.
+	if won, err := s.claimTick(ctx, scheduleID(owner+"-x", "a"), t0.Add(90*time.Second), t0.Add(time.Minute), t0.Add(3*time.Minute), true, t0); err != nil || won {
+		t.Errorf("claim of a tick already claimed: %v, %v; want lost", won, err)
+	}
+	if got, _ := s.getSchedule(ctx, owner+"-x", "a"); !got.NextRun.Equal(t0.Add(2 * time.Minute)) {
+		t.Errorf("a lost claim whose due time is not the schedule's moved it to %v", got.NextRun)
+	}
+	if _, err := s.claimTick(ctx, scheduleID(owner+"-x", "a"), t0.Add(2*time.Minute), t0.Add(time.Minute), t0.Add(3*time.Minute), true, t0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.getSchedule(ctx, owner+"-x", "a"); !got.NextRun.Equal(t0.Add(3 * time.Minute)) {
+		t.Errorf("a lost claim whose due time is the schedule's left it at %v, want it moved on to %v", got.NextRun, t0.Add(3*time.Minute))
+	}
+	// A claimed tick that is skipped after all is no longer waiting.
+	if err := s.skipTick(ctx, scheduleID(owner+"-x", "a"), t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if stuck, err := s.stuckTicks(ctx, t0.Add(time.Hour)); err != nil || slices.ContainsFunc(stuck, func(st stuckTick) bool { return st.schedule.Owner == owner+"-x" }) {
+		t.Errorf("stuck ticks after the skip: %+v, %v; want none of this schedule", stuck, err)
 	}
 }

@@ -79,6 +79,7 @@ func (m *memoryRevocations) watch(ctx context.Context) <-chan string {
 		<-ctx.Done()
 		m.mu.Lock()
 		delete(m.watchers, ch)
+		close(ch) // under mu: no revoke sends to it after this
 		m.mu.Unlock()
 	}()
 	return ch

@@ -80,10 +80,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	api := newTaskAPI(cfg, b, registry, log, m, tr)
+	shuttingDown := make(chan struct{})
 	srv := &http.Server{
 		Handler: newServer(serverDeps{
 			log: log, metrics: m, tracing: tr, now: time.Now, serveAPI: cfg.runsAPI(), maxBody: cfg.MaxBodyBytes,
-			items: b.items, registry: registry, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller, watcher: b.watcher,
+			items: b.items, registry: registry, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller, watcher: b.watcher, shutdown: shuttingDown,
 			schedules: scheduleRoutes{store: b.schedules, specs: api.specs, maxBody: cfg.MaxBodyBytes, now: time.Now},
 			health:    b.health, backends: b.mode, healthTimeout: cfg.HealthTimeout,
 			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg),
@@ -95,6 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(func() { close(shuttingDown) })
 
 	if cfg.PprofAddr != "" {
 		stopPprof, err := servePprof(cfg.PprofAddr, log)

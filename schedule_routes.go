@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -45,12 +46,15 @@ func (sr scheduleRoutes) newSchedule(req scheduleRequest, owner string) (schedul
 	case (req.Cron == nil) == (req.Every == nil):
 		return schedule{}, invalidField("cron", "give cron (\"*/5 * * * *\") or every (\"30s\"), one of them")
 	case req.Cron != nil:
+		if strings.HasPrefix(*req.Cron, "CRON_TZ=") || strings.HasPrefix(*req.Cron, "TZ=") {
+			return schedule{}, invalidField("cron", "give the time zone as timezone, not in the expression")
+		}
 		if _, err := cron.ParseStandard(*req.Cron); err != nil {
 			return schedule{}, invalidField("cron", "%v", err)
 		}
 		s.Cron = *req.Cron
 		if req.Timezone != nil {
-			if _, err := time.LoadLocation(*req.Timezone); err != nil || *req.Timezone == "" {
+			if _, err := time.LoadLocation(*req.Timezone); err != nil || *req.Timezone == "" || *req.Timezone == "Local" {
 				return schedule{}, invalidField("timezone", "must be an IANA time zone such as Europe/Paris")
 			}
 			s.Timezone = *req.Timezone
@@ -84,6 +88,11 @@ func (sr scheduleRoutes) newSchedule(req scheduleRequest, owner string) (schedul
 		return schedule{}, fmt.Errorf("read the new schedule: %w", err)
 	}
 	s.NextRun = tk.next(s.CreatedAt)
+	if !s.NextRun.After(s.CreatedAt) {
+		// robfig/cron gives the zero time for an expression that matches
+		// no time in the next five years (February 30th, say).
+		return schedule{}, invalidField("cron", "matches no time in the next five years")
+	}
 	return s, nil
 }
 

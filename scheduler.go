@@ -33,6 +33,9 @@ type scheduler struct {
 	lease time.Duration
 }
 
+// minSchedulerWait is the least time between two looks at the store.
+const minSchedulerWait = 50 * time.Millisecond
+
 func newScheduler(store scheduleStore, submitter taskSubmitter, m *metrics, log *slog.Logger) *scheduler {
 	return &scheduler{store: store, submitter: submitter, metrics: m, log: log, now: time.Now,
 		poll: time.Second, missGrace: 5 * time.Second, lease: 30 * time.Second}
@@ -44,7 +47,9 @@ func (s *scheduler) run(ctx context.Context) {
 		s.fireDue(ctx)
 		wait := s.poll
 		if next, err := s.store.nextDue(ctx); err == nil && !next.IsZero() {
-			wait = min(wait, max(0, next.Sub(s.now())))
+			// A schedule the store keeps due (its next run could not be
+			// moved on) must not spin the loop.
+			wait = min(wait, max(minSchedulerWait, next.Sub(s.now())))
 		}
 		select {
 		case <-ctx.Done():
@@ -63,6 +68,18 @@ func (s *scheduler) fireDue(ctx context.Context) {
 		s.log.WarnContext(ctx, "could not read the unqueued schedule ticks", "error", err)
 	}
 	for _, st := range stuck {
+		if now.Sub(st.tick) > s.lease+s.missGrace {
+			// Every tick of an outage stays claimed and unqueued: firing
+			// them all when it ends would be the burst missGrace prevents.
+			// Only the latest of a schedule's can be recent enough.
+			if err := s.store.skipTick(ctx, st.schedule.id(), st.tick); err != nil {
+				s.log.WarnContext(ctx, "could not skip a schedule tick not queued in time", "schedule", st.schedule.Name, "error", err)
+				continue
+			}
+			s.log.WarnContext(ctx, "schedule tick not queued in time; skipped", "schedule", st.schedule.Name, "tick", st.tick)
+			s.metrics.scheduleTicksSkipped(st.schedule.Task.Type, 1)
+			continue
+		}
 		s.log.WarnContext(ctx, "taking over a schedule tick whose task was never recorded as queued", "schedule", st.schedule.Name, "tick", st.tick)
 		s.fire(ctx, st.schedule, st.tick)
 	}
@@ -84,19 +101,28 @@ func (s *scheduler) claim(ctx context.Context, sch schedule, now time.Time) {
 		s.log.ErrorContext(ctx, "schedule cannot be read", "schedule", sch.Name, "error", err)
 		return
 	}
+	// The ticks from the schedule's next run to now are due. The latest
+	// fires if it is recent enough; the ones before it, and it too if it
+	// is not, were missed and are skipped.
 	tick := sch.NextRun
-	fire := now.Sub(tick) <= s.missGrace
 	skipped := missedTicks(tk, tick, now)
+	for t := tick; ; {
+		next := tk.next(t)
+		if !next.After(t) || next.After(now) {
+			break
+		}
+		t, tick = next, next
+	}
+	fire := now.Sub(tick) <= s.missGrace
 	if fire {
 		skipped--
 	}
-	won, err := s.store.claimTick(ctx, sch.id(), tick, tk.next(now), fire, now)
+	won, err := s.store.claimTick(ctx, sch.id(), sch.NextRun, tick, tk.next(now), fire, now)
 	if err != nil {
-		s.log.WarnContext(ctx, "could not claim a schedule tick", "schedule", sch.Name, "error", err)
-		return
+		s.log.WarnContext(ctx, "could not claim a schedule tick, or move the schedule on", "schedule", sch.Name, "won", won, "error", err)
 	}
 	if !won {
-		return // another process did
+		return // another process did, or the claim failed
 	}
 	if skipped > 0 {
 		s.metrics.scheduleTicksSkipped(sch.Task.Type, skipped)
@@ -111,8 +137,12 @@ func (s *scheduler) claim(ctx context.Context, sch schedule, now time.Time) {
 // bound far past any real gap.
 func missedTicks(tk ticker, tick, now time.Time) int {
 	n := 0
-	for t := tick; !t.After(now) && n < 1_000_000; t = tk.next(t) {
-		n++
+	for t := tick; !t.After(now) && n < 1_000_000; n++ {
+		next := tk.next(t)
+		if !next.After(t) {
+			return n + 1 // a ticker with no later tick
+		}
+		t = next
 	}
 	return n
 }

@@ -117,17 +117,21 @@ type scheduleStore interface {
 	// nextDue is the earliest next run of the unpaused schedules; zero
 	// when there is none.
 	nextDue(ctx context.Context) (time.Time, error)
-	// claimTick claims a tick of the schedule id: of every process that
-	// tries, exactly one gets true, and it moves the schedule's next run
-	// to next. fire says whether the tick's task is to be queued (false:
-	// the tick was missed, and is skipped).
-	claimTick(ctx context.Context, id string, tick, next time.Time, fire bool, now time.Time) (bool, error)
+	// claimTick claims a tick of the schedule id, whose next run was due:
+	// of every process that tries, exactly one gets true. The schedule's
+	// next run moves on from due to next either way, so a claim whose
+	// winner died before moving it cannot hold the schedule back. fire
+	// says whether the tick's task is to be queued (false: the tick was
+	// missed, and is skipped).
+	claimTick(ctx context.Context, id string, due, tick, next time.Time, fire bool, now time.Time) (bool, error)
 	// stuckTicks are the ticks to fire that were claimed before
 	// stuckBefore and whose task was never recorded as queued (their
 	// process died between the two).
 	stuckTicks(ctx context.Context, stuckBefore time.Time) ([]stuckTick, error)
 	// settleTick records that a claimed tick's task is queued.
 	settleTick(ctx context.Context, id string, fired firedTick) error
+	// skipTick records that a claimed tick will not be queued after all.
+	skipTick(ctx context.Context, id string, tick time.Time) error
 }
 
 // stuckTick is a claimed tick whose task may never have been queued.

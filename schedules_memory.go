@@ -116,18 +116,18 @@ func (m *memorySchedules) nextDue(context.Context) (time.Time, error) {
 	return earliest, nil
 }
 
-func (m *memorySchedules) claimTick(_ context.Context, id string, tick, next time.Time, fire bool, now time.Time) (bool, error) {
+func (m *memorySchedules) claimTick(_ context.Context, id string, due, tick, next time.Time, fire bool, now time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if s, ok := m.byID[id]; ok && s.NextRun.Equal(due) {
+		s.NextRun = mongoTime(next)
+		m.byID[id] = s
+	}
 	key := memoryTick{id: id, tick: tick.UnixMilli()}
 	if _, taken := m.claims[key]; taken {
 		return false, nil
 	}
 	m.claims[key] = tickClaim{fire: fire, claimedAt: now}
-	if s, ok := m.byID[id]; ok {
-		s.NextRun = mongoTime(next)
-		m.byID[id] = s
-	}
 	return true, nil
 }
 
@@ -144,6 +144,17 @@ func (m *memorySchedules) stuckTicks(_ context.Context, stuckBefore time.Time) (
 		}
 	}
 	return out, nil
+}
+
+func (m *memorySchedules) skipTick(_ context.Context, id string, tick time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	key := memoryTick{id: id, tick: tick.UnixMilli()}
+	if c, ok := m.claims[key]; ok {
+		c.fire = false
+		m.claims[key] = c
+	}
+	return nil
 }
 
 func (m *memorySchedules) settleTick(_ context.Context, id string, fired firedTick) error {

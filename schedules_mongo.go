@@ -153,20 +153,19 @@ func (m mongoSchedules) nextDue(ctx context.Context) (time.Time, error) {
 	return doc.NextRun.UTC(), nil
 }
 
-func (m mongoSchedules) claimTick(ctx context.Context, id string, tick, next time.Time, fire bool, now time.Time) (bool, error) {
+func (m mongoSchedules) claimTick(ctx context.Context, id string, due, tick, next time.Time, fire bool, now time.Time) (bool, error) {
 	_, err := m.ticks.InsertOne(ctx, mongoTickClaim{ID: tickClaimID(id, tick), Schedule: id, Tick: mongoTime(tick), Fire: fire, ClaimedAt: mongoTime(now)})
-	if mongo.IsDuplicateKeyError(err) {
-		return false, nil // another process claimed it
-	}
-	if err != nil {
+	won := err == nil
+	if err != nil && !mongo.IsDuplicateKeyError(err) {
 		return false, fmt.Errorf("mongodb: claim tick %v of %s: %w", tick, id, err)
 	}
-	if _, err := m.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: bson.D{{Key: "next_run", Value: mongoTime(next)}}}}); err != nil {
-		// The tick is this process's; a later one finds the schedule due
-		// again and its claim of the same tick taken.
-		return true, fmt.Errorf("mongodb: move %s on past tick %v: %w", id, tick, err)
+	// Winner or not, move the schedule on, if nobody has yet: the winner
+	// may have died between its claim and this.
+	if _, err := m.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "next_run", Value: mongoTime(due)}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "next_run", Value: mongoTime(next)}}}}); err != nil {
+		return won, fmt.Errorf("mongodb: move %s on past tick %v: %w", id, tick, err)
 	}
-	return true, nil
+	return won, nil
 }
 
 func (m mongoSchedules) stuckTicks(ctx context.Context, stuckBefore time.Time) ([]stuckTick, error) {
@@ -189,6 +188,14 @@ func (m mongoSchedules) stuckTicks(ctx context.Context, stuckBefore time.Time) (
 		out = append(out, stuckTick{schedule: doc.schedule(), tick: c.Tick.UTC()})
 	}
 	return out, nil
+}
+
+func (m mongoSchedules) skipTick(ctx context.Context, id string, tick time.Time) error {
+	if _, err := m.ticks.UpdateOne(ctx, bson.D{{Key: "_id", Value: tickClaimID(id, tick)}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "fire", Value: false}}}}); err != nil {
+		return fmt.Errorf("mongodb: skip tick %v of %s: %w", tick, id, err)
+	}
+	return nil
 }
 
 func (m mongoSchedules) settleTick(ctx context.Context, id string, fired firedTick) error {

@@ -27,6 +27,9 @@ type serverDeps struct {
 	reader    taskStatusReader
 	canceller taskCanceller
 	watcher   statusWatcher
+	// shutdown is closed when the server starts to shut down; long
+	// requests (event streams) end then.
+	shutdown  <-chan struct{}
 	schedules scheduleRoutes
 
 	health        map[string]pinger
@@ -63,7 +66,7 @@ func newServer(d serverDeps) http.Handler {
 		apiRoute("POST /api/tasks/batch", handleSubmitBatch(d.specs, d.submitter, d.maxBody))
 		apiRoute("GET /api/tasks", handleListTasks(d.reader, d.registry.Known))
 		apiRoute("GET /api/tasks/{task_id}", handleGetTask(d.reader))
-		apiRoute("GET /api/tasks/{task_id}/events", handleTaskEvents(d.reader, d.watcher))
+		apiRoute("GET /api/tasks/{task_id}/events", handleTaskEvents(d.reader, d.watcher, d.shutdown))
 		apiRoute("POST /api/tasks/{task_id}/retry", handleRetryTask(d.reader, d.submitter))
 		apiRoute("POST /api/tasks/{task_id}/cancel", handleCancelTask(d.canceller))
 		apiRoute("POST /api/schedules", handleCreateSchedule(d.schedules))

@@ -215,12 +215,14 @@ func (s *redisStatusStore) listLive(ctx context.Context, q taskQuery) (taskPage,
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return taskPage{}, fmt.Errorf("redis: read listed statuses: %w", err)
 		}
+		var gone []any
 		for i := range ids {
 			scanned++
 			pos = &keys[i]
 			b, err := docs[i].Bytes()
 			if err != nil {
-				continue // gone since the index was read
+				gone = append(gone, ids[i])
+				continue
 			}
 			st, err := decodeStatus(b)
 			if err != nil || st.final() || !q.matches(st) {
@@ -229,12 +231,22 @@ func (s *redisStatusStore) listLive(ctx context.Context, q taskQuery) (taskPage,
 			page.tasks = append(page.tasks, st)
 			if len(page.tasks) == q.limit {
 				page.reached = pos
+				s.forget(ctx, q.owner, gone)
 				return page, nil
 			}
 		}
+		s.forget(ctx, q.owner, gone)
 	}
 	page.reached = pos
 	return page, nil
+}
+
+// forget removes from owner's index the entries of tasks whose status is
+// gone (expired, or removed by hand), which nothing else would remove.
+func (s *redisStatusStore) forget(ctx context.Context, owner string, ids []any) {
+	if len(ids) > 0 {
+		_ = s.client.ZRem(ctx, s.indexKey(owner), ids...).Err() // tried again at the next listing
+	}
 }
 
 // indexEntries reads the entries of an index that come after pos (all of

@@ -19,6 +19,11 @@ type redisStatusWatcher struct {
 	log    *slog.Logger
 	tasks  watchers
 
+	// subscribing orders the changes of the subscription's channels with
+	// the watchers they are for: a channel dropped for the last watcher
+	// of a task cannot overtake its subscription for the next.
+	subscribing sync.Mutex
+
 	mu      sync.Mutex
 	sub     *redis.PubSub // opened by the first watch
 	closed  bool
@@ -64,13 +69,17 @@ func (w *redisStatusWatcher) watch(ctx context.Context, id string) *statusUpdate
 	if sub == nil {
 		return u // closed: nothing more will come
 	}
+	w.subscribing.Lock()
 	if w.tasks.add(id, u) {
 		if err := sub.Subscribe(ctx, statusChannel(w.prefix, id)); err != nil {
 			w.log.WarnContext(ctx, "status channel not subscribed; the stream falls back to reading the status", "task_id", id, "error", err)
 		}
 	}
+	w.subscribing.Unlock()
 	go func() {
 		<-ctx.Done()
+		w.subscribing.Lock()
+		defer w.subscribing.Unlock()
 		if w.tasks.remove(id, u) {
 			_ = sub.Unsubscribe(context.Background(), statusChannel(w.prefix, id))
 		}

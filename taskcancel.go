@@ -59,7 +59,10 @@ func handleCancelTask(c taskCanceller) handlerFunc {
 		if err != nil {
 			return fmt.Errorf("%w: record %s REVOKED: %w", errStoreUnavailable, st.TaskID, err)
 		}
-		if err := c.statuses.put(ctx, saved.status(), c.resultTTL); err != nil {
+		// The status goes even if the client has gone: the record did.
+		putCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusOpTimeout)
+		defer cancel()
+		if err := c.statuses.put(putCtx, saved.status(), c.resultTTL); err != nil {
 			c.log.WarnContext(ctx, "status of a cancelled task not stored; its record is", "task_id", st.TaskID, "error", err)
 		}
 		if saved.Status != stateRevoked {

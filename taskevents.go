@@ -20,7 +20,10 @@ const eventStreamHeartbeat = 15 * time.Second
 // reconnects with Last-Event-ID gets the current status again, so it
 // never misses the final one; one that already has the final one gets
 // 204, which tells an EventSource to stop reconnecting.
-func handleTaskEvents(reader taskStatusReader, watcher statusWatcher) handlerFunc {
+//
+// Streams end when the server shuts down (shutdown is closed), which
+// otherwise waits for every open request.
+func handleTaskEvents(reader taskStatusReader, watcher statusWatcher, shutdown <-chan struct{}) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		ctx := r.Context()
 		id := r.PathValue("task_id")
@@ -58,6 +61,8 @@ func handleTaskEvents(reader taskStatusReader, watcher statusWatcher) handlerFun
 			var ok bool
 			select {
 			case <-ctx.Done():
+				return nil
+			case <-shutdown:
 				return nil
 			case <-updates.changed:
 				next, ok = updates.take()

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -116,5 +118,57 @@ func TestTaskEventsFollowATaskToItsEnd(t *testing.T) {
 				t.Errorf("events of an unknown task: %d, want 404", resp.StatusCode)
 			}
 		})
+	}
+}
+
+// TestTaskEventsEndAtShutdown: an open stream does not hold shutdown up;
+// it ends cleanly as the server stops, and the client reconnects elsewhere.
+func TestTaskEventsEndAtShutdown(t *testing.T) {
+	addr := freeAddr(t)
+	env := map[string]string{"ADDR": addr, "LOG_LEVEL": "warn", "SHUTDOWN_TIMEOUT": "60s"}
+	var logs lockedBuffer
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"errand"}, func(k string) string { return env[k] }, &logs, &logs) }()
+	base := "http://" + addr
+	waitForHTTP(t, base+"/health", done)
+	var acc taskAccepted
+	apiCall(t, "POST", base+"/api/tasks", `{"type": "process_heavy_task", "args": {"data": "d"}, "countdown": 3600}`, nil, &acc)
+
+	stream := bufio.NewReader(openEvents(t, base+"/api/tasks/"+acc.TaskID+"/events", "").Body)
+	for {
+		line, err := stream.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended before its first event: %v", err)
+		}
+		if line == "\n" {
+			break // the first event (SCHEDULED) is in; the handler waits for the next
+		}
+	}
+	rest := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(stream)
+		rest <- err
+	}()
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run returned %v", err)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("errand did not stop")
+	}
+	if strings.Contains(logs.String(), "http shutdown incomplete") {
+		t.Fatalf("shutdown waited out its timeout for the open stream:\n%s", logs.String())
+	}
+	select {
+	case err := <-rest:
+		if err != nil {
+			t.Errorf("stream ended with %v, want a clean end", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("the stream stayed open after the server stopped")
 	}
 }

@@ -237,9 +237,22 @@ func handleListTasks(reader taskStatusReader, known func(string) bool) handlerFu
 		if err != nil {
 			return fmt.Errorf("%w: %w", errStoreUnavailable, err)
 		}
-		out := taskListJSON{Tasks: make([]taskJSON, len(list))}
-		for i, st := range list {
-			out.Tasks[i] = newTaskJSON(st)
+		out := taskListJSON{Tasks: make([]taskJSON, 0, len(list))}
+		for _, st := range list {
+			if !st.final() && reader.now().Sub(st.UpdatedAt) >= statusStaleAfter {
+				// A running task's status that has not moved for a while
+				// may belong to a task whose final status was never
+				// written: the status reader repairs it from the result
+				// store, and it is listed as it now stands, if it still
+				// passes the filter.
+				if repaired, err := reader.status(r.Context(), st.TaskID); err == nil {
+					st = repaired
+				}
+				if !q.matches(st) {
+					continue
+				}
+			}
+			out.Tasks = append(out.Tasks, newTaskJSON(st))
 		}
 		if next != nil {
 			out.NextCursor = encodeCursor(*next)

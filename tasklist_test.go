@@ -148,3 +148,31 @@ func TestGetTaskShowsWhatWasAskedAndWhatHappened(t *testing.T) {
 	checkErrorAnswer(t, f.serve(t, "GET", "/api/tasks/6d1f1c2e-0000-4000-8000-00000000000f", "", nil), http.StatusNotFound, "not_found", "")
 	checkErrorAnswer(t, f.serve(t, "GET", "/api/tasks/-x", "", nil), http.StatusBadRequest, "invalid_id", "")
 }
+
+// A task whose final status never reached the status store (it was down
+// as the worker finished) is listed as its result says once its live
+// status has gone stale, and not under the state it no longer has.
+func TestListTasksRepairsStaleUnfinished(t *testing.T) {
+	f := newHandlerFixture(t)
+	f.clock.set(handlerEpoch)
+	var acc taskAccepted
+	decodeAnswer(t, f.serve(t, "POST", "/api/tasks", `{"type": "process_heavy_task", "args": {"data": "d"}}`, nil), http.StatusAccepted, &acc)
+	if _, err := f.items.saveResult(context.Background(), taskRecord{TaskID: acc.TaskID, TaskType: tasks.HeavyTaskName, Status: stateSuccess,
+		CreatedAt: handlerEpoch, CompletedAt: handlerEpoch.Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	// Still fresh: the live status stands, the worker may yet write.
+	f.clock.set(handlerEpoch.Add(statusStaleAfter / 2))
+	if diff := cmp.Diff([]string{acc.TaskID}, f.listAll(t, url.Values{"status": {"PENDING"}}, 10)); diff != "" {
+		t.Errorf("fresh PENDING listing (-want +got):\n%s", diff)
+	}
+	f.clock.set(handlerEpoch.Add(statusStaleAfter + time.Second))
+	if got := f.listAll(t, url.Values{"status": {"PENDING"}}, 10); len(got) != 0 {
+		t.Errorf("stale PENDING listing: %v, want none (the task succeeded)", got)
+	}
+	var page taskListJSON
+	decodeAnswer(t, f.serve(t, "GET", "/api/tasks", "", nil), http.StatusOK, &page)
+	if len(page.Tasks) != 1 || page.Tasks[0].TaskID != acc.TaskID || page.Tasks[0].Status != stateSuccess {
+		t.Errorf("listing after the repair: %+v, want the task once, %s", page.Tasks, stateSuccess)
+	}
+}

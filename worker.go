@@ -163,6 +163,13 @@ func (r *runningTasks) add(id string, stop context.CancelCauseFunc) (remove func
 	}
 }
 
+// has reports whether task id runs here.
+func (r *runningTasks) has(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.runs[id]) > 0
+}
+
 // stop stops the runs of task id here with cause, and reports whether
 // there were any.
 func (r *runningTasks) stop(id string, cause error) bool {
@@ -178,6 +185,9 @@ func (r *runningTasks) stop(id string, cause error) bool {
 // until ctx ends.
 func (p *workerPool) stopRevoked(ctx context.Context) {
 	for id := range p.revocations.watch(ctx) {
+		if !p.running.has(id) {
+			continue // the cancel of a task another process runs
+		}
 		rev, err := p.revocations.revoked(ctx, id)
 		if err != nil || rev == nil {
 			rev = &revocation{At: p.now()}

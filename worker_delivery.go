@@ -91,11 +91,16 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 		p.failUnknownType(ctx, j)
 		return
 	}
+	// The run is registered before the check for a cancel, so a cancel
+	// that comes between the two still stops it (see stopRevoked).
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+	defer p.running.add(msg.ID, stopRun)()
 	if rev := p.revocation(ctx, j); rev != nil {
 		p.finishRevoked(ctx, j, *rev)
 		return
 	}
-	run, err := p.execute(ctx, j, def)
+	run, err := p.execute(ctx, runCtx, j, def)
 	if err != nil {
 		j.log.Warn("task aborted by shutdown; requeueing", "error", err)
 		p.settle(j, settleRequeue)
@@ -230,11 +235,12 @@ func (p *workerPool) finishRevoked(ctx context.Context, j job, rev revocation) {
 	p.finish(ctx, j, rec, "")
 }
 
-// execute runs the task's handler under its policy, its progress written
-// to the status store as it goes. The error is not the task's: it is
+// execute runs the task's handler under its policy and runCtx (which a
+// cancel of the task ends), its progress written to the status store as
+// it goes. The error is not the task's: it is
 // shutdown's, which cut the run short, and the task goes back to the
 // queue.
-func (p *workerPool) execute(ctx context.Context, j job, def tasks.Definition) (taskRun, error) {
+func (p *workerPool) execute(ctx, runCtx context.Context, j job, def tasks.Definition) (taskRun, error) {
 	msg := j.msg
 	run := taskRun{started: p.now()}
 	j.started = &run.started
@@ -250,12 +256,8 @@ func (p *workerPool) execute(ctx context.Context, j job, def tasks.Definition) (
 	// within progressInterval goes from PENDING straight to its end, one
 	// status write fewer; a longer one shows PROGRESS after the interval.
 	progress.report(ctx, tasks.Progress{Status: "Started"})
-	runCtx, span := p.tracing.tracer.Start(ctx, "run "+msg.Type)
-	// A cancel of the task stops its run here (see stopRevoked).
-	runCtx, stopRun := context.WithCancelCause(runCtx)
-	defer stopRun(nil)
-	defer p.running.add(msg.ID, stopRun)()
-	value, err := runTask(runCtx, j.log, def, msg, progress.report)
+	spanCtx, span := p.tracing.tracer.Start(runCtx, "run "+msg.Type)
+	value, err := runTask(spanCtx, j.log, def, msg, progress.report)
 	// No progress may be written once the run is over: the final status
 	// (or the retry's) comes next and must be the last word.
 	progress.stop()

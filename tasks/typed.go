@@ -77,6 +77,10 @@ func (t Type[Args]) definition() (Definition, error) {
 	if err != nil {
 		return Definition{}, fmt.Errorf("task type %s: %w", t.Name, err)
 	}
+	defaults, err := json.Marshal(t.Defaults)
+	if err != nil {
+		return Definition{}, fmt.Errorf("task type %s: encode defaults: %w", t.Name, err)
+	}
 	var shape struct {
 		Required []string `json:"required"`
 	}
@@ -102,11 +106,21 @@ func (t Type[Args]) definition() (Definition, error) {
 		if err := compiled.Validate(doc); err != nil {
 			return t.Defaults, schemaFieldError(err)
 		}
-		args := t.Defaults
+		// Each task's arguments start from a copy of the defaults of their
+		// own: a map or a slice among them is never shared.
+		var args Args
+		if err := json.Unmarshal(defaults, &args); err != nil {
+			return t.Defaults, fmt.Errorf("copy the defaults of %s: %w", t.Name, err)
+		}
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&args); err != nil {
-			// The schema has passed, so this is a shape it cannot express.
+			// The schema has passed, so this is a shape it cannot express:
+			// 5.0 for an integer field, say.
+			var typeErr *json.UnmarshalTypeError
+			if errors.As(err, &typeErr) {
+				return t.Defaults, &FieldError{Field: typeErr.Field, Reason: "must be " + article(goJSONType(typeErr.Type.Kind()))}
+			}
 			return t.Defaults, &FieldError{Reason: err.Error()}
 		}
 		if v, ok := any(&args).(argsValidator); ok {
@@ -297,6 +311,25 @@ func jsonTypeList(types []string) string {
 		named[i] = article(t)
 	}
 	return strings.Join(named, " or ")
+}
+
+// goJSONType is the JSON type a Go kind decodes from.
+func goJSONType(k reflect.Kind) string {
+	switch k {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "integer"
+	case reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.Map, reflect.Struct:
+		return "object"
+	default:
+		return "string"
+	}
 }
 
 // article names a JSON type as a client should read it.

@@ -172,3 +172,33 @@ func TestMistakenDeclarationsPanicAtStart(t *testing.T) {
 	}()
 	Declare(Type[[]string]{Name: "list"})
 }
+
+// taggedArgs has a map and a slice among its defaults.
+type taggedArgs struct {
+	Labels map[string]string `json:"labels,omitempty"`
+	Tags   []string          `json:"tags,omitempty"`
+	Count  int               `json:"count,omitempty"`
+}
+
+func TestDefaultsAreNotSharedBetweenTasks(t *testing.T) {
+	def := Declare(Type[taggedArgs]{Name: "tagged", Defaults: taggedArgs{Labels: map[string]string{"team": "core"}, Tags: []string{"a", "b"}}})
+	if _, err := def.CheckArgs(json.RawMessage(`{"labels": {"secret": "one client's"}, "tags": ["x"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := def.CheckArgs(json.RawMessage(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"labels":{"team":"core"},"tags":["a","b"]}`; string(got) != want {
+		t.Errorf("arguments of a later submit: %s, want the defaults alone, %s", got, want)
+	}
+	// A number the schema takes (5.0 is an integer to JSON Schema) that
+	// the struct cannot: the error names the field.
+	var fe *FieldError
+	if _, err := def.CheckArgs(json.RawMessage(`{"count": 5.5e0}`)); !errors.As(err, &fe) || fe.Field != "count" {
+		t.Errorf("count 5.5e0: %v, want an error on count", err)
+	}
+	if _, err := def.CheckArgs(json.RawMessage(`{"count": 5.0}`)); !errors.As(err, &fe) || fe.Field != "count" {
+		t.Errorf("count 5.0: %v, want an error on count", err)
+	}
+}
