@@ -6,15 +6,24 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
-// TestRedisStatusWritesSurviveScriptFlush: a restarted Redis has forgotten
-// errand's scripts; the pipelined writes load them again by themselves.
-func TestRedisStatusWritesSurviveScriptFlush(t *testing.T) {
+// testRedisStatusStore is a status store on the real Redis, and its client.
+func testRedisStatusStore(t *testing.T) (*redisStatusStore, *redis.Client) {
+	t.Helper()
 	env := realStack(t)
 	rdb := testRedis(t)
 	s := newRedisStatusStore(rdb, env["REDIS_KEY_PREFIX"])
 	t.Cleanup(s.close)
+	return s, rdb
+}
+
+// TestRedisStatusWritesSurviveScriptFlush: a restarted Redis has forgotten
+// errand's scripts; the pipelined writes load them again by themselves.
+func TestRedisStatusWritesSurviveScriptFlush(t *testing.T) {
+	s, rdb := testRedisStatusStore(t)
 	ctx := context.Background()
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
@@ -46,10 +55,7 @@ func TestRedisStatusWritesSurviveScriptFlush(t *testing.T) {
 // gone (expired, or deleted by hand) is dropped from the index by the
 // listing that finds it, so the index does not grow with dead entries.
 func TestRedisListingForgetsVanishedStatuses(t *testing.T) {
-	env := realStack(t)
-	rdb := testRedis(t)
-	s := newRedisStatusStore(rdb, env["REDIS_KEY_PREFIX"])
-	t.Cleanup(s.close)
+	s, rdb := testRedisStatusStore(t)
 	ctx := context.Background()
 	owner := fmt.Sprint("vanish-", time.Now().UnixNano())
 	now := time.Now().UTC()
