@@ -100,6 +100,27 @@ func TestAPIKeys(t *testing.T) {
 	if body := apiCall(t, "GET", base+"/api/items", "", a, nil).body; !strings.Contains(body, it.ID) {
 		t.Errorf("key a's item list lacks its item: %s", body)
 	}
+
+	// And files.
+	var f fileJSON
+	fileHeaders := map[string]string{"X-API-Key": "key-a", "Content-Type": "text/plain"}
+	if resp := apiCall(t, "POST", base+"/api/files", "a's notes", fileHeaders, &f); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("upload a file with key a: %d %s", resp.StatusCode, resp.body)
+	}
+	for _, method := range []string{"GET", "HEAD", "DELETE"} {
+		if resp := apiCall(t, method, base+f.URL, "", b, nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s key a's file with key b: %d, want 404", method, resp.StatusCode)
+		}
+	}
+	if body := apiCall(t, "GET", base+"/api/files", "", b, nil).body; strings.Contains(body, f.FileID) {
+		t.Errorf("key b's file list shows key a's file: %s", body)
+	}
+	if resp := apiCall(t, "GET", base+f.URL, "", a, nil); resp.StatusCode != http.StatusOK || resp.body != "a's notes" {
+		t.Errorf("key a's file after key b's tries: %d %q", resp.StatusCode, resp.body)
+	}
+	if body := apiCall(t, "GET", base+"/api/files", "", a, nil).body; !strings.Contains(body, f.FileID) {
+		t.Errorf("key a's file list lacks its file: %s", body)
+	}
 }
 
 func TestRateLimit(t *testing.T) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -23,6 +24,7 @@ type backends struct {
 	revoked   revocationStore
 	watcher   statusWatcher
 	schedules scheduleStore
+	files     fileStore
 	items     itemStore
 	results   resultStore
 	health    map[string]pinger
@@ -62,6 +64,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 			revoked:   newMemoryRevocations(revocationTTL(cfg)),
 			watcher:   statuses,
 			schedules: newMemorySchedules(),
+			files:     newMemoryFiles(),
 			items:     measured, results: measured,
 			health:  map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": store},
 			closers: []func(){broker.close},
@@ -87,6 +90,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	watcher := newRedisStatusWatcher(rdb, cfg.KeyPrefix, log)
 	redisObs := newStoreObserver("redis", m, tracer, slices.Concat(statusOps, keyOps)...)
 	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
+	files := newGridFiles(mongoStore.client.Database(cfg.MongoDatabase))
 	b := &backends{
 		mode: "external", publisher: broker, queue: broker, queues: broker,
 		statuses:  measuredStatusStore{next: statuses, obs: redisObs},
@@ -94,6 +98,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		revoked:   revocations,
 		watcher:   watcher,
 		schedules: newMongoSchedules(mongoStore.client.Database(cfg.MongoDatabase)),
+		files:     files,
 		items:     measured, results: measured,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
 		closers: []func(){
@@ -110,7 +115,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		},
 	}
 	indexCtx, cancel := context.WithTimeout(ctx, cfg.HealthTimeout)
-	if err := mongoStore.ensureIndexes(indexCtx); err != nil {
+	if err := errors.Join(mongoStore.ensureIndexes(indexCtx), files.ensureIndexes(indexCtx)); err != nil {
 		log.Warn("indexes not created; listing tasks by status and items by owner scan their collections", "error", err)
 	}
 	cancel()

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -196,7 +199,7 @@ func BenchmarkStatusPut(b *testing.B) {
 	b.SetParallelism(8)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		id := newTaskID()
+		id := newUUID()
 		for pb.Next() {
 			if err := bk.statuses.put(context.Background(), taskStatus{TaskID: id, Status: stateProgress}, 0); err != nil {
 				b.Error(err)
@@ -210,7 +213,7 @@ func BenchmarkStatusPut(b *testing.B) {
 // as concurrent polls drive it; reads that overlap share a pipeline.
 func BenchmarkStatusGet(b *testing.B) {
 	bk := benchStack(b, realStack(b))
-	id := newTaskID()
+	id := newUUID()
 	if err := bk.statuses.put(context.Background(), taskStatus{TaskID: id, Status: stateSuccess}, time.Hour); err != nil {
 		b.Fatal(err)
 	}
@@ -234,7 +237,7 @@ func BenchmarkSaveResult(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			_, err := bk.results.saveResult(context.Background(), taskRecord{TaskID: newTaskID(), TaskType: "bench", Status: stateSuccess,
+			_, err := bk.results.saveResult(context.Background(), taskRecord{TaskID: newUUID(), TaskType: "bench", Status: stateSuccess,
 				Result: map[string]any{"ok": true}, CompletedAt: time.Now()})
 			if err != nil {
 				b.Error(err)
@@ -348,16 +351,7 @@ func BenchmarkEventStreams(b *testing.B) {
 // far from /proc.
 func procUsage(tb testing.TB, pid int) (rss int64, cpu time.Duration) {
 	tb.Helper()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64)
-			rss = n * 1024
-		}
-	}
+	rss = procStatusBytes(tb, pid, "VmRSS")
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		tb.Fatal(err)
@@ -368,6 +362,90 @@ func procUsage(tb testing.TB, pid int) (rss int64, cpu time.Duration) {
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	const ticksPerSecond = 100 // USER_HZ on Linux
 	return rss, time.Duration(utime+stime) * time.Second / ticksPerSecond
+}
+
+// procStatusBytes is a size field of /proc/PID/status (VmRSS, VmHWM: the
+// peak resident memory) in bytes.
+func procStatusBytes(tb testing.TB, pid int, field string) int64 {
+	tb.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if kb, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64)
+			return n * 1024
+		}
+	}
+	tb.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
+
+// BenchmarkFileTransfer uploads (multipart) and downloads files of 32 MiB
+// (the default FILE_MAX_BYTES) and 128 MiB, one at a time, through an
+// errand process of its own, and reports each direction's throughput and
+// how far the process's peak resident memory rose over the run: on
+// MongoDB (GridFS) files stream through, so the rise does not grow with
+// the file; embedded, they are held in memory.
+func BenchmarkFileTransfer(b *testing.B) {
+	for _, bench := range []struct {
+		mode string
+		size int64
+	}{{"real", 32 << 20}, {"real", 128 << 20}, {"embedded", 32 << 20}} {
+		size := bench.size
+		b.Run(fmt.Sprintf("%s/%dMiB", bench.mode, size>>20), func(b *testing.B) {
+			env := backendModes[bench.mode](b)
+			env["FILE_MAX_BYTES"] = strconv.FormatInt(size, 10)
+			api := startChild(b, env)
+			runtime.GC()
+			peakBefore := procStatusBytes(b, api.cmd.Process.Pid, "VmHWM")
+			var up, down time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				pr, pw := io.Pipe()
+				mw := multipart.NewWriter(pw)
+				go func() {
+					part, err := mw.CreateFormFile("file", "big.bin")
+					if err == nil {
+						_, err = io.Copy(part, io.LimitReader(rand.NewChaCha8([32]byte{byte(i)}), size))
+					}
+					if err == nil {
+						err = mw.Close()
+					}
+					pw.CloseWithError(err)
+				}()
+				start := time.Now()
+				resp, err := http.Post(api.base+"/api/files", mw.FormDataContentType(), pr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var f fileJSON
+				err = json.NewDecoder(resp.Body).Decode(&f)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusCreated || f.Size != size {
+					b.Fatalf("upload: %d %+v %v", resp.StatusCode, f, err)
+				}
+				up += time.Since(start)
+				start = time.Now()
+				resp, err = http.Get(api.base + f.URL)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n, err := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || n != size {
+					b.Fatalf("download: %d bytes, %v", n, err)
+				}
+				down += time.Since(start)
+			}
+			b.StopTimer()
+			mib := float64(size) / (1 << 20) * float64(b.N)
+			b.ReportMetric(mib/up.Seconds(), "upload-MiB/s")
+			b.ReportMetric(mib/down.Seconds(), "download-MiB/s")
+			b.ReportMetric(float64(procStatusBytes(b, api.cmd.Process.Pid, "VmHWM")-peakBefore)/(1<<20), "peak-RSS-rise-MiB")
+		})
+	}
 }
 
 // BenchmarkScheduledStartLag measures how late scheduled tasks start: b.N

@@ -32,6 +32,7 @@ type config struct {
 	ResultTTL       time.Duration
 	DrainTimeout    time.Duration
 	MaxBodyBytes    int64
+	FileMaxBytes    int64
 	PublishTimeout  time.Duration
 	HealthTimeout   time.Duration
 	ShutdownTimeout time.Duration
@@ -114,6 +115,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&cfg.ResultTTL, "result-ttl", envDuration("RESULT_TTL", 24*time.Hour), "how long a final status stays in Redis; MongoDB keeps it after (RESULT_TTL)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", envDuration("DRAIN_TIMEOUT", 30*time.Second), "how long shutdown waits for in-flight tasks before requeueing them (DRAIN_TIMEOUT)")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", int64(envInt("MAX_BODY_BYTES", 1<<20)), "largest accepted request body (MAX_BODY_BYTES)")
+	fs.Int64Var(&cfg.FileMaxBytes, "file-max-bytes", int64(envInt("FILE_MAX_BYTES", 32<<20)), "largest accepted file upload (FILE_MAX_BYTES)")
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", envDuration("PUBLISH_TIMEOUT", 5*time.Second), "how long a submit waits for the broker's confirm before answering 503 (PUBLISH_TIMEOUT)")
 	fs.DurationVar(&cfg.HealthTimeout, "health-timeout", envDuration("HEALTH_TIMEOUT", 2*time.Second), "per-dependency deadline of GET /health (HEALTH_TIMEOUT)")
 	fs.StringVar(&cfg.SMTPAddr, "smtp-addr", env("SMTP_ADDR", ""), "SMTP server host:port for send_welcome_email; empty logs the mail instead (SMTP_ADDR)")
@@ -175,6 +177,9 @@ func (c config) validate() error {
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("MAX_BODY_BYTES=%d: want at least 1024", c.MaxBodyBytes))
 	}
+	if c.FileMaxBytes < 1024 {
+		errs = append(errs, fmt.Errorf("FILE_MAX_BYTES=%d: want at least 1024", c.FileMaxBytes))
+	}
 	if c.RateLimit < 0 || c.RateBurst < 0 {
 		errs = append(errs, fmt.Errorf("RATE_LIMIT=%g, RATE_BURST=%d: must not be negative", c.RateLimit, c.RateBurst))
 	}
@@ -197,7 +202,7 @@ func (c config) logAttrs() []any {
 		"workers", c.Workers, "queue", c.QueueName, "queue_type", c.QueueType, "redis_key_prefix", c.KeyPrefix,
 		"heavy_task_delay", c.HeavyTaskDelay.String(), "email_step_delay", c.EmailStepDelay.String(),
 		"result_ttl", c.ResultTTL.String(), "drain_timeout", c.DrainTimeout.String(),
-		"publish_timeout", c.PublishTimeout.String(), "max_body_bytes", c.MaxBodyBytes,
+		"publish_timeout", c.PublishTimeout.String(), "max_body_bytes", c.MaxBodyBytes, "file_max_bytes", c.FileMaxBytes,
 		"smtp_addr", c.SMTPAddr, "smtp_from", c.SMTPFrom, "smtp_auth", c.SMTPUsername != "",
 		"api_keys", len(newAPIKeys(c.APIKeys).digests), "rate_limit", c.RateLimit, "rate_burst", c.RateBurst,
 		"pprof_addr", c.PprofAddr, "schedule_horizon", c.ScheduleHorizon.String(),

@@ -347,3 +347,28 @@ func stripCodeSpans(markdown string) string {
 	}
 	return b.String()
 }
+
+// TestArchitectureNamesEveryFile: docs/architecture.md maps the code by
+// concern; a file it does not name is a file a newcomer cannot place.
+func TestArchitectureNamesEveryFile(t *testing.T) {
+	doc, err := os.ReadFile("docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	more, err := filepath.Glob("tasks/*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range append(files, more...) {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		if !strings.Contains(string(doc), "`"+f+"`") && !strings.Contains(string(doc), "`"+filepath.Base(f)+"`") {
+			t.Errorf("docs/architecture.md does not name %s", f)
+		}
+	}
+}

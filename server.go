@@ -31,6 +31,7 @@ type serverDeps struct {
 	// requests (event streams) end then.
 	shutdown  <-chan struct{}
 	schedules scheduleRoutes
+	files     fileRoutes
 
 	health        map[string]pinger
 	backends      string // "embedded" or "external", shown by /health
@@ -69,6 +70,10 @@ func newServer(d serverDeps) http.Handler {
 		apiRoute("GET /api/tasks/{task_id}/events", handleTaskEvents(d.reader, d.watcher, d.shutdown))
 		apiRoute("POST /api/tasks/{task_id}/retry", handleRetryTask(d.reader, d.submitter))
 		apiRoute("POST /api/tasks/{task_id}/cancel", handleCancelTask(d.canceller))
+		apiRoute("POST /api/files", handleUploadFile(d.files))
+		apiRoute("GET /api/files", handleListFiles(d.files))
+		apiRoute("GET /api/files/{id}", handleGetFile(d.files))
+		apiRoute("DELETE /api/files/{id}", handleDeleteFile(d.files))
 		apiRoute("POST /api/schedules", handleCreateSchedule(d.schedules))
 		apiRoute("GET /api/schedules", handleListSchedules(d.schedules))
 		apiRoute("GET /api/schedules/{name}", handleGetSchedule(d.schedules))

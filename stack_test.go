@@ -244,6 +244,7 @@ func TestStackScaleOut(t *testing.T) {
 	}
 	// After the soak's audit, which counts every result document.
 	checkEventsThroughNginx(t, nginx)
+	checkFilesThroughNginx(t, nginx)
 }
 
 // tallyStack runs scripts/tally, the audit users run after a soak, over the
@@ -541,6 +542,25 @@ func dumpStackLogs(t *testing.T, dir string) {
 			continue
 		}
 		t.Logf("%s:\n%s", filepath.Base(path), tail(string(b), 25))
+	}
+}
+
+// checkFilesThroughNginx uploads a file five times the JSON body limit
+// through nginx, as multipart, and reads it back whole and in part.
+func checkFilesThroughNginx(t *testing.T, nginx string) {
+	t.Helper()
+	data := testFileBytes(5<<20, 3)
+	body, headers := multipartUpload(t, "file", "five.bin", "", data)
+	var f fileJSON
+	if resp := apiCall(t, "POST", nginx+"/api/files", body, headers, &f); resp.StatusCode != http.StatusCreated || f.Size != int64(len(data)) {
+		t.Fatalf("upload of 5 MiB through nginx: %d %s", resp.StatusCode, resp.body)
+	}
+	if resp := apiCall(t, "GET", nginx+f.URL, "", nil, nil); resp.StatusCode != http.StatusOK || resp.body != string(data) {
+		t.Errorf("download through nginx: %d, %d bytes, want the %d uploaded", resp.StatusCode, len(resp.body), len(data))
+	}
+	resp := apiCall(t, "GET", nginx+f.URL, "", map[string]string{"Range": "bytes=4000000-4000099"}, nil)
+	if resp.StatusCode != http.StatusPartialContent || resp.body != string(data[4000000:4000100]) {
+		t.Errorf("range through nginx: %d, %d bytes", resp.StatusCode, len(resp.body))
 	}
 }
 

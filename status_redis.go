@@ -252,18 +252,18 @@ func (s *redisStatusStore) forget(ctx context.Context, owner string, ids []any) 
 // indexEntries reads the entries of an index that come after pos (all of
 // them when pos is nil) and were created at or after since: the rest of
 // pos's millisecond first, then up to n of the older ones.
-func (s *redisStatusStore) indexEntries(ctx context.Context, key string, pos *taskKey, since time.Time, n int) ([]string, []taskKey, error) {
+func (s *redisStatusStore) indexEntries(ctx context.Context, key string, pos *pageKey, since time.Time, n int) ([]string, []pageKey, error) {
 	floor := "-inf"
 	if !since.IsZero() {
 		floor = strconv.FormatInt(since.UnixMilli(), 10)
 	}
 	var ids []string
-	var keys []taskKey
+	var keys []pageKey
 	add := func(zs []redis.Z) {
 		for _, z := range zs {
 			id := z.Member.(string)
 			ids = append(ids, id)
-			keys = append(keys, taskKey{created: time.UnixMilli(int64(z.Score)).UTC(), id: id})
+			keys = append(keys, pageKey{created: time.UnixMilli(int64(z.Score)).UTC(), id: id})
 		}
 	}
 	top := "+inf"

@@ -129,11 +129,11 @@ func (s taskSubmitter) submit(ctx context.Context, spec taskSpec, idempotencyKey
 // new task id.
 func (s taskSubmitter) claimKey(ctx context.Context, owner, idempotencyKey, fingerprint string) (keyClaim, error) {
 	if idempotencyKey == "" {
-		return keyClaim{taskID: newTaskID()}, nil
+		return keyClaim{taskID: newUUID()}, nil
 	}
 	sum := sha256.Sum256([]byte(owner + "\x00" + idempotencyKey))
 	key := hex.EncodeToString(sum[:])
-	newID := newTaskID()
+	newID := newUUID()
 	mine := keyReservation{taskID: newID, fingerprint: fingerprint, at: s.now()}
 	existing, err := s.keys.reserveKey(ctx, key, mine.encode(), s.keyTTL)
 	for {
@@ -263,9 +263,9 @@ func (s taskSubmitter) settleKey(ctx context.Context, c keyClaim, published bool
 	}
 }
 
-// newTaskID returns a random (version 4) UUID, the form Celery's task ids
+// newUUID returns a random (version 4) UUID, the form Celery's task ids
 // have.
-func newTaskID() string {
+func newUUID() string {
 	b := []byte(newRandomID(16))
 	// Set the version (4) and variant (10xx) nibbles in the hex text.
 	b[12] = '4'

@@ -79,7 +79,7 @@ func TestIdempotencyKeyTakeover(t *testing.T) {
 	env["HEAVY_TASK_DELAY"] = "1ms"
 	base := startErrand(t, env)
 
-	crashedID := newTaskID()
+	crashedID := newUUID()
 	stale := keyReservation{taskID: crashedID, fingerprint: idempotencyFingerprint(specOf(t, tasks.HeavyTaskName, tasks.HeavyArgs{Data: "retried", Iterations: 2})),
 		at: time.Now().Add(-time.Minute)}
 	sum := sha256.Sum256([]byte("\x00" + "crash-1"))

@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -17,27 +13,12 @@ import (
 // them by owner and creation time; the finished ones are in the result
 // store. A listing reads both from the cursor on and merges them.
 
-// taskKey orders tasks, newest first: by creation time in milliseconds
-// (what both stores keep), then by id.
-type taskKey struct {
-	created time.Time
-	id      string
-}
-
-// before reports whether k comes after other in the listing (is older).
-func (k taskKey) before(other taskKey) bool {
-	if c := k.created.Compare(other.created); c != 0 {
-		return c < 0
-	}
-	return k.id < other.id
-}
-
-func keyOf(st taskStatus) taskKey {
+func keyOf(st taskStatus) pageKey {
 	created := st.UpdatedAt
 	if st.CreatedAt != nil {
 		created = *st.CreatedAt
 	}
-	return taskKey{created: created.UTC().Truncate(time.Millisecond), id: st.TaskID}
+	return pageKey{created: created.UTC().Truncate(time.Millisecond), id: st.TaskID}
 }
 
 // taskQuery is one page of a listing.
@@ -47,7 +28,7 @@ type taskQuery struct {
 	taskType string // "" for all
 	since    time.Time
 	// after is the last task of the previous page; zero for the first.
-	after *taskKey
+	after *pageKey
 	limit int
 }
 
@@ -63,7 +44,7 @@ func (q taskQuery) matches(st taskStatus) bool {
 // the key it stopped at: it knows nothing of older tasks.
 type taskPage struct {
 	tasks   []taskStatus
-	reached *taskKey
+	reached *pageKey
 }
 
 // liveLister pages through the tasks that have not finished.
@@ -77,7 +58,7 @@ type finishedLister interface {
 }
 
 // listTasks reads one page of q from both stores and merges them.
-func listTasks(ctx context.Context, live liveLister, finished finishedLister, q taskQuery) ([]taskStatus, *taskKey, error) {
+func listTasks(ctx context.Context, live liveLister, finished finishedLister, q taskQuery) ([]taskStatus, *pageKey, error) {
 	var pages []taskPage
 	if q.status == "" || stateRank(q.status) < 2 {
 		p, err := live.listLive(ctx, q)
@@ -95,7 +76,7 @@ func listTasks(ctx context.Context, live liveLister, finished finishedLister, q 
 	}
 	// Only what every store has looked at is certain: a task older than
 	// where one store stopped may be in that store's next page.
-	var frontier *taskKey
+	var frontier *pageKey
 	for _, p := range pages {
 		if p.reached != nil && (frontier == nil || frontier.before(*p.reached)) {
 			frontier = p.reached
@@ -159,37 +140,7 @@ func pageOf(tasks []taskStatus, q taskQuery) taskPage {
 
 // sortNewestFirst sorts tasks in listing order.
 func sortNewestFirst(tasks []taskStatus) {
-	slices.SortFunc(tasks, func(a, b taskStatus) int {
-		ka, kb := keyOf(a), keyOf(b)
-		switch {
-		case kb.before(ka):
-			return -1
-		case ka.before(kb):
-			return 1
-		}
-		return 0
-	})
-}
-
-// encodeCursor makes the opaque cursor of the page after k.
-func encodeCursor(k taskKey) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(k.created.UnixMilli(), 10) + "." + k.id))
-}
-
-func decodeCursor(s string) (taskKey, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return taskKey{}, err
-	}
-	ms, id, ok := strings.Cut(string(raw), ".")
-	if !ok || !taskIDPattern.MatchString(id) {
-		return taskKey{}, errors.New("malformed cursor")
-	}
-	n, err := strconv.ParseInt(ms, 10, 64)
-	if err != nil {
-		return taskKey{}, err
-	}
-	return taskKey{created: time.UnixMilli(n).UTC(), id: id}, nil
+	slices.SortFunc(tasks, func(a, b taskStatus) int { return newestFirst(keyOf(a), keyOf(b)) })
 }
 
 // taskListJSON is a page of GET /api/tasks.
@@ -226,12 +177,8 @@ func handleListTasks(reader taskStatusReader, known func(string) bool) handlerFu
 			return err
 		}
 		q.limit = limit
-		if v := query.Get("cursor"); v != "" {
-			after, err := decodeCursor(v)
-			if err != nil {
-				return invalidField("cursor", "is not a cursor this listing gave")
-			}
-			q.after = &after
+		if q.after, err = queryCursor(r); err != nil {
+			return err
 		}
 		list, next, err := listTasks(r.Context(), reader.statuses, reader.results, q)
 		if err != nil {

@@ -120,7 +120,7 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 	if err := b.publishTo(context.Background(), env["QUEUE_NAME"], "garbage-1", amqp.Publishing{Body: garbage}, nil); err != nil {
 		t.Fatal(err)
 	}
-	id := newTaskID()
+	id := newUUID()
 	if err := b.publish(context.Background(), taskMessage{ID: id, Type: "no_such_task", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestRedeliveryLimit(t *testing.T) {
 	// count the pool would have written.
 	b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
 	t.Cleanup(b.close)
-	id := newTaskID()
+	id := newUUID()
 	msg := taskMessage{ID: id, Type: "crashy", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now(), Deliveries: maxDeliveries - 1}
 	if err := b.publish(context.Background(), msg); err != nil {
 		t.Fatal(err)
@@ -187,7 +187,7 @@ func TestDuplicateDeliveryOneResult(t *testing.T) {
 	base := startErrand(t, env)
 	b := newAMQPBroker(services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
 	t.Cleanup(b.close)
-	id := newTaskID()
+	id := newUUID()
 	args, _ := json.Marshal(tasks.HeavyArgs{Data: "dup", Iterations: 3})
 	for range 3 {
 		if err := b.publish(context.Background(), taskMessage{ID: id, Type: tasks.HeavyTaskName, Args: args, Priority: "normal", EnqueuedAt: time.Now()}); err != nil {
@@ -223,7 +223,7 @@ func TestTaskThatComesEarlyWaitsForItsTime(t *testing.T) {
 				return map[string]any{}, nil
 			}})
 			eta := time.Now().Add(1500 * time.Millisecond)
-			msg := taskMessage{ID: newTaskID(), Type: "stamp", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now(), ETA: eta}
+			msg := taskMessage{ID: newUUID(), Type: "stamp", Args: []byte(`{}`), Priority: "normal", EnqueuedAt: time.Now(), ETA: eta}
 			if err := s.backend.publisher.publish(context.Background(), msg); err != nil {
 				t.Fatal(err)
 			}

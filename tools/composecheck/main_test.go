@@ -138,6 +138,7 @@ http {
         listen 80;
         location = /health { proxy_pass http://errand_api; }
         location /api/ { proxy_pass http://errand_api; }
+        location /api/files { proxy_pass http://errand_api; client_max_body_size 33m; }
         location = /metrics { return 404; }
     }
 }
@@ -357,6 +358,26 @@ func TestBrokenDeployments(t *testing.T) {
 			name: "errand's body limit changed without nginx's",
 			f:    base.with(t, compose, "      ROLE: api\n", "      ROLE: api\n      MAX_BODY_BYTES: \"2097152\"\n"),
 			want: "client_max_body_size is 1048576 bytes, but errand's MAX_BODY_BYTES is 2097152 on api-1",
+		},
+		{
+			name: "nginx file limit below errand's",
+			f:    base.with(t, nginx, "client_max_body_size 33m;", "client_max_body_size 32m;"),
+			want: "client_max_body_size of location /api/files is 33554432 bytes, but errand's FILE_MAX_BYTES is 33554432",
+		},
+		{
+			name: "errand's file limit changed without nginx's",
+			f:    base.with(t, compose, "      ROLE: api\n", "      ROLE: api\n      FILE_MAX_BYTES: \"104857600\"\n"),
+			want: "client_max_body_size of location /api/files is 34603008 bytes, but errand's FILE_MAX_BYTES is 104857600 on api-1",
+		},
+		{
+			name: "files held to the JSON body limit",
+			f:    base.with(t, nginx, " client_max_body_size 33m;", ""),
+			want: "nginx: /api/files has no client_max_body_size of its own",
+		},
+		{
+			name: "files not proxied",
+			f:    base.with(t, nginx, "location /api/files { proxy_pass http://errand_api; client_max_body_size 33m; }", "location /api/files { return 404; client_max_body_size 33m; }"),
+			want: "nginx: /api/files is not proxied",
 		},
 		{
 			name: "upstream server that is no API service",

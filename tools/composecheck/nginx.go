@@ -22,9 +22,10 @@ var (
 const nginxDefaultBodySize = 1 << 20
 
 // checkNginx checks nginx.conf against the errand API services: the body
-// limit equals errand's MAX_BODY_BYTES, the upstreams list exactly the
-// API services on their ports, /health and /api/ reach them, and /metrics
-// does not.
+// limit equals errand's MAX_BODY_BYTES (and, for /api/files, takes a file
+// of FILE_MAX_BYTES in its multipart envelope), the upstreams list exactly
+// the API services on their ports, /health and /api/ reach them, and
+// /metrics does not.
 func checkNginx(path string, errands []errandService, src errandSource) ([]string, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -39,31 +40,40 @@ func checkNginx(path string, errands []errandService, src errandSource) ([]strin
 	}
 	var problems []string
 
-	// The body limit.
-	defaultMax, err := src.defaultInt("MAX_BODY_BYTES")
+	// The body limits: the files location's apart, every other one.
+	limits, err := apiLimits(apis, src, "MAX_BODY_BYTES")
 	if err != nil {
 		return nil, err
 	}
-	limits := map[int64][]string{}
-	for _, e := range apis {
-		limit := defaultMax
-		if v := e.env["MAX_BODY_BYTES"]; v != "" {
-			if limit, err = strconv.ParseInt(v, 10, 64); err != nil {
-				return nil, fmt.Errorf("service %s: MAX_BODY_BYTES=%q: %w", e.name, v, err)
+	fileLimits, err := apiLimits(apis, src, "FILE_MAX_BYTES")
+	if err != nil {
+		return nil, err
+	}
+	for name, l := range map[string]map[int64][]string{"MAX_BODY_BYTES": limits, "FILE_MAX_BYTES": fileLimits} {
+		if len(l) > 1 {
+			problems = append(problems, fmt.Sprintf("nginx: the API services disagree on %s: %v", name, l))
+		}
+	}
+	locations := parseNginxLocations(conf)
+	rest := conf
+	if files, ok := matchNginxLocation(locations, "/api/files"); ok && nginxBodySize.MatchString(files.body) {
+		rest = strings.Replace(conf, files.body, "", 1)
+		size := nginxSize(nginxBodySize.FindStringSubmatch(files.body))
+		for limit, names := range fileLimits {
+			if size < limit+multipartOverhead || size > limit+maxFileSlack {
+				problems = append(problems, fmt.Sprintf("nginx: client_max_body_size of location %s is %d bytes, but errand's FILE_MAX_BYTES is %d on %s: allow the file and its multipart envelope (64 KiB to 1 MiB more), so that nginx neither refuses what errand would take nor takes far more",
+					files.path, size, limit, strings.Join(names, ", ")))
 			}
 		}
-		limits[limit] = append(limits[limit], e.name)
+	} else if _, ok := matchNginxLocation(locations, "/api/files"); ok {
+		problems = append(problems, "nginx: /api/files has no client_max_body_size of its own, so uploads are held to the JSON body limit; give its location one that takes FILE_MAX_BYTES")
 	}
-	if len(limits) > 1 {
-		problems = append(problems, fmt.Sprintf("nginx: the API services disagree on MAX_BODY_BYTES: %v", limits))
-	}
-	sizes := nginxBodySize.FindAllStringSubmatch(conf, -1)
+	sizes := nginxBodySize.FindAllStringSubmatch(rest, -1)
 	if len(sizes) == 0 {
 		sizes = [][]string{{"", strconv.Itoa(nginxDefaultBodySize), ""}}
 	}
 	for _, m := range sizes {
-		n, _ := strconv.ParseInt(m[1], 10, 64)
-		size := n << map[string]int{"": 0, "k": 10, "m": 20, "g": 30}[strings.ToLower(m[2])]
+		size := nginxSize(m)
 		for limit, names := range limits {
 			if size != limit {
 				problems = append(problems, fmt.Sprintf("nginx: client_max_body_size is %d bytes, but errand's MAX_BODY_BYTES is %d on %s: make them equal, or errand answers 413 for bodies nginx let through (or nginx refuses what errand would take)",
@@ -94,8 +104,7 @@ func checkNginx(path string, errands []errandService, src errandSource) ([]strin
 	}
 
 	// Which location serves what.
-	locations := parseNginxLocations(conf)
-	for _, path := range []string{"/health", "/api/items"} {
+	for _, path := range []string{"/health", "/api/items", "/api/files"} {
 		loc, ok := matchNginxLocation(locations, path)
 		proxied := ok && nginxProxy.MatchString(loc.body)
 		if !proxied || !upstreams[nginxProxy.FindStringSubmatch(loc.body)[1]] {
@@ -106,6 +115,40 @@ func checkNginx(path string, errands []errandService, src errandSource) ([]strin
 		problems = append(problems, fmt.Sprintf("nginx: /metrics is proxied by location %s: metrics must not be public (Prometheus scrapes the instances directly); add location = /metrics { return 404; }", strings.TrimSpace(loc.modifier+" "+loc.path)))
 	}
 	return problems, nil
+}
+
+// multipartOverhead is what errand lets a multipart upload carry beyond
+// its file (file_routes.go), and maxFileSlack how much more than the file
+// nginx may let through.
+const (
+	multipartOverhead = 64 << 10
+	maxFileSlack      = 1 << 20
+)
+
+// apiLimits groups the API services by their value of the size setting
+// name.
+func apiLimits(apis []errandService, src errandSource, name string) (map[int64][]string, error) {
+	defaultMax, err := src.defaultInt(name)
+	if err != nil {
+		return nil, err
+	}
+	limits := map[int64][]string{}
+	for _, e := range apis {
+		limit := defaultMax
+		if v := e.env[name]; v != "" {
+			if limit, err = strconv.ParseInt(v, 10, 64); err != nil {
+				return nil, fmt.Errorf("service %s: %s=%q: %w", e.name, name, v, err)
+			}
+		}
+		limits[limit] = append(limits[limit], e.name)
+	}
+	return limits, nil
+}
+
+// nginxSize is the bytes of a client_max_body_size match.
+func nginxSize(m []string) int64 {
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n << map[string]int{"": 0, "k": 10, "m": 20, "g": 30}[strings.ToLower(m[2])]
 }
 
 func apiAddrs(apis []errandService) string {
