@@ -21,13 +21,13 @@ func TestConsumerSurvivesConnectionClose(t *testing.T) {
 	env := realStack(t)
 	var mu sync.Mutex
 	started := map[string]int{}
-	slow := tasks.Definition{Name: "slow", Run: func(ctx context.Context, id string, _ json.RawMessage, _ tasks.ReportFunc) (any, error) {
+	slow := tasks.Definition{Name: "slow", Run: func(ctx context.Context, task tasks.Task, _ json.RawMessage) (any, error) {
 		mu.Lock()
-		started[id]++
+		started[task.ID]++
 		mu.Unlock()
 		select {
 		case <-time.After(300 * time.Millisecond):
-			return map[string]any{"id": id}, nil
+			return map[string]any{"id": task.ID}, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

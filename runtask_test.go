@@ -17,12 +17,12 @@ func TestTimeLimitCancels(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	obedient := tasks.Definition{Name: "obedient", Policy: tasks.Policy{TimeLimit: 200 * time.Millisecond},
-		Run: func(ctx context.Context, _ string, _ json.RawMessage, _ tasks.ReportFunc) (any, error) {
+		Run: func(ctx context.Context, _ tasks.Task, _ json.RawMessage) (any, error) {
 			<-ctx.Done()
 			return nil, ctx.Err()
 		}}
 	stubborn := tasks.Definition{Name: "stubborn", Policy: tasks.Policy{TimeLimit: 200 * time.Millisecond},
-		Run: func(context.Context, string, json.RawMessage, tasks.ReportFunc) (any, error) {
+		Run: func(context.Context, tasks.Task, json.RawMessage) (any, error) {
 			<-release // ignores its context entirely
 			return map[string]any{}, nil
 		}}

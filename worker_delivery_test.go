@@ -50,7 +50,7 @@ func TestRetriesThenSucceeds(t *testing.T) {
 	env := realStack(t)
 	var runs atomic.Int32
 	flaky := tasks.Definition{Name: "flaky", Policy: tasks.Policy{MaxRetries: 3, BackoffBase: 2 * time.Second, BackoffMax: 2 * time.Second, TimeLimit: 10 * time.Second},
-		Run: func(ctx context.Context, id string, _ json.RawMessage, _ tasks.ReportFunc) (any, error) {
+		Run: func(context.Context, tasks.Task, json.RawMessage) (any, error) {
 			if n := runs.Add(1); n <= 2 {
 				return nil, fmt.Errorf("transient failure %d", n)
 			}
@@ -78,7 +78,7 @@ func TestFailureAfterRetriesIsDeadLettered(t *testing.T) {
 	env := realStack(t)
 	var runs atomic.Int32
 	broken := tasks.Definition{Name: "broken", Policy: tasks.Policy{MaxRetries: 1, BackoffBase: time.Second, BackoffMax: time.Second, TimeLimit: 10 * time.Second},
-		Run: func(context.Context, string, json.RawMessage, tasks.ReportFunc) (any, error) {
+		Run: func(context.Context, tasks.Task, json.RawMessage) (any, error) {
 			runs.Add(1)
 			return nil, errors.New("smtp server refused")
 		}}
@@ -141,7 +141,7 @@ func TestPoisonMessagesAreDeadLettered(t *testing.T) {
 func TestRedeliveryLimit(t *testing.T) {
 	env := realStack(t)
 	var runs atomic.Int32
-	crashy := tasks.Definition{Name: "crashy", Run: func(context.Context, string, json.RawMessage, tasks.ReportFunc) (any, error) {
+	crashy := tasks.Definition{Name: "crashy", Run: func(context.Context, tasks.Task, json.RawMessage) (any, error) {
 		runs.Add(1)
 		return map[string]any{}, nil
 	}}
@@ -216,7 +216,7 @@ func TestTaskThatComesEarlyWaitsForItsTime(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var mu sync.Mutex
 			var started []time.Time
-			s := startPoolStack(t, env(t), 2, tasks.Definition{Name: "stamp", Run: func(context.Context, string, json.RawMessage, tasks.ReportFunc) (any, error) {
+			s := startPoolStack(t, env(t), 2, tasks.Definition{Name: "stamp", Run: func(context.Context, tasks.Task, json.RawMessage) (any, error) {
 				mu.Lock()
 				started = append(started, time.Now())
 				mu.Unlock()
@@ -252,11 +252,11 @@ func TestCancelledTaskNeverRuns(t *testing.T) {
 			release := make(chan struct{})
 			var runs atomic.Int32
 			s := startPoolStack(t, env(t), 1,
-				tasks.Definition{Name: "blocker", Run: func(ctx context.Context, _ string, _ json.RawMessage, _ tasks.ReportFunc) (any, error) {
+				tasks.Definition{Name: "blocker", Run: func(ctx context.Context, _ tasks.Task, _ json.RawMessage) (any, error) {
 					<-release
 					return map[string]any{}, nil
 				}},
-				tasks.Definition{Name: "counted", Run: func(context.Context, string, json.RawMessage, tasks.ReportFunc) (any, error) {
+				tasks.Definition{Name: "counted", Run: func(context.Context, tasks.Task, json.RawMessage) (any, error) {
 					runs.Add(1)
 					return map[string]any{}, nil
 				}})
@@ -291,8 +291,8 @@ func TestCancelRunningTaskStopsItsHandler(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			stopped := make(chan error, 1)
 			s := startPoolStack(t, env(t), 2, tasks.Definition{Name: "long", Policy: tasks.Policy{MaxRetries: 3, BackoffBase: time.Second, BackoffMax: time.Second},
-				Run: func(ctx context.Context, _ string, _ json.RawMessage, report tasks.ReportFunc) (any, error) {
-					report(ctx, tasks.Progress{Percent: 1, Status: "working"})
+				Run: func(ctx context.Context, task tasks.Task, _ json.RawMessage) (any, error) {
+					task.Report(ctx, tasks.Progress{Percent: 1, Status: "working"})
 					<-ctx.Done()
 					stopped <- context.Cause(ctx)
 					return nil, ctx.Err()
@@ -326,7 +326,7 @@ func TestCancelRunningTaskStopsItsHandler(t *testing.T) {
 // the one result document.
 func TestCancelRacingCompletionEndsOnce(t *testing.T) {
 	env := realStack(t)
-	s := startPoolStack(t, env, 8, tasks.Definition{Name: "quick", Run: func(ctx context.Context, _ string, args json.RawMessage, _ tasks.ReportFunc) (any, error) {
+	s := startPoolStack(t, env, 8, tasks.Definition{Name: "quick", Run: func(ctx context.Context, _ tasks.Task, args json.RawMessage) (any, error) {
 		var a struct{ Sleep int }
 		_ = json.Unmarshal(args, &a)
 		select {

@@ -34,7 +34,17 @@ type ReportFunc func(ctx context.Context, p Progress)
 
 // Handler runs one task. The returned value becomes the task's result and
 // must marshal to a JSON object.
-type Handler func(ctx context.Context, taskID string, args json.RawMessage, report ReportFunc) (any, error)
+type Handler func(ctx context.Context, task Task, args json.RawMessage) (any, error)
+
+// Task is what a running handler knows of its task.
+type Task struct {
+	ID string
+	// Owner is the API key the task was submitted with ("" without keys):
+	// the files and items a task reads and writes are the owner's.
+	Owner string
+	// Report records the task's progress; see ReportFunc.
+	Report ReportFunc
+}
 
 // Definition is a registered task type, as the registry keeps it. Declare
 // makes one from a Type; a Definition written by hand (tests do) takes

@@ -36,13 +36,6 @@ type Type[Args any] struct {
 	Run      func(ctx context.Context, task Task, args Args) (any, error)
 }
 
-// Task is what a running handler knows of its task.
-type Task struct {
-	ID string
-	// Report records the task's progress; see ReportFunc.
-	Report ReportFunc
-}
-
 // FieldError is an argument that breaks a rule: Field is its path in the
 // arguments ("user_email", "items[2].name").
 type FieldError struct {
@@ -146,13 +139,13 @@ func (t Type[Args]) definition() (Definition, error) {
 			}
 			return json.Marshal(args)
 		},
-		Run: func(ctx context.Context, taskID string, raw json.RawMessage, report ReportFunc) (any, error) {
+		Run: func(ctx context.Context, task Task, raw json.RawMessage) (any, error) {
 			args, err := check(raw)
 			if err != nil {
 				// A message that bypassed the API cannot run with what it carries.
 				return nil, fmt.Errorf("%w: %v", ErrInvalidArgs, err)
 			}
-			return t.Run(ctx, Task{ID: taskID, Report: report}, args)
+			return t.Run(ctx, task, args)
 		},
 	}, nil
 }

@@ -122,7 +122,7 @@ func TestDeclaredTypeRunsWithDecodedArgs(t *testing.T) {
 	def := Declare(wordCount())
 	var reports []Progress
 	report := func(_ context.Context, p Progress) { reports = append(reports, p) }
-	got, err := def.Run(context.Background(), "t-1", json.RawMessage(`{"text": "one two three"}`), report)
+	got, err := def.Run(context.Background(), Task{ID: "t-1", Report: report}, json.RawMessage(`{"text": "one two three"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestDeclaredTypeRunsWithDecodedArgs(t *testing.T) {
 	}
 	// A message that bypassed the API's check does not run, and is not
 	// worth a retry.
-	_, err = def.Run(context.Background(), "t-2", json.RawMessage(`{"text": 5}`), report)
+	_, err = def.Run(context.Background(), Task{ID: "t-2", Report: report}, json.RawMessage(`{"text": 5}`))
 	if !errors.Is(err, ErrInvalidArgs) || Retryable(err) {
 		t.Errorf("run with invalid arguments: %v, want ErrInvalidArgs, not retryable", err)
 	}
