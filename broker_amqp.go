@@ -59,7 +59,7 @@ type amqpBroker struct {
 // separated by commas (the nodes of a cluster).
 func newAMQPBroker(urls, queue, queueType string, publishTimeout time.Duration, log *slog.Logger) *amqpBroker {
 	b := &amqpBroker{
-		urls:           splitURLs(urls),
+		urls:           splitList(urls),
 		queue:          queue,
 		queueType:      queueType,
 		deadQueue:      queue + ".dead",
@@ -72,8 +72,9 @@ func newAMQPBroker(urls, queue, queueType string, publishTimeout time.Duration, 
 	return b
 }
 
-// splitURLs reads a comma-separated list of URLs.
-func splitURLs(list string) []string {
+// splitList reads a comma-separated list (of URLs, of hosts), ignoring
+// blanks.
+func splitList(list string) []string {
 	var urls []string
 	for _, u := range strings.Split(list, ",") {
 		if u = strings.TrimSpace(u); u != "" {

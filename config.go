@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errand/tasks"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,6 +34,9 @@ type config struct {
 	DrainTimeout    time.Duration
 	MaxBodyBytes    int64
 	FileMaxBytes    int64
+	FetchAllowHosts string
+	FetchTimeout    time.Duration
+	ImageMaxPixels  int
 	PublishTimeout  time.Duration
 	HealthTimeout   time.Duration
 	ShutdownTimeout time.Duration
@@ -116,6 +120,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", envDuration("DRAIN_TIMEOUT", 30*time.Second), "how long shutdown waits for in-flight tasks before requeueing them (DRAIN_TIMEOUT)")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", int64(envInt("MAX_BODY_BYTES", 1<<20)), "largest accepted request body (MAX_BODY_BYTES)")
 	fs.Int64Var(&cfg.FileMaxBytes, "file-max-bytes", int64(envInt("FILE_MAX_BYTES", 32<<20)), "largest accepted file upload (FILE_MAX_BYTES)")
+	fs.StringVar(&cfg.FetchAllowHosts, "fetch-allow-hosts", env("FETCH_ALLOW_HOSTS", ""), "hosts (or host:port) that tasks may fetch URLs from although they are loopback, private or link-local, separated by commas (FETCH_ALLOW_HOSTS)")
+	fs.DurationVar(&cfg.FetchTimeout, "fetch-timeout", envDuration("FETCH_TIMEOUT", 30*time.Second), "time limit of one URL fetch by a task, its body included (FETCH_TIMEOUT)")
+	fs.IntVar(&cfg.ImageMaxPixels, "image-max-pixels", envInt("IMAGE_MAX_PIXELS", tasks.DefaultImageMaxPixels), "largest image, in pixels, that process_image decodes (IMAGE_MAX_PIXELS)")
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", envDuration("PUBLISH_TIMEOUT", 5*time.Second), "how long a submit waits for the broker's confirm before answering 503 (PUBLISH_TIMEOUT)")
 	fs.DurationVar(&cfg.HealthTimeout, "health-timeout", envDuration("HEALTH_TIMEOUT", 2*time.Second), "per-dependency deadline of GET /health (HEALTH_TIMEOUT)")
 	fs.StringVar(&cfg.SMTPAddr, "smtp-addr", env("SMTP_ADDR", ""), "SMTP server host:port for send_welcome_email; empty logs the mail instead (SMTP_ADDR)")
@@ -156,7 +163,7 @@ func (c config) validate() error {
 	} else if c.Role != roleAll {
 		errs = append(errs, fmt.Errorf("ROLE=%s needs AMQP_URL, REDIS_URL and MONGODB_URI: the embedded backends live inside one process", c.Role))
 	}
-	for _, u := range splitURLs(c.AMQPURL) {
+	for _, u := range splitList(c.AMQPURL) {
 		if _, err := amqp.ParseURI(u); err != nil {
 			errs = append(errs, fmt.Errorf("AMQP_URL %s: %w", redactURL(u), err))
 		}
@@ -169,7 +176,7 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf("%s=%s: must not be negative", name, d))
 		}
 	}
-	for name, d := range map[string]time.Duration{"RESULT_TTL": c.ResultTTL, "DRAIN_TIMEOUT": c.DrainTimeout, "PUBLISH_TIMEOUT": c.PublishTimeout, "HEALTH_TIMEOUT": c.HealthTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "SCHEDULE_HORIZON": c.ScheduleHorizon} {
+	for name, d := range map[string]time.Duration{"RESULT_TTL": c.ResultTTL, "DRAIN_TIMEOUT": c.DrainTimeout, "PUBLISH_TIMEOUT": c.PublishTimeout, "FETCH_TIMEOUT": c.FetchTimeout, "HEALTH_TIMEOUT": c.HealthTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "SCHEDULE_HORIZON": c.ScheduleHorizon} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s=%s: must be positive", name, d))
 		}
@@ -179,6 +186,9 @@ func (c config) validate() error {
 	}
 	if c.FileMaxBytes < 1024 {
 		errs = append(errs, fmt.Errorf("FILE_MAX_BYTES=%d: want at least 1024", c.FileMaxBytes))
+	}
+	if c.ImageMaxPixels < 1 {
+		errs = append(errs, fmt.Errorf("IMAGE_MAX_PIXELS=%d: must be positive", c.ImageMaxPixels))
 	}
 	if c.RateLimit < 0 || c.RateBurst < 0 {
 		errs = append(errs, fmt.Errorf("RATE_LIMIT=%g, RATE_BURST=%d: must not be negative", c.RateLimit, c.RateBurst))
@@ -203,6 +213,7 @@ func (c config) logAttrs() []any {
 		"heavy_task_delay", c.HeavyTaskDelay.String(), "email_step_delay", c.EmailStepDelay.String(),
 		"result_ttl", c.ResultTTL.String(), "drain_timeout", c.DrainTimeout.String(),
 		"publish_timeout", c.PublishTimeout.String(), "max_body_bytes", c.MaxBodyBytes, "file_max_bytes", c.FileMaxBytes,
+		"fetch_allow_hosts", c.FetchAllowHosts, "fetch_timeout", c.FetchTimeout.String(), "image_max_pixels", c.ImageMaxPixels,
 		"smtp_addr", c.SMTPAddr, "smtp_from", c.SMTPFrom, "smtp_auth", c.SMTPUsername != "",
 		"api_keys", len(newAPIKeys(c.APIKeys).digests), "rate_limit", c.RateLimit, "rate_burst", c.RateBurst,
 		"pprof_addr", c.PprofAddr, "schedule_horizon", c.ScheduleHorizon.String(),
@@ -211,7 +222,7 @@ func (c config) logAttrs() []any {
 
 // redactURLs redacts each URL of a comma-separated list.
 func redactURLs(list string) string {
-	urls := splitURLs(list)
+	urls := splitList(list)
 	for i, u := range urls {
 		urls[i] = redactURL(u)
 	}

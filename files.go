@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errand/tasks"
 	"errors"
+	"fmt"
 	"hash"
 	"io"
 	"path"
@@ -125,4 +127,35 @@ func cleanFilename(name string) string {
 		return "file"
 	}
 	return name
+}
+
+// taskFiles is the file store as tasks see it (tasks.Files).
+type taskFiles struct {
+	store fileStore
+	now   func() time.Time
+}
+
+func (tf taskFiles) Open(ctx context.Context, owner, id string) (tasks.File, io.ReadCloser, error) {
+	info, content, err := tf.store.openFile(ctx, owner, id)
+	if errors.Is(err, errNotFound) {
+		return tasks.File{}, nil, fmt.Errorf("%w: %w", tasks.ErrFileNotFound, err)
+	}
+	if err != nil {
+		return tasks.File{}, nil, err
+	}
+	return info.taskFile(), content, nil
+}
+
+func (tf taskFiles) Save(ctx context.Context, owner, filename, contentType string, content io.Reader) (tasks.File, error) {
+	info, err := tf.store.saveFile(ctx, fileInfo{
+		ID: newUUID(), Owner: owner, Filename: cleanFilename(filename), ContentType: contentType, UploadedAt: mongoTime(tf.now()),
+	}, content)
+	if err != nil {
+		return tasks.File{}, err
+	}
+	return info.taskFile(), nil
+}
+
+func (f fileInfo) taskFile() tasks.File {
+	return tasks.File{ID: f.ID, Filename: f.Filename, ContentType: f.ContentType, Size: f.Size, SHA256: f.SHA256}
 }

@@ -62,17 +62,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			log.Warn("trace export incomplete at shutdown", "error", err)
 		}
 	}()
-	registry := tasks.NewRegistry(tasks.Config{
-		HeavyTaskDelay: cfg.HeavyTaskDelay, EmailStepDelay: cfg.EmailStepDelay, Logger: log,
-		Mailer: newMailer(cfg, log),
-	})
 	m := newMetrics(buildVersion(), maxEnvelopeTasks, envelopeHoldLimit)
-	m.initSeries(registry.Names())
 	b, err := openBackends(ctx, cfg, log, m, tr.tracer)
 	if err != nil {
 		return err
 	}
 	defer b.close()
+	registry := tasks.NewRegistry(tasks.Config{
+		HeavyTaskDelay: cfg.HeavyTaskDelay, EmailStepDelay: cfg.EmailStepDelay, Logger: log,
+		Mailer:         newMailer(cfg, log),
+		Files:          taskFiles{store: b.files, now: time.Now},
+		Fetcher:        tasks.NewFetcher(tasks.FetchConfig{AllowHosts: splitList(cfg.FetchAllowHosts), Timeout: cfg.FetchTimeout, MaxBytes: cfg.FileMaxBytes}),
+		ImageMaxPixels: cfg.ImageMaxPixels,
+	})
+	m.initSeries(registry.Names())
 	m.registry.MustRegister(newDependencyCollector(b.health, cfg.HealthTimeout), newQueueCollector(b.queues, cfg.HealthTimeout))
 
 	listener, err := net.Listen("tcp", cfg.Addr)

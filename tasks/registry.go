@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sort"
 	"time"
 )
@@ -170,6 +171,18 @@ type Config struct {
 	Mailer Mailer
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Files is the file store of the tasks that read and write files;
+	// without it they fail.
+	Files Files
+	// Fetcher fetches the URLs tasks take instead of files; nil fetches
+	// with FetchConfig's defaults.
+	Fetcher *Fetcher
+	// ImageMaxPixels is the largest image process_image decodes;
+	// 0 means DefaultImageMaxPixels.
+	ImageMaxPixels int
+	// ImageSlots is how many images process_image holds decoded at once
+	// in this process; 0 means the number of CPUs.
+	ImageSlots int
 }
 
 // NewRegistry returns the registry of errand's built-in tasks.
@@ -183,9 +196,19 @@ func NewRegistry(cfg Config) *Registry {
 	if cfg.Mailer == nil {
 		cfg.Mailer = LogMailer{Logger: cfg.Logger}
 	}
+	if cfg.Fetcher == nil {
+		cfg.Fetcher = NewFetcher(FetchConfig{})
+	}
+	if cfg.ImageMaxPixels <= 0 {
+		cfg.ImageMaxPixels = DefaultImageMaxPixels
+	}
+	if cfg.ImageSlots <= 0 {
+		cfg.ImageSlots = runtime.NumCPU()
+	}
 	r := &Registry{defs: map[string]Definition{}}
 	r.Register(Declare(heavyTask(cfg)))
 	r.Register(Declare(welcomeEmailTask(cfg)))
+	r.Register(Declare(processImageTask(cfg)))
 	return r
 }
 
