@@ -837,6 +837,50 @@ func documentStoreContract(t *testing.T, s documentStore) {
 			}
 		}
 	})
+
+	t.Run("an import's first time is kept, and its items are stored once", func(t *testing.T) {
+		source := "sha256:" + newRandomID(8)
+		first, err := s.importBase(ctx, "importer", source, base)
+		if err != nil || !first.Equal(base.Truncate(time.Millisecond)) {
+			t.Fatalf("first importBase: %v, %v; want %v", first, err, base)
+		}
+		again, err := s.importBase(ctx, "importer", source, base.Add(time.Hour))
+		if err != nil || !again.Equal(first) {
+			t.Errorf("importBase again: %v, %v; want the first time %v", again, err, first)
+		}
+		other, err := s.importBase(ctx, "someone else", source, base.Add(time.Hour))
+		if err != nil || !other.Equal(base.Add(time.Hour).Truncate(time.Millisecond)) {
+			t.Errorf("another owner's import of the same source: %v, %v; want its own time", other, err)
+		}
+		rows := func(from, to int) []item {
+			var out []item
+			for i := from; i < to; i++ {
+				oid := bson.NewObjectIDFromTimestamp(base)
+				oid[11] = byte(i) // distinct ids of one second
+				oid[10] = 0xEE
+				out = append(out, item{ID: oid.Hex(), Name: fmt.Sprintf("row %d", i), Owner: "importer",
+					Metadata: map[string]any{"row": fmt.Sprint(i)}, CreatedAt: base, UpdatedAt: base})
+			}
+			return out
+		}
+		if added, err := s.importItems(ctx, rows(0, 3)); err != nil || added != 3 {
+			t.Fatalf("import rows 0-2: %d added, %v; want 3", added, err)
+		}
+		// Rows 1 and 2 again, with 3 and 4: only the new ones are added,
+		// and the stored ones keep what they had.
+		overlap := rows(1, 5)
+		overlap[0].Name = "changed"
+		if added, err := s.importItems(ctx, overlap); err != nil || added != 2 {
+			t.Fatalf("import rows 1-4: %d added, %v; want 2", added, err)
+		}
+		got, err := s.getItem(ctx, "importer", overlap[0].ID)
+		if err != nil || got.Name != "row 1" || got.Metadata["row"] != "1" || got.Owner != "importer" {
+			t.Errorf("row 1 after it was imported twice: %+v, %v; want the first import's", got, err)
+		}
+		if _, err := s.getItem(ctx, "someone else", overlap[0].ID); !errors.Is(err, errNotFound) {
+			t.Errorf("another owner reads an imported row: %v, want errNotFound", err)
+		}
+	})
 }
 
 // normalizeNumbers makes int32/int64/float64 compare equal by value, as

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errand/tasks"
 	"fmt"
 	"math"
 	"net/http"
@@ -49,6 +50,12 @@ type itemStore interface {
 	getItem(ctx context.Context, owner, id string) (item, error)
 	updateItem(ctx context.Context, owner, id string, u itemUpdate, now time.Time) (item, error)
 	deleteItem(ctx context.Context, owner, id string) error
+	// importBase is when owner's first import of source began: now, if
+	// this is the first. Imports build their items' ids on it.
+	importBase(ctx context.Context, owner, source string, now time.Time) (time.Time, error)
+	// importItems stores items, which carry their ids, and leaves those
+	// stored already as they are; it returns how many were new.
+	importItems(ctx context.Context, items []item) (int, error)
 }
 
 // ownedBy reports whether owner may see an item of itemOwner.
@@ -268,4 +275,23 @@ func itemObjectID(id string) (bson.ObjectID, error) {
 		return bson.ObjectID{}, errInvalidID
 	}
 	return oid, nil
+}
+
+// taskItems is the item store as tasks see it (tasks.Items).
+type taskItems struct {
+	store itemStore
+	now   func() time.Time
+}
+
+func (ti taskItems) ImportBase(ctx context.Context, owner, source string) (time.Time, error) {
+	return ti.store.importBase(ctx, owner, source, mongoTime(ti.now()))
+}
+
+func (ti taskItems) ImportItems(ctx context.Context, owner string, rows []tasks.Item) (int, error) {
+	now := mongoTime(ti.now())
+	items := make([]item, len(rows))
+	for i, r := range rows {
+		items[i] = item{ID: r.ID, Name: r.Name, Description: r.Description, Metadata: r.Metadata, Owner: owner, CreatedAt: now, UpdatedAt: now}
+	}
+	return ti.store.importItems(ctx, items)
 }

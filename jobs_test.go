@@ -2,14 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"image"
 	"image/jpeg"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // The tests of the guide's Part 6 jobs (process_image, import_csv_data,
@@ -18,7 +23,7 @@ import (
 // /api/files, on the embedded backends and on the real servers.
 
 // runJob submits body to /api/tasks and waits for the task to end.
-func runJob(t *testing.T, base, body string, headers map[string]string, timeout time.Duration) taskJSON {
+func runJob(t testing.TB, base, body string, headers map[string]string, timeout time.Duration) taskJSON {
 	t.Helper()
 	var acc taskAccepted
 	if resp := apiCall(t, "POST", base+"/api/tasks", body, headers, &acc); resp.StatusCode != http.StatusAccepted {
@@ -33,7 +38,7 @@ func runJob(t *testing.T, base, body string, headers map[string]string, timeout 
 }
 
 // uploadFile stores data through POST /api/files and returns its id.
-func uploadFile(t *testing.T, base, filename, contentType string, data []byte, headers map[string]string) string {
+func uploadFile(t testing.TB, base, filename, contentType string, data []byte, headers map[string]string) string {
 	t.Helper()
 	h := map[string]string{"Content-Type": contentType}
 	for k, v := range headers {
@@ -47,7 +52,7 @@ func uploadFile(t *testing.T, base, filename, contentType string, data []byte, h
 }
 
 // downloadFile reads a file back through GET, with its Content-Type.
-func downloadFile(t *testing.T, base, url string, headers map[string]string) ([]byte, string) {
+func downloadFile(t testing.TB, base, url string, headers map[string]string) ([]byte, string) {
 	t.Helper()
 	resp := apiCall(t, "GET", base+url, "", headers, nil)
 	if resp.StatusCode != http.StatusOK {
@@ -136,5 +141,173 @@ func TestProcessImageRefusesInternalURLs(t *testing.T) {
 	task := runJob(t, base, fmt.Sprintf(`{"type": "process_image", "args": {"image_url": "%s/health"}}`, base), nil, 30*time.Second)
 	if task.Status != stateFailure || !strings.Contains(task.Error, "loopback, private or link-local") || task.Attempts != 1 {
 		t.Errorf("an image_url on errand's own loopback: %s after %d attempts, error %q; want a FAILURE refusing it", task.Status, task.Attempts, task.Error)
+	}
+}
+
+// testCSV is a CSV of n good rows (row i is named item-i) and the bad
+// rows given, after the good ones.
+func testCSV(n int, bad ...string) []byte {
+	var b strings.Builder
+	b.WriteString("name,description,category,user_id\n")
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, "item-%d,row %d of the import,cat-%d,%d\n", i, i, i%4, 1+i%2)
+	}
+	for _, row := range bad {
+		b.WriteString(row + "\n")
+	}
+	return []byte(b.String())
+}
+
+func TestImportCSVThroughTheAPI(t *testing.T) {
+	rows := testCSV(1000, ",a row without a name,cat-1,1", "extra,fields,cat-1,1,surplus")
+	for name, env := range backendModes {
+		t.Run(name, func(t *testing.T) {
+			base := startErrand(t, env(t))
+			id := uploadFile(t, base, "rows.csv", "text/csv", rows, nil)
+			task := runJob(t, base, `{"type": "import_csv_data", "args": {"file_id": "`+id+`"}}`, nil, 60*time.Second)
+			if task.Status != stateSuccess {
+				t.Fatalf("import: %s %q", task.Status, task.Error)
+			}
+			wantRejected := `[{"error":"row name must be 1 to 200 characters","row":1002},{"error":"row has 5 fields, the header 4","row":1003}]`
+			if r := task.Result; r["imported"] != 1000.0 || r["total"] != 1002.0 || r["added"] != 1000.0 || r["rejected_count"] != 2.0 || jsonString(t, r["rejected"]) != wantRejected {
+				t.Errorf("result %v, want 1000 of 1002 imported and the two bad rows %s", r, wantRejected)
+			}
+			// The rows are items like any other.
+			var listed []itemResponse
+			apiCall(t, "GET", base+"/api/items?limit=3", "", nil, &listed)
+			if len(listed) != 3 || listed[0].Name != "item-1000" || listed[0].Metadata["category"] != "cat-0" || listed[0].Description == nil || *listed[0].Description != "row 1000 of the import" {
+				t.Errorf("newest items %+v, want the import's last rows, newest first", listed)
+			}
+			// Importing the same file again stores nothing twice.
+			again := runJob(t, base, `{"type": "import_csv_data", "args": {"file_id": "`+id+`"}}`, nil, 60*time.Second)
+			if again.Status != stateSuccess || again.Result["imported"] != 1000.0 || again.Result["added"] != 0.0 {
+				t.Errorf("the same import again: %s %v, want 1000 imported and none added", again.Status, again.Result)
+			}
+			var page []itemResponse
+			apiCall(t, "GET", base+"/api/items?skip=1000&limit=10", "", nil, &page)
+			if len(page) != 0 {
+				t.Errorf("%d items after the first 1000, want none: the second import added rows", len(page))
+			}
+			// A file that is not there fails at once.
+			missing := runJob(t, base, `{"type": "import_csv_data", "args": {"file_id": "no-such-file"}}`, nil, 30*time.Second)
+			if missing.Status != stateFailure || !strings.Contains(missing.Error, "file not found") || missing.Attempts != 1 {
+				t.Errorf("import of a missing file: %s after %d attempts, %q; want FAILURE at once, file not found", missing.Status, missing.Attempts, missing.Error)
+			}
+		})
+	}
+}
+
+func jsonString(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// countImported counts the items of the test's database and how many
+// distinct names they have.
+func countImported(t *testing.T, env map[string]string) (items, names int) {
+	t.Helper()
+	ctx := context.Background()
+	coll := testMongoAt(t, env["MONGODB_URI"]).Database(env["MONGODB_DATABASE"]).Collection("items")
+	n, err := coll.CountDocuments(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	distinct := coll.Distinct(ctx, "name", bson.D{})
+	var all []string
+	if err := distinct.Decode(&all); err != nil {
+		t.Fatal(err)
+	}
+	return int(n), len(all)
+}
+
+// TestImportSurvivesWorkerKill: the process running an import is killed
+// (SIGKILL) half way; RabbitMQ gives the task to another process, which
+// imports it again, and every row is stored exactly once.
+func TestImportSurvivesWorkerKill(t *testing.T) {
+	env := realStack(t)
+	first := startChild(t, env)
+	id := uploadFile(t, first.base, "big.csv", "text/csv", testCSV(10_000), nil)
+	var acc taskAccepted
+	if resp := apiCall(t, "POST", first.base+"/api/tasks", `{"type": "import_csv_data", "args": {"file_id": "`+id+`"}}`, nil, &acc); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", resp.StatusCode, resp.body)
+	}
+	var task taskJSON
+	waitFor(t, 60*time.Second, "the import to be half way", func() bool {
+		task = taskJSON{}
+		apiCall(t, "GET", first.base+"/api/tasks/"+acc.TaskID, "", nil, &task)
+		return task.Progress != nil && task.Progress.Imported > 0 || stateRank(task.Status) == 2
+	})
+	if task.Status != stateProgress || task.Progress.Imported >= 10_000 {
+		t.Fatalf("the import is %s with %+v before the kill; the test did not catch it half way", task.Status, task.Progress)
+	}
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.wait(t, 10*time.Second)
+	stored, _ := countImported(t, env)
+	t.Logf("killed with %d of 10000 rows stored (progress said %d)", stored, task.Progress.Imported)
+
+	second := startChild(t, env)
+	waitFor(t, 120*time.Second, "the import to end in the second process", func() bool {
+		task = taskJSON{}
+		apiCall(t, "GET", second.base+"/api/tasks/"+acc.TaskID, "", nil, &task)
+		return stateRank(task.Status) == 2
+	})
+	if task.Status != stateSuccess || task.Result["imported"] != 10_000.0 || task.Result["added"] != float64(10_000-stored) {
+		t.Errorf("after the kill: %s %v (error %q), want SUCCESS with 10000 imported of which %d new", task.Status, task.Result, task.Error, 10_000-stored)
+	}
+	if items, names := countImported(t, env); items != 10_000 || names != 10_000 {
+		t.Errorf("%d items with %d distinct names stored, want each of the 10000 rows once", items, names)
+	}
+}
+
+// TestImportSurvivesMongoOutage: MongoDB stops half way through an
+// import and comes back; the import is retried and stores every row
+// exactly once.
+func TestImportSurvivesMongoOutage(t *testing.T) {
+	needsServices(t)
+	dataDir := t.TempDir()
+	uri, stop, err := startMongoWireAt("127.0.0.1:0", dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop() })
+	env := realStack(t)
+	env["MONGODB_URI"] = uri
+	base := startErrand(t, env)
+	id := uploadFile(t, base, "big.csv", "text/csv", testCSV(10_000), nil)
+	var acc taskAccepted
+	if resp := apiCall(t, "POST", base+"/api/tasks", `{"type": "import_csv_data", "args": {"file_id": "`+id+`"}}`, nil, &acc); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", resp.StatusCode, resp.body)
+	}
+	var task taskJSON
+	waitFor(t, 60*time.Second, "the import to be half way", func() bool {
+		task = taskJSON{}
+		apiCall(t, "GET", base+"/api/tasks/"+acc.TaskID, "", nil, &task)
+		return task.Progress != nil && task.Progress.Imported > 0 || stateRank(task.Status) == 2
+	})
+	if task.Status != stateProgress {
+		t.Fatalf("the import is %s before the outage; the test did not catch it half way", task.Status)
+	}
+	stop()
+	time.Sleep(2 * time.Second)
+	addr := strings.TrimSuffix(strings.TrimPrefix(uri, "mongodb://"), "/")
+	if _, stop, err = startMongoWireAt(addr, dataDir); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 120*time.Second, "the import to end", func() bool {
+		task = taskJSON{}
+		apiCall(t, "GET", base+"/api/tasks/"+acc.TaskID, "", nil, &task)
+		return stateRank(task.Status) == 2
+	})
+	if task.Status != stateSuccess || task.Result["imported"] != 10_000.0 || task.Attempts < 2 {
+		t.Errorf("after the outage: %s after %d attempts, %v (error %q); want SUCCESS with 10000 imported on a retry", task.Status, task.Attempts, task.Result, task.Error)
+	}
+	if items, names := countImported(t, env); items != 10_000 || names != 10_000 {
+		t.Errorf("%d items with %d distinct names stored, want each of the 10000 rows once", items, names)
 	}
 }

@@ -72,6 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		HeavyTaskDelay: cfg.HeavyTaskDelay, EmailStepDelay: cfg.EmailStepDelay, Logger: log,
 		Mailer:         newMailer(cfg, log),
 		Files:          taskFiles{store: b.files, now: time.Now},
+		Items:          taskItems{store: b.items, now: time.Now},
 		Fetcher:        tasks.NewFetcher(tasks.FetchConfig{AllowHosts: splitList(cfg.FetchAllowHosts), Timeout: cfg.FetchTimeout, MaxBytes: cfg.FileMaxBytes}),
 		ImageMaxPixels: cfg.ImageMaxPixels,
 	})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -17,10 +18,14 @@ type memoryStore struct {
 	mu      sync.RWMutex
 	items   map[bson.ObjectID]item
 	results map[string]taskRecord
+	imports map[importKey]time.Time
 }
 
+// importKey names an import: its owner and its source.
+type importKey struct{ owner, source string }
+
 func newMemoryStore() *memoryStore {
-	return &memoryStore{items: map[bson.ObjectID]item{}, results: map[string]taskRecord{}}
+	return &memoryStore{items: map[bson.ObjectID]item{}, results: map[string]taskRecord{}, imports: map[importKey]time.Time{}}
 }
 
 func (s *memoryStore) ping(context.Context) error { return nil }
@@ -36,6 +41,43 @@ func (s *memoryStore) createItem(_ context.Context, it item) (item, error) {
 	s.items[oid] = it
 	s.mu.Unlock()
 	return it, nil
+}
+
+func (s *memoryStore) importBase(_ context.Context, owner, source string, now time.Time) (time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := importKey{owner, source}
+	if base, ok := s.imports[k]; ok {
+		return base, nil
+	}
+	s.imports[k] = mongoTime(now)
+	return s.imports[k], nil
+}
+
+func (s *memoryStore) importItems(_ context.Context, items []item) (int, error) {
+	oids := make([]bson.ObjectID, len(items))
+	for i, it := range items {
+		oid, err := bson.ObjectIDFromHex(it.ID)
+		if err != nil {
+			return 0, fmt.Errorf("item id %q: %w", it.ID, err)
+		}
+		oids[i] = oid
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	added := 0
+	for i, it := range items {
+		if _, stored := s.items[oids[i]]; stored {
+			continue
+		}
+		it.CreatedAt, it.UpdatedAt = mongoTime(it.CreatedAt), mongoTime(it.UpdatedAt)
+		if it.Metadata == nil {
+			it.Metadata = map[string]any{}
+		}
+		s.items[oids[i]] = it
+		added++
+	}
+	return added, nil
 }
 
 func (s *memoryStore) listItems(_ context.Context, owner string, skip, limit int) ([]item, error) {

@@ -123,6 +123,14 @@ func (s measuredDocumentStore) createItem(ctx context.Context, it item) (item, e
 	return observe(ctx, s.obs, "create_item", func(ctx context.Context) (item, error) { return s.next.createItem(ctx, it) })
 }
 
+func (s measuredDocumentStore) importBase(ctx context.Context, owner, source string, now time.Time) (time.Time, error) {
+	return observe(ctx, s.obs, "import_base", func(ctx context.Context) (time.Time, error) { return s.next.importBase(ctx, owner, source, now) })
+}
+
+func (s measuredDocumentStore) importItems(ctx context.Context, items []item) (int, error) {
+	return observe(ctx, s.obs, "import_items", func(ctx context.Context) (int, error) { return s.next.importItems(ctx, items) })
+}
+
 func (s measuredDocumentStore) listItems(ctx context.Context, owner string, skip, limit int) ([]item, error) {
 	return observe(ctx, s.obs, "list_items", func(ctx context.Context) ([]item, error) { return s.next.listItems(ctx, owner, skip, limit) })
 }

@@ -18,6 +18,8 @@ type mongoStore struct {
 	client  *mongo.Client
 	items   *mongo.Collection
 	results *mongo.Collection
+	// imports remembers when each import of a file began (see importBase).
+	imports *mongo.Collection
 
 	// resultWriter groups concurrent saves into InsertMany calls.
 	resultWriter *batcher[mongoTaskRecord, taskRecord]
@@ -69,7 +71,7 @@ func connectMongo(opts *options.ClientOptions, database string) (*mongoStore, er
 		return nil, fmt.Errorf("connect mongodb: %w", err)
 	}
 	db := client.Database(database)
-	s := &mongoStore{client: client, items: db.Collection("items"), results: db.Collection("task_results")}
+	s := &mongoStore{client: client, items: db.Collection("items"), results: db.Collection("task_results"), imports: db.Collection("item_imports")}
 	s.resultWriter = newBatcher(resultWriters, maxResultBatch, s.insertResults)
 	s.itemWriter = newBatcher(itemBatchers, maxItemBatch, s.insertItems).serveAloneWhen(s.oneByOne.Load)
 	s.itemReader = newBatcher(itemBatchers, maxItemBatch, s.findItems).serveAloneWhen(s.oneByOne.Load)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -66,6 +68,73 @@ func (s *mongoStore) insertItems(ctx context.Context, batch []mongoItem) []batch
 		out[i].err = err
 	}
 	return out
+}
+
+// mongoImport records when an import of a source began. Its _id is a
+// digest of the owner and the source: neither may be a key as it is.
+type mongoImport struct {
+	ID        string    `bson:"_id"`
+	Owner     string    `bson:"owner"`
+	Source    string    `bson:"source"`
+	StartedAt time.Time `bson:"started_at"`
+}
+
+func (s *mongoStore) importBase(ctx context.Context, owner, source string, now time.Time) (time.Time, error) {
+	now = mongoTime(now)
+	key := sha256.Sum256([]byte(owner + "\x00" + source))
+	doc := mongoImport{ID: hex.EncodeToString(key[:]), Owner: owner, Source: source, StartedAt: now}
+	_, err := s.imports.InsertOne(ctx, doc)
+	if err == nil {
+		return now, nil
+	}
+	if !mongo.IsDuplicateKeyError(err) {
+		return time.Time{}, fmt.Errorf("mongodb: record the import: %w", err)
+	}
+	var first mongoImport
+	if err := s.imports.FindOne(ctx, bson.D{{Key: "_id", Value: doc.ID}}).Decode(&first); err != nil {
+		return time.Time{}, fmt.Errorf("mongodb: read the import: %w", err)
+	}
+	return first.StartedAt, nil
+}
+
+// duplicateKey is MongoDB's error code for an _id (or unique key) that is
+// taken.
+const duplicateKey = 11000
+
+// importItems inserts the items with one unordered InsertMany: those
+// whose _id is taken (a row of an import that ran before) fail alone
+// with a duplicate key and are left as they are.
+func (s *mongoStore) importItems(ctx context.Context, items []item) (int, error) {
+	docs := make([]any, len(items))
+	for i, it := range items {
+		oid, err := bson.ObjectIDFromHex(it.ID)
+		if err != nil {
+			return 0, fmt.Errorf("item id %q: %w", it.ID, err)
+		}
+		md := it.Metadata
+		if md == nil {
+			md = map[string]any{}
+		}
+		docs[i] = mongoItem{ID: oid, Name: it.Name, Description: it.Description, Metadata: md, Owner: it.Owner,
+			CreatedAt: mongoTime(it.CreatedAt), UpdatedAt: mongoTime(it.UpdatedAt)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, mongoOpTimeout)
+	defer cancel()
+	res, err := s.items.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	var bwe mongo.BulkWriteException
+	switch {
+	case err == nil:
+		return len(res.InsertedIDs), nil
+	case errors.As(err, &bwe) && bwe.WriteConcernError == nil:
+		for _, we := range bwe.WriteErrors {
+			if we.Code != duplicateKey {
+				return 0, fmt.Errorf("mongodb: import items: %w", err)
+			}
+		}
+		return len(items) - len(bwe.WriteErrors), nil
+	default:
+		return 0, fmt.Errorf("mongodb: import items: %w", err)
+	}
 }
 
 func (s *mongoStore) listItems(ctx context.Context, owner string, skip, limit int) ([]item, error) {

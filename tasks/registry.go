@@ -27,6 +27,8 @@ type Progress struct {
 	Total   int    `json:"total,omitempty"`
 	Percent int    `json:"progress"`
 	Status  string `json:"status"`
+	// Imported is the guide's count of rows stored so far by an import.
+	Imported int `json:"imported,omitempty"`
 }
 
 // ReportFunc records a task's progress. It never fails the task: progress
@@ -180,6 +182,9 @@ type Config struct {
 	// ImageMaxPixels is the largest image process_image decodes;
 	// 0 means DefaultImageMaxPixels.
 	ImageMaxPixels int
+	// Items is where import_csv_data stores its rows; without it the
+	// import fails.
+	Items Items
 	// ImageSlots is how many images process_image holds decoded at once
 	// in this process; 0 means the number of CPUs.
 	ImageSlots int
@@ -209,6 +214,7 @@ func NewRegistry(cfg Config) *Registry {
 	r.Register(Declare(heavyTask(cfg)))
 	r.Register(Declare(welcomeEmailTask(cfg)))
 	r.Register(Declare(processImageTask(cfg)))
+	r.Register(Declare(importCSVTask(cfg)))
 	return r
 }
 
