@@ -26,6 +26,7 @@ type backends struct {
 	schedules scheduleStore
 	files     fileStore
 	items     itemStore
+	reports   reportSource
 	results   resultStore
 	health    map[string]pinger
 	closers   []func()
@@ -65,7 +66,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 			watcher:   statuses,
 			schedules: newMemorySchedules(),
 			files:     newMemoryFiles(),
-			items:     measured, results: measured,
+			items:     measured, results: measured, reports: measured,
 			health:  map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": store},
 			closers: []func(){broker.close},
 		}, nil
@@ -99,7 +100,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		watcher:   watcher,
 		schedules: newMongoSchedules(mongoStore.client.Database(cfg.MongoDatabase)),
 		files:     files,
-		items:     measured, results: measured,
+		items:     measured, results: measured, reports: measured,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
 		closers: []func(){
 			func() { rdb.Close() },

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 	"unicode/utf8"
 
 	"errand/tasks"
 )
 
-// The guide's two submit routes are aliases of POST /api/tasks for their
+// The guide's submit routes are aliases of POST /api/tasks for their
 // task types, in the guide's request shapes: the body's fields are the
 // task's arguments, and the registry checks them.
 
@@ -104,4 +105,65 @@ func submitAlias(w http.ResponseWriter, r *http.Request, sub taskSubmitter, spec
 func isEmptyBody(err error) bool {
 	var ae *apiError
 	return errors.As(err, &ae) && ae.code == "empty_body"
+}
+
+type reportRequest struct {
+	UserID json.RawMessage `json:"user_id"`
+	Month  *string         `json:"month"`
+	Email  *string         `json:"email"`
+}
+
+// handleGenerateReport is the guide's POST /generate-report?user_id=42
+// (also at /api/generate-report): generate_monthly_report for user_id,
+// of month (YYYY-MM, the current month in UTC when left out), mailed to
+// email when given; from the query, as the guide's client sends it, or a
+// JSON body. It answers as the guide does, with the status "processing".
+func handleGenerateReport(specs taskSpecs, sub taskSubmitter, maxBody int64, now func() time.Time) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var body reportRequest
+		if r.ContentLength != 0 {
+			if err := decodeJSON(w, r, maxBody, &body); err != nil && !isEmptyBody(err) {
+				return err
+			}
+		}
+		args := map[string]any{"month": now().UTC().Format("2006-01")}
+		if len(body.UserID) > 0 && string(body.UserID) != "null" {
+			args["user_id"] = body.UserID
+		}
+		q := r.URL.Query()
+		for field, fromBody := range map[string]*string{"user_id": nil, "month": body.Month, "email": body.Email} {
+			v := q.Get(field)
+			if v == "" && fromBody != nil {
+				v = *fromBody
+			}
+			if !utf8.ValidString(v) {
+				return invalidField(field, "must be valid UTF-8")
+			}
+			if v != "" {
+				args[field] = v
+			}
+		}
+		raw, err := json.Marshal(args)
+		if err != nil {
+			return fmt.Errorf("encode arguments: %w", err)
+		}
+		spec, err := specs.check(tasks.MonthlyReportName, raw, nil, "type", "", "priority")
+		if err != nil {
+			return err
+		}
+		key, err := idempotencyKey(r)
+		if err != nil {
+			return err
+		}
+		res, err := sub.submit(r.Context(), spec, key)
+		if err != nil {
+			return err
+		}
+		addAccessLogAttrs(r.Context(), "task_id", res.id, "task_type", spec.Type)
+		if !res.replayed {
+			res.status = "processing" // the guide's word for an accepted report
+		}
+		writeSubmitted(w, res, fmt.Sprintf("Report queued. Check /api/async/status/%s", res.id))
+		return nil
+	}
 }

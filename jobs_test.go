@@ -3,12 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"image"
 	"image/jpeg"
+	"io"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"net/mail"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -309,5 +318,153 @@ func TestImportSurvivesMongoOutage(t *testing.T) {
 	}
 	if items, names := countImported(t, env); items != 10_000 || names != 10_000 {
 		t.Errorf("%d items with %d distinct names stored, want each of the 10000 rows once", items, names)
+	}
+}
+
+// pdfInfo is a PDF's page count, by poppler's pdfinfo, and its text, by
+// pdftotext: what a reader makes of it.
+func pdfInfo(t *testing.T, pdf []byte) (pages int, text string) {
+	t.Helper()
+	in := filepath.Join(t.TempDir(), "report.pdf")
+	if err := os.WriteFile(in, pdf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	info, err := exec.Command("pdfinfo", in).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pdfinfo (poppler-utils, which scripts/test installs): %v\n%s", err, info)
+	}
+	for _, line := range strings.Split(string(info), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pages:"); ok {
+			pages, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	out, err := exec.Command("pdftotext", "-layout", in, "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pdftotext: %v\n%s", err, out)
+	}
+	return pages, strings.Join(strings.Fields(string(out)), " ")
+}
+
+// attachmentOf parses a received message as a mail client would and
+// returns its text and its one attachment.
+func attachmentOf(t *testing.T, data string) (text, filename, contentType string, content []byte) {
+	t.Helper()
+	msg, err := mail.ReadMessage(strings.NewReader(data))
+	if err != nil {
+		t.Fatalf("read the message: %v", err)
+	}
+	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/mixed" {
+		t.Fatalf("message Content-Type %q (%v), want multipart/mixed", msg.Header.Get("Content-Type"), err)
+	}
+	mr := multipart.NewReader(msg.Body, params["boundary"])
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read a part: %v", err)
+		}
+		body, err := io.ReadAll(part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if part.FileName() == "" {
+			text = string(body)
+			continue
+		}
+		if part.Header.Get("Content-Transfer-Encoding") != "base64" {
+			t.Fatalf("attachment encoded as %q, want base64", part.Header.Get("Content-Transfer-Encoding"))
+		}
+		content, err = base64.StdEncoding.DecodeString(strings.ReplaceAll(string(body), "\r\n", ""))
+		if err != nil {
+			t.Fatalf("decode the attachment: %v", err)
+		}
+		filename, contentType = part.FileName(), part.Header.Get("Content-Type")
+	}
+	return text, filename, contentType, content
+}
+
+func TestMonthlyReportThroughTheAPI(t *testing.T) {
+	for name, env := range backendModes {
+		t.Run(name, func(t *testing.T) {
+			sink := startSMTPSink(t, 0)
+			base := startErrand(t, withEnv(env(t), "SMTP_ADDR", sink.addr))
+			// User 42's month: items made through the API (the guide's
+			// integer user_id) and by an import, and a finished task.
+			for i, cat := range []string{"books", "books", "tools"} {
+				body := fmt.Sprintf(`{"name": "item %d", "metadata": {"user_id": 42, "category": %q}}`, i, cat)
+				if code := apiCall(t, "POST", base+"/api/items", body, nil, nil).StatusCode; code != http.StatusCreated {
+					t.Fatalf("create item: %d", code)
+				}
+			}
+			apiCall(t, "POST", base+"/api/items", `{"name": "someone else's", "metadata": {"user_id": 7, "category": "books"}}`, nil, nil)
+			csvID := uploadFile(t, base, "rows.csv", "text/csv", []byte("name,category\nlamp,garden\nhose,garden\n"), nil)
+			if task := runJob(t, base, `{"type": "import_csv_data", "args": {"file_id": "`+csvID+`", "user_id": 42}}`, nil, 30*time.Second); task.Status != stateSuccess {
+				t.Fatalf("import: %s %q", task.Status, task.Error)
+			}
+			pngID := uploadFile(t, base, "p.png", "image/png", testPNG(t, 40, 20), nil)
+			if task := runJob(t, base, `{"type": "process_image", "args": {"file_id": "`+pngID+`", "user_id": "42"}}`, nil, 30*time.Second); task.Status != stateSuccess {
+				t.Fatalf("process_image: %s %q", task.Status, task.Error)
+			}
+
+			// The guide's route: POST /generate-report?user_id=42 answers at
+			// once with a task id and "processing".
+			var acc taskAccepted
+			resp := apiCall(t, "POST", base+"/generate-report?user_id=42&email=ann@example.com", "", nil, &acc)
+			if resp.StatusCode != http.StatusAccepted || acc.TaskID == "" || acc.Status != "processing" {
+				t.Fatalf("POST /generate-report: %d %s, want 202 with a task_id and status processing", resp.StatusCode, resp.body)
+			}
+			var task taskJSON
+			waitFor(t, 60*time.Second, "the report", func() bool {
+				task = taskJSON{}
+				apiCall(t, "GET", base+"/api/tasks/"+acc.TaskID, "", nil, &task)
+				return stateRank(task.Status) == 2
+			})
+			if task.Status != stateSuccess || task.Result["sent_to"] != "ann@example.com" || task.Result["items"] != 5.0 || task.Result["tasks"] != 2.0 || task.Result["pages"] != 3.0 {
+				t.Fatalf("report: %s %v (error %q), want SUCCESS: 5 items, 2 tasks, 3 pages, sent to ann@example.com", task.Status, task.Result, task.Error)
+			}
+			pdf, ctype := downloadFile(t, base, task.Result["report_url"].(string), nil)
+			pages, text := pdfInfo(t, pdf)
+			if ctype != "application/pdf" || pages != 3 {
+				t.Errorf("report file: %s with %d pages, want a PDF of 3", ctype, pages)
+			}
+			for _, want := range []string{"Monthly report", "User 42", "Items created 5", "Tasks finished 2", "books 2", "garden 2", "tools 1",
+				"import_csv_data 1 0 0 1", "process_image 1 0 0 1"} {
+				if !strings.Contains(text, want) {
+					t.Errorf("the report does not say %q; its text: %s", want, text)
+				}
+			}
+			// The mail: a real MIME message with the PDF attached.
+			waitFor(t, 10*time.Second, "the mail", func() bool {
+				sink.mu.Lock()
+				defer sink.mu.Unlock()
+				return len(sink.messages) == 1
+			})
+			sink.mu.Lock()
+			m := sink.messages[0]
+			sink.mu.Unlock()
+			body, filename, attachedType, attached := attachmentOf(t, m.data)
+			mt, params, _ := mime.ParseMediaType(attachedType)
+			if m.to != "<ann@example.com>" || !strings.Contains(body, "5 items and 2 tasks") || filename != "report-42-"+time.Now().UTC().Format("2006-01")+".pdf" ||
+				mt != "application/pdf" || params["name"] != filename || !bytes.Equal(attached, pdf) {
+				t.Errorf("mail to %s, text %q, attachment %q (%s, %d bytes); want the stored report attached", m.to, body, filename, attachedType, len(attached))
+			}
+
+			// A month without anything: a one-page report that says so.
+			empty := runJob(t, base, `{"type": "generate_monthly_report", "args": {"user_id": 42, "month": "2020-01"}}`, nil, 30*time.Second)
+			if empty.Status != stateSuccess || empty.Result["pages"] != 1.0 || empty.Result["sent_to"] != nil {
+				t.Fatalf("empty month: %s %v %q, want SUCCESS with one page, not sent", empty.Status, empty.Result, empty.Error)
+			}
+			pdf, _ = downloadFile(t, base, empty.Result["report_url"].(string), nil)
+			if pages, text := pdfInfo(t, pdf); pages != 1 || !strings.Contains(text, "no items and no tasks for user 42 in January 2020") {
+				t.Errorf("empty month's report: %d pages saying %q", pages, text)
+			}
+			// Without a user_id the guide's route says what is missing.
+			if resp := apiCall(t, "POST", base+"/generate-report", "", nil, nil); resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(resp.body, "user_id") {
+				t.Errorf("POST /generate-report without user_id: %d %s, want 422 naming user_id", resp.StatusCode, resp.body)
+			}
+		})
 	}
 }

@@ -73,6 +73,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Mailer:         newMailer(cfg, log),
 		Files:          taskFiles{store: b.files, now: time.Now},
 		Items:          taskItems{store: b.items, now: time.Now},
+		Reports:        taskReports{source: b.reports},
 		Fetcher:        tasks.NewFetcher(tasks.FetchConfig{AllowHosts: splitList(cfg.FetchAllowHosts), Timeout: cfg.FetchTimeout, MaxBytes: cfg.FileMaxBytes}),
 		ImageMaxPixels: cfg.ImageMaxPixels,
 	})

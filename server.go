@@ -62,6 +62,8 @@ func newServer(d serverDeps) http.Handler {
 		apiRoute("POST /api/async/process", handleSubmitProcess(d.specs, d.submitter, d.maxBody))
 		apiRoute("GET /api/async/status/{task_id}", handleTaskStatus(d.reader))
 		apiRoute("POST /api/send-welcome-email", handleWelcomeEmail(d.specs, d.submitter, d.maxBody))
+		apiRoute("POST /api/generate-report", handleGenerateReport(d.specs, d.submitter, d.maxBody, d.now))
+		apiRoute("POST /generate-report", handleGenerateReport(d.specs, d.submitter, d.maxBody, d.now))
 		apiRoute("GET /api/task-types", handleTaskTypes(d.registry))
 		apiRoute("POST /api/tasks", handleSubmitTask(d.specs, d.submitter, d.maxBody))
 		apiRoute("POST /api/tasks/batch", handleSubmitBatch(d.specs, d.submitter, d.maxBody))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errand/tasks"
 	"fmt"
 	"maps"
 	"slices"
@@ -78,6 +79,31 @@ func (s *memoryStore) importItems(_ context.Context, items []item) (int, error) 
 		added++
 	}
 	return added, nil
+}
+
+func (s *memoryStore) monthItems(_ context.Context, owner, userID string, from, to time.Time, each func(tasks.ReportItem)) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, it := range s.items {
+		if !ownedBy(it.Owner, owner) || it.CreatedAt.Before(from) || !it.CreatedAt.Before(to) || !isUserID(it.Metadata["user_id"], userID) {
+			continue
+		}
+		category, _ := it.Metadata["category"].(string)
+		each(tasks.ReportItem{CreatedAt: it.CreatedAt, Category: category})
+	}
+	return nil
+}
+
+func (s *memoryStore) monthTasks(_ context.Context, owner, userID string, from, to time.Time, each func(tasks.ReportTask)) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, r := range s.results {
+		if !ownedBy(r.Owner, owner) || r.CreatedAt.Before(from) || !r.CreatedAt.Before(to) || !isUserID(r.Args["user_id"], userID) {
+			continue
+		}
+		each(r.reportTask())
+	}
+	return nil
 }
 
 func (s *memoryStore) listItems(_ context.Context, owner string, skip, limit int) ([]item, error) {

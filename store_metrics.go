@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errand/tasks"
 	"errors"
 	"time"
 
@@ -23,7 +24,7 @@ type storeObserver struct {
 var (
 	statusOps   = []string{"put_status", "get_status", "delete_pending", "list_live"}
 	keyOps      = []string{"reserve_key", "swap_key", "get_key"}
-	documentOps = []string{"create_item", "list_items", "get_item", "update_item", "delete_item", "save_result", "get_result", "list_results"}
+	documentOps = []string{"create_item", "list_items", "get_item", "update_item", "delete_item", "save_result", "get_result", "list_results", "import_base", "import_items", "month_items", "month_tasks"}
 )
 
 func newStoreObserver(store string, m *metrics, tracer trace.Tracer, ops ...string) storeObserver {
@@ -110,6 +111,7 @@ func (s measuredKeyStore) getKey(ctx context.Context, key string) (string, error
 type documentStore interface {
 	itemStore
 	resultStore
+	reportSource
 }
 
 // measuredDocumentStore times and traces every item and result store
@@ -129,6 +131,20 @@ func (s measuredDocumentStore) importBase(ctx context.Context, owner, source str
 
 func (s measuredDocumentStore) importItems(ctx context.Context, items []item) (int, error) {
 	return observe(ctx, s.obs, "import_items", func(ctx context.Context) (int, error) { return s.next.importItems(ctx, items) })
+}
+
+func (s measuredDocumentStore) monthItems(ctx context.Context, owner, userID string, from, to time.Time, each func(tasks.ReportItem)) error {
+	_, err := observe(ctx, s.obs, "month_items", func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, s.next.monthItems(ctx, owner, userID, from, to, each)
+	})
+	return err
+}
+
+func (s measuredDocumentStore) monthTasks(ctx context.Context, owner, userID string, from, to time.Time, each func(tasks.ReportTask)) error {
+	_, err := observe(ctx, s.obs, "month_tasks", func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, s.next.monthTasks(ctx, owner, userID, from, to, each)
+	})
+	return err
 }
 
 func (s measuredDocumentStore) listItems(ctx context.Context, owner string, skip, limit int) ([]item, error) {

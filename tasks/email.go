@@ -74,7 +74,7 @@ func welcomeEmailTask(cfg Config) Type[EmailArgs] {
 			}
 			subject := "Welcome, " + args.UserName + "!"
 			body := fmt.Sprintf("Hello %s,\n\nwelcome aboard!\n", args.UserName)
-			if err := cfg.Mailer.Send(ctx, args.UserEmail, subject, body); err != nil {
+			if err := cfg.Mailer.Send(ctx, Mail{To: args.UserEmail, Subject: subject, Body: body}); err != nil {
 				log.WarnContext(ctx, "welcome email not sent", "user_email", args.UserEmail, "error", err)
 				return nil, fmt.Errorf("send welcome email to %s: %w", args.UserEmail, errMailNotSent)
 			}

@@ -1,19 +1,38 @@
 package tasks
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"log/slog"
+	"mime"
+	"mime/multipart"
 	"net"
 	"net/smtp"
+	"net/textproto"
 	"strings"
 	"time"
 )
 
 // Mailer delivers one e-mail.
 type Mailer interface {
-	Send(ctx context.Context, to, subject, body string) error
+	Send(ctx context.Context, m Mail) error
+}
+
+// Mail is an e-mail: a plain text body and, optionally, attachments.
+type Mail struct {
+	To, Subject, Body string
+	Attachments       []Attachment
+}
+
+// Attachment is a file attached to a Mail.
+type Attachment struct {
+	Filename    string
+	ContentType string
+	Data        []byte
 }
 
 // SMTPMailer sends through an SMTP server, with STARTTLS when the server
@@ -29,7 +48,12 @@ type SMTPMailer struct {
 }
 
 // Send delivers the message or returns why it could not.
-func (m SMTPMailer) Send(ctx context.Context, to, subject, body string) error {
+func (m SMTPMailer) Send(ctx context.Context, mail Mail) error {
+	msg, err := mail.message(m.From, time.Now())
+	if err != nil {
+		return fmt.Errorf("smtp: compose the message: %w", err)
+	}
+	to := mail.To
 	timeout := m.Timeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
@@ -71,10 +95,7 @@ func (m SMTPMailer) Send(ctx context.Context, to, subject, body string) error {
 	if err != nil {
 		return fmt.Errorf("smtp: DATA: %w", err)
 	}
-	msg := "From: " + m.From + "\r\nTo: " + to + "\r\nSubject: " + subject +
-		"\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nDate: " +
-		time.Now().UTC().Format(time.RFC1123Z) + "\r\n\r\n" + strings.ReplaceAll(body, "\n", "\r\n") + "\r\n"
-	if _, err := w.Write([]byte(msg)); err != nil {
+	if _, err := w.Write(msg); err != nil {
 		return fmt.Errorf("smtp: write message: %w", err)
 	}
 	if err := w.Close(); err != nil {
@@ -83,13 +104,58 @@ func (m SMTPMailer) Send(ctx context.Context, to, subject, body string) error {
 	return c.Quit()
 }
 
+// message is mail as RFC 5322 text with CRLF line ends: text/plain
+// alone, or multipart/mixed with the text first and each attachment in
+// base64.
+func (mail Mail) message(from string, now time.Time) ([]byte, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMIME-Version: 1.0\r\n",
+		from, mail.To, mime.QEncoding.Encode("utf-8", mail.Subject), now.UTC().Format(time.RFC1123Z))
+	text := strings.ReplaceAll(mail.Body, "\n", "\r\n") + "\r\n"
+	if len(mail.Attachments) == 0 {
+		b.WriteString("Content-Type: text/plain; charset=utf-8\r\n\r\n" + text)
+		return b.Bytes(), nil
+	}
+	mw := multipart.NewWriter(&b)
+	fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=%q\r\n\r\n", mw.Boundary())
+	part, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"text/plain; charset=utf-8"}})
+	if err != nil {
+		return nil, err
+	}
+	io.WriteString(part, text)
+	for _, a := range mail.Attachments {
+		part, err := mw.CreatePart(textproto.MIMEHeader{
+			"Content-Type":              {mime.FormatMediaType(a.ContentType, map[string]string{"name": a.Filename})},
+			"Content-Disposition":       {mime.FormatMediaType("attachment", map[string]string{"filename": a.Filename})},
+			"Content-Transfer-Encoding": {"base64"},
+		})
+		if err != nil {
+			return nil, err
+		}
+		encoded := base64.StdEncoding.EncodeToString(a.Data)
+		for len(encoded) > 76 {
+			io.WriteString(part, encoded[:76]+"\r\n")
+			encoded = encoded[76:]
+		}
+		io.WriteString(part, encoded+"\r\n")
+	}
+	if err := mw.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
 // LogMailer logs the message instead of sending it: errand's mailer when
 // no SMTP server is configured, and its log line says so.
 type LogMailer struct{ Logger *slog.Logger }
 
-// Send logs the message.
-func (m LogMailer) Send(ctx context.Context, to, subject, body string) error {
-	m.Logger.InfoContext(ctx, "welcome email not sent: no SMTP_ADDR configured, logging it instead",
-		"to", to, "subject", subject, "body", body)
+// Send logs the message, and of its attachments their names and sizes.
+func (m LogMailer) Send(ctx context.Context, mail Mail) error {
+	attached := make([]string, len(mail.Attachments))
+	for i, a := range mail.Attachments {
+		attached[i] = fmt.Sprintf("%s (%s, %d bytes)", a.Filename, a.ContentType, len(a.Data))
+	}
+	m.Logger.InfoContext(ctx, "email not sent: no SMTP_ADDR configured, logging it instead",
+		"to", mail.To, "subject", mail.Subject, "body", mail.Body, "attachments", attached)
 	return nil
 }

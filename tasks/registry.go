@@ -185,6 +185,9 @@ type Config struct {
 	// Items is where import_csv_data stores its rows; without it the
 	// import fails.
 	Items Items
+	// Reports is what generate_monthly_report reads; without it the
+	// report fails.
+	Reports ReportData
 	// ImageSlots is how many images process_image holds decoded at once
 	// in this process; 0 means the number of CPUs.
 	ImageSlots int
@@ -215,6 +218,7 @@ func NewRegistry(cfg Config) *Registry {
 	r.Register(Declare(welcomeEmailTask(cfg)))
 	r.Register(Declare(processImageTask(cfg)))
 	r.Register(Declare(importCSVTask(cfg)))
+	r.Register(Declare(monthlyReportTask(cfg)))
 	return r
 }
 

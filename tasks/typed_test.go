@@ -142,7 +142,7 @@ func TestDeclaredTypeRunsWithDecodedArgs(t *testing.T) {
 
 func TestBuiltInTypesAreDeclared(t *testing.T) {
 	r := NewRegistry(Config{})
-	if diff := cmp.Diff([]string{ImportCSVName, HeavyTaskName, ProcessImageName, WelcomeEmailName}, r.Names()); diff != "" {
+	if diff := cmp.Diff([]string{MonthlyReportName, ImportCSVName, HeavyTaskName, ProcessImageName, WelcomeEmailName}, r.Names()); diff != "" {
 		t.Errorf("names (-want +got):\n%s", diff)
 	}
 	heavy, _ := r.Lookup(HeavyTaskName)
