@@ -135,6 +135,14 @@ func TestProcessImageThroughTheAPI(t *testing.T) {
 					t.Errorf("process_image %s: %s after %d attempts, error %q; want FAILURE on the first, saying %q", args, task.Status, task.Attempts, task.Error, want)
 				}
 			}
+			// The task type's metrics, which the dashboards chart by
+			// task_type: a new type appears without an edit.
+			families := scrape(t, base)
+			for metric, want := range map[string]float64{"errand_tasks_succeeded_total": 3, "errand_tasks_failed_total": 2} {
+				if got, ok := sampleValue(families, metric, map[string]string{"task_type": "process_image"}); !ok || got != want {
+					t.Errorf("%s{task_type=\"process_image\"} = %v (present %v), want %v", metric, got, ok, want)
+				}
+			}
 			// Out of range: refused at submit, before anything is queued.
 			if resp := apiCall(t, "POST", base+"/api/tasks", `{"type": "process_image", "args": {"file_id": "`+pngID+`", "width": 10000}}`, nil, nil); resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(resp.body, "width") {
 				t.Errorf("width 10000: %d %s, want 422 naming width", resp.StatusCode, resp.body)

@@ -1,0 +1,3 @@
+module errand/tools/sampleimage
+
+go 1.26
