@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 	"unicode/utf8"
 
@@ -62,21 +63,9 @@ func handleWelcomeEmail(specs taskSpecs, sub taskSubmitter, maxBody int64) handl
 				return err
 			}
 		}
-		args := map[string]string{}
-		q := r.URL.Query()
-		for field, fromBody := range map[string]*string{"user_email": body.UserEmail, "user_name": body.UserName} {
-			v := q.Get(field)
-			if v == "" && fromBody != nil {
-				v = *fromBody
-			}
-			if !utf8.ValidString(v) {
-				// A query string can carry any bytes; JSON bodies are UTF-8
-				// already, and encoding the arguments would change them.
-				return invalidField(field, "must be valid UTF-8")
-			}
-			if v != "" {
-				args[field] = v
-			}
+		args := map[string]any{}
+		if err := queryOrBody(r.URL.Query(), map[string]*string{"user_email": body.UserEmail, "user_name": body.UserName}, args); err != nil {
+			return err
 		}
 		raw, err := json.Marshal(args)
 		if err != nil {
@@ -87,9 +76,30 @@ func handleWelcomeEmail(specs taskSpecs, sub taskSubmitter, maxBody int64) handl
 			return err
 		}
 		return submitAlias(w, r, sub, spec, func(id string) string {
-			return fmt.Sprintf("Email queued for %s. Check /api/async/status/%s", args["user_email"], id)
+			return fmt.Sprintf("Email queued for %v. Check /api/async/status/%s", args["user_email"], id)
 		})
 	}
+}
+
+// queryOrBody sets each field of args from the query, as the guide's
+// curl sends them, or else from the JSON body's value (nil: none); query
+// values win.
+func queryOrBody(q url.Values, fields map[string]*string, args map[string]any) error {
+	for field, fromBody := range fields {
+		v := q.Get(field)
+		if v == "" && fromBody != nil {
+			v = *fromBody
+		}
+		if !utf8.ValidString(v) {
+			// A query string can carry any bytes; JSON bodies are UTF-8
+			// already, and encoding the arguments would change them.
+			return invalidField(field, "must be valid UTF-8")
+		}
+		if v != "" {
+			args[field] = v
+		}
+	}
+	return nil
 }
 
 // submitAlias submits spec with the request's Idempotency-Key header and
@@ -130,18 +140,8 @@ func handleGenerateReport(specs taskSpecs, sub taskSubmitter, maxBody int64, now
 		if len(body.UserID) > 0 && string(body.UserID) != "null" {
 			args["user_id"] = body.UserID
 		}
-		q := r.URL.Query()
-		for field, fromBody := range map[string]*string{"user_id": nil, "month": body.Month, "email": body.Email} {
-			v := q.Get(field)
-			if v == "" && fromBody != nil {
-				v = *fromBody
-			}
-			if !utf8.ValidString(v) {
-				return invalidField(field, "must be valid UTF-8")
-			}
-			if v != "" {
-				args[field] = v
-			}
+		if err := queryOrBody(r.URL.Query(), map[string]*string{"user_id": nil, "month": body.Month, "email": body.Email}, args); err != nil {
+			return err
 		}
 		raw, err := json.Marshal(args)
 		if err != nil {

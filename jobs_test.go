@@ -286,15 +286,7 @@ func TestImportSurvivesWorkerKill(t *testing.T) {
 // import and comes back; the import is retried and stores every row
 // exactly once.
 func TestImportSurvivesMongoOutage(t *testing.T) {
-	needsServices(t)
-	dataDir := t.TempDir()
-	uri, stop, err := startMongoWireAt("127.0.0.1:0", dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stop() })
-	env := realStack(t)
-	env["MONGODB_URI"] = uri
+	env, mongo := realStackOnOwnMongo(t)
 	base := startErrand(t, env)
 	id := uploadFile(t, base, "big.csv", "text/csv", testCSV(10_000), nil)
 	var acc taskAccepted
@@ -310,12 +302,9 @@ func TestImportSurvivesMongoOutage(t *testing.T) {
 	if task.Status != stateProgress {
 		t.Fatalf("the import is %s before the outage; the test did not catch it half way", task.Status)
 	}
-	stop()
+	mongo.stop()
 	time.Sleep(2 * time.Second)
-	addr := strings.TrimSuffix(strings.TrimPrefix(uri, "mongodb://"), "/")
-	if _, stop, err = startMongoWireAt(addr, dataDir); err != nil {
-		t.Fatal(err)
-	}
+	mongo.restart(t)
 	waitFor(t, 120*time.Second, "the import to end", func() bool {
 		task = taskJSON{}
 		apiCall(t, "GET", base+"/api/tasks/"+acc.TaskID, "", nil, &task)

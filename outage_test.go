@@ -93,20 +93,49 @@ func TestRedisOutageDuringProcessing(t *testing.T) {
 // TestMongoOutageDuringProcessing: the MongoDB-wire server dies while tasks
 // run. Their deliveries stay unacked while results cannot be stored, and
 // once the server is back every task ends with exactly one result.
-func TestMongoOutageDuringProcessing(t *testing.T) {
+// stoppableMongo is a MongoDB-wire server of a test's own, whatever
+// MONGODB_URI says, so the test can stop it and start it again on the
+// same address and data.
+type stoppableMongo struct {
+	uri     string
+	dataDir string
+	stop    func()
+}
+
+// realStackOnOwnMongo is realStack with MONGODB_URI on a server of the
+// test's own.
+func realStackOnOwnMongo(t *testing.T) (map[string]string, *stoppableMongo) {
+	t.Helper()
 	needsServices(t)
-	// A MongoDB-wire server of its own, whatever MONGODB_URI says, so the
-	// test can stop it.
-	dataDir := t.TempDir()
-	uri, stop, err := startMongoWireAt("127.0.0.1:0", dataDir)
-	if err != nil {
+	m := &stoppableMongo{dataDir: t.TempDir()}
+	var err error
+	if m.uri, m.stop, err = startMongoWireAt("127.0.0.1:0", m.dataDir); err != nil {
 		t.Fatal(err)
 	}
 	// Registered before realStack's cleanup, so it runs after it: the
 	// test database is dropped while the server still runs.
-	t.Cleanup(func() { stop() })
+	t.Cleanup(func() { m.stop() })
 	env := realStack(t)
-	env["MONGODB_URI"] = uri
+	env["MONGODB_URI"] = m.uri
+	return env, m
+}
+
+// restart starts the stopped server again where it was.
+func (m *stoppableMongo) restart(t *testing.T) {
+	t.Helper()
+	addr := strings.TrimSuffix(strings.TrimPrefix(m.uri, "mongodb://"), "/")
+	uri, stop, err := startMongoWireAt(addr, m.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.stop = stop
+	if uri != m.uri {
+		t.Fatalf("restarted server at %s, want %s", uri, m.uri)
+	}
+}
+
+func TestMongoOutageDuringProcessing(t *testing.T) {
+	env, mongo := realStackOnOwnMongo(t)
 	env["HEAVY_TASK_DELAY"] = "100ms"
 	env["WORKERS"] = "3"
 	base := startErrand(t, env)
@@ -115,20 +144,12 @@ func TestMongoOutageDuringProcessing(t *testing.T) {
 		ids[i] = submitTask(t, base, fmt.Sprintf(`{"data": "m%d", "iterations": 15}`, i))
 	}
 	waitFor(t, 20*time.Second, "tasks in progress", func() bool { return countStatuses(t, base, ids)[stateProgress] > 0 })
-	stop()
+	mongo.stop()
 	time.Sleep(2 * time.Second) // the outage: tasks finish running and cannot store results
 	if counts := countStatuses(t, base, ids); counts[stateSuccess] == len(ids) {
 		t.Fatalf("all tasks SUCCESS during the outage (%v); the test did not overlap the outage", counts)
 	}
-	addr := strings.TrimSuffix(strings.TrimPrefix(uri, "mongodb://"), "/")
-	uri2, stop2, err := startMongoWireAt(addr, dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop = stop2
-	if uri2 != uri {
-		t.Fatalf("restarted server at %s, want %s", uri2, uri)
-	}
+	mongo.restart(t)
 	for _, id := range ids {
 		waitForStatus(t, base, id, stateSuccess, 60*time.Second)
 	}

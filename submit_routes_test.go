@@ -345,8 +345,8 @@ func TestSubmitTaskErrors(t *testing.T) {
 		wantField  string
 		wantDetail string
 	}{
-		{name: "no type", body: `{"args": {"data": "d"}}`, wantStatus: 422, wantCode: "validation_error", wantField: "type", wantDetail: "process_heavy_task, send_welcome_email"},
-		{name: "unknown type", body: `{"type": "mine", "args": {}}`, wantStatus: 422, wantCode: "validation_error", wantField: "type", wantDetail: "process_heavy_task, send_welcome_email"},
+		{name: "no type", body: `{"args": {"data": "d"}}`, wantStatus: 422, wantCode: "validation_error", wantField: "type", wantDetail: "known types: generate_monthly_report, import_csv_data, process_heavy_task, process_image, send_welcome_email"},
+		{name: "unknown type", body: `{"type": "mine", "args": {}}`, wantStatus: 422, wantCode: "validation_error", wantField: "type", wantDetail: "known types: generate_monthly_report, import_csv_data, process_heavy_task, process_image, send_welcome_email"},
 		{name: "missing argument", body: `{"type": "process_heavy_task", "args": {}}`, wantStatus: 422, wantCode: "validation_error", wantField: "args.data"},
 		{name: "no args at all", body: `{"type": "process_heavy_task"}`, wantStatus: 422, wantCode: "validation_error", wantField: "args.data"},
 		{name: "argument out of range", body: `{"type": "process_heavy_task", "args": {"data": "d", "iterations": 1001}}`, wantStatus: 422, wantCode: "validation_error", wantField: "args.iterations"},

@@ -54,20 +54,9 @@ func (m *memItems) ImportItems(_ context.Context, owner string, items []Item) (i
 	return added, nil
 }
 
-// runImport runs import_csv_data with args as the worker would.
 func runImport(t *testing.T, cfg Config, args string) (CSVResult, []Progress, error) {
 	t.Helper()
-	def, _ := NewRegistry(cfg).Lookup(ImportCSVName)
-	checked, err := def.CheckArgs(json.RawMessage(args))
-	if err != nil {
-		t.Fatalf("arguments %s: %v", args, err)
-	}
-	var reports []Progress
-	v, err := def.Run(context.Background(), Task{ID: "t-1", Owner: "owner-a", Report: func(_ context.Context, p Progress) { reports = append(reports, p) }}, checked)
-	if err != nil {
-		return CSVResult{}, reports, err
-	}
-	return v.(CSVResult), reports, nil
+	return runType[CSVResult](t, cfg, ImportCSVName, args)
 }
 
 // csvRows is a CSV with a header and n good rows, row i named item-i.

@@ -46,12 +46,14 @@ func encoded(t *testing.T, format string, img image.Image) []byte {
 	return buf.Bytes()
 }
 
-// runImage runs process_image with args on files, as the worker would.
-func runImage(t *testing.T, cfg Config, args string) (ImageResult, []Progress, error) {
+// runType runs the registered task type name with args as the worker
+// would, for owner-a, and returns its result and progress reports.
+func runType[R any](t *testing.T, cfg Config, name, args string) (R, []Progress, error) {
 	t.Helper()
-	def, ok := NewRegistry(cfg).Lookup(ProcessImageName)
+	var zero R
+	def, ok := NewRegistry(cfg).Lookup(name)
 	if !ok {
-		t.Fatal("process_image is not registered")
+		t.Fatalf("%s is not registered", name)
 	}
 	checked, err := def.CheckArgs(json.RawMessage(args))
 	if err != nil {
@@ -60,9 +62,14 @@ func runImage(t *testing.T, cfg Config, args string) (ImageResult, []Progress, e
 	var reports []Progress
 	v, err := def.Run(context.Background(), Task{ID: "t-1", Owner: "owner-a", Report: func(_ context.Context, p Progress) { reports = append(reports, p) }}, checked)
 	if err != nil {
-		return ImageResult{}, reports, err
+		return zero, reports, err
 	}
-	return v.(ImageResult), reports, nil
+	return v.(R), reports, nil
+}
+
+func runImage(t *testing.T, cfg Config, args string) (ImageResult, []Progress, error) {
+	t.Helper()
+	return runType[ImageResult](t, cfg, ProcessImageName, args)
 }
 
 func TestProcessImageResizesCompressesAndWatermarks(t *testing.T) {

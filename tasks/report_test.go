@@ -66,20 +66,13 @@ func aMonth() *memReports {
 	return m
 }
 
-// runReport runs generate_monthly_report as the worker would.
 func runReport(t *testing.T, cfg Config, args string) (ReportResult, []Progress) {
 	t.Helper()
-	def, _ := NewRegistry(cfg).Lookup(MonthlyReportName)
-	checked, err := def.CheckArgs(json.RawMessage(args))
-	if err != nil {
-		t.Fatalf("arguments %s: %v", args, err)
-	}
-	var reports []Progress
-	v, err := def.Run(context.Background(), Task{ID: "t-1", Owner: "owner-a", Report: func(_ context.Context, p Progress) { reports = append(reports, p) }}, checked)
+	res, reports, err := runType[ReportResult](t, cfg, MonthlyReportName, args)
 	if err != nil {
 		t.Fatalf("report %s: %v", args, err)
 	}
-	return v.(ReportResult), reports
+	return res, reports
 }
 
 // renderPDF renders a PDF's pages to PNGs with poppler's pdftoppm, as a
