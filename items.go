@@ -142,7 +142,7 @@ func handleDeleteItem(items itemStore) handlerFunc {
 		if err := items.deleteItem(r.Context(), taskOwner(r.Context()), id); err != nil {
 			return fmt.Errorf("delete item: %w", err)
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"message": "Item deleted successfully", "id": id})
+		writeJSON(w, http.StatusOK, deletedJSON{Message: "Item deleted successfully", ID: id})
 		return nil
 	}
 }
@@ -253,10 +253,16 @@ func normalizeJSON(v any, path string, depth int) (any, error) {
 	}
 }
 
+// deletedJSON is the guide's answer to a delete.
+type deletedJSON struct {
+	Message string `json:"message"`
+	ID      string `json:"id"`
+}
+
 type itemResponse struct {
 	ID          string         `json:"id"`
 	Name        string         `json:"name"`
-	Description *string        `json:"description"`
+	Description *string        `json:"description" jsonschema:"nullable"`
 	Metadata    map[string]any `json:"metadata"`
 	CreatedAt   string         `json:"created_at"`
 	UpdatedAt   string         `json:"updated_at"`

@@ -13,15 +13,15 @@ import (
 
 // scheduleRequest is POST /api/schedules's body.
 type scheduleRequest struct {
-	Name     *string `json:"name"`
+	Name     *string `json:"name" jsonschema:"required"`
 	Cron     *string `json:"cron"`
 	Every    *string `json:"every"`
 	Timezone *string `json:"timezone"`
 	Task     *struct {
-		Type     *string         `json:"type"`
+		Type     *string         `json:"type" jsonschema:"required"`
 		Args     json.RawMessage `json:"args"`
 		Priority *string         `json:"priority"`
-	} `json:"task"`
+	} `json:"task" jsonschema:"required"`
 }
 
 // scheduleRoutes serve the schedules of the request's API key.
@@ -121,6 +121,15 @@ func handleCreateSchedule(sr scheduleRoutes) handlerFunc {
 	}
 }
 
+type scheduleDeletedJSON struct {
+	Message string `json:"message"`
+	Name    string `json:"name"`
+}
+
+type scheduleListJSON struct {
+	Schedules []scheduleJSON `json:"schedules"`
+}
+
 // handleListSchedules is GET /api/schedules.
 func handleListSchedules(sr scheduleRoutes) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
@@ -128,9 +137,7 @@ func handleListSchedules(sr scheduleRoutes) handlerFunc {
 		if err != nil {
 			return fmt.Errorf("%w: %w", errStoreUnavailable, err)
 		}
-		out := struct {
-			Schedules []scheduleJSON `json:"schedules"`
-		}{Schedules: make([]scheduleJSON, len(list))}
+		out := scheduleListJSON{Schedules: make([]scheduleJSON, len(list))}
 		for i, s := range list {
 			out.Schedules[i] = newScheduleJSON(s)
 		}
@@ -159,7 +166,7 @@ func handleDeleteSchedule(sr scheduleRoutes) handlerFunc {
 		if err := sr.store.deleteSchedule(r.Context(), taskOwner(r.Context()), name); err != nil {
 			return scheduleError(err)
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"message": "Schedule deleted", "name": name})
+		writeJSON(w, http.StatusOK, scheduleDeletedJSON{Message: "Schedule deleted", Name: name})
 		return nil
 	}
 }

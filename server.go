@@ -41,47 +41,20 @@ type serverDeps struct {
 	rateLimiter *rateLimiter // nil: no rate limit
 }
 
-// newServer builds errand's HTTP handler. Every route is registered here.
+// newServer builds errand's HTTP handler from the route table.
 func newServer(d serverDeps) http.Handler {
 	mux := http.NewServeMux()
-	route := func(pattern string, h handlerFunc) { mux.Handle(pattern, handle(d.log, h)) }
-	// API routes check the key first, so a client without one cannot spend
-	// anyone's rate budget, then the rate.
-	apiRoute := func(pattern string, h handlerFunc) {
-		mux.Handle(pattern, requireAPIKey(d.apiKeys, limitRate(d.rateLimiter, handle(d.log, h))))
-	}
-
-	route("GET /health", handleHealth(d.health, d.backends, d.healthTimeout, d.log, d.now))
-	mux.Handle("GET /metrics", d.metrics.handler())
-	if d.serveAPI {
-		apiRoute("POST /api/items", handleCreateItem(d.items, d.maxBody, d.now))
-		apiRoute("GET /api/items", handleListItems(d.items))
-		apiRoute("GET /api/items/{id}", handleGetItem(d.items))
-		apiRoute("PUT /api/items/{id}", handleUpdateItem(d.items, d.maxBody, d.now))
-		apiRoute("DELETE /api/items/{id}", handleDeleteItem(d.items))
-		apiRoute("POST /api/async/process", handleSubmitProcess(d.specs, d.submitter, d.maxBody))
-		apiRoute("GET /api/async/status/{task_id}", handleTaskStatus(d.reader))
-		apiRoute("POST /api/send-welcome-email", handleWelcomeEmail(d.specs, d.submitter, d.maxBody))
-		apiRoute("POST /api/generate-report", handleGenerateReport(d.specs, d.submitter, d.maxBody, d.now))
-		apiRoute("POST /generate-report", handleGenerateReport(d.specs, d.submitter, d.maxBody, d.now))
-		apiRoute("GET /api/task-types", handleTaskTypes(d.registry))
-		apiRoute("POST /api/tasks", handleSubmitTask(d.specs, d.submitter, d.maxBody))
-		apiRoute("POST /api/tasks/batch", handleSubmitBatch(d.specs, d.submitter, d.maxBody))
-		apiRoute("GET /api/tasks", handleListTasks(d.reader, d.registry.Known))
-		apiRoute("GET /api/tasks/{task_id}", handleGetTask(d.reader))
-		apiRoute("GET /api/tasks/{task_id}/events", handleTaskEvents(d.reader, d.watcher, d.shutdown))
-		apiRoute("POST /api/tasks/{task_id}/retry", handleRetryTask(d.reader, d.submitter))
-		apiRoute("POST /api/tasks/{task_id}/cancel", handleCancelTask(d.canceller))
-		apiRoute("POST /api/files", handleUploadFile(d.files))
-		apiRoute("GET /api/files", handleListFiles(d.files))
-		apiRoute("GET /api/files/{id}", handleGetFile(d.files))
-		apiRoute("DELETE /api/files/{id}", handleDeleteFile(d.files))
-		apiRoute("POST /api/schedules", handleCreateSchedule(d.schedules))
-		apiRoute("GET /api/schedules", handleListSchedules(d.schedules))
-		apiRoute("GET /api/schedules/{name}", handleGetSchedule(d.schedules))
-		apiRoute("DELETE /api/schedules/{name}", handleDeleteSchedule(d.schedules))
-		apiRoute("POST /api/schedules/{name}/pause", handlePauseSchedule(d.schedules, true))
-		apiRoute("POST /api/schedules/{name}/resume", handlePauseSchedule(d.schedules, false))
+	for _, rt := range routeTable(d) {
+		if rt.apiOnly && !d.serveAPI {
+			continue
+		}
+		h := rt.handler
+		if !rt.open {
+			// API routes check the key first, so a client without one
+			// cannot spend anyone's rate budget, then the rate.
+			h = requireAPIKey(d.apiKeys, limitRate(d.rateLimiter, h))
+		}
+		mux.Handle(rt.pattern, h)
 	}
 	inner := withRequestLog(d.log, d.metrics.instrumentHTTP(jsonMuxErrors(mux)))
 	if !d.tracing.recording {

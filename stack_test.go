@@ -245,6 +245,21 @@ func TestStackScaleOut(t *testing.T) {
 	// After the soak's audit, which counts every result document.
 	checkEventsThroughNginx(t, nginx)
 	checkFilesThroughNginx(t, nginx)
+	checkDocsThroughNginx(t, nginx)
+}
+
+// checkDocsThroughNginx: the API reference and its document reach a
+// browser through nginx, as the guide's Part 8 opens them.
+func checkDocsThroughNginx(t *testing.T, nginx string) {
+	t.Helper()
+	for path, wantType := range map[string]string{
+		"/docs": "text/html; charset=utf-8", "/docs/swagger-ui-bundle.js": "text/javascript; charset=utf-8", "/openapi.json": "application/json",
+	} {
+		resp := apiCall(t, "GET", nginx+path, "", nil, nil)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != wantType || len(resp.body) == 0 {
+			t.Errorf("GET %s through nginx: %d %s, %d bytes; want 200 %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), len(resp.body), wantType)
+		}
+	}
 }
 
 // tallyStack runs scripts/tally, the audit users run after a soak, over the
