@@ -281,7 +281,35 @@ func reflectedSchema(t reflect.Type, request bool) (map[string]any, error) {
 	}
 	delete(schema, "$schema")
 	delete(schema, "$id")
+	openSchemas(schema)
 	return schema, nil
+}
+
+// openSchemas writes the schemas that accept anything (a json.RawMessage
+// field's) as {} rather than true: the same in JSON Schema, and what
+// OpenAPI 3.0 tools, which many client generators still are, can read.
+func openSchemas(schema map[string]any) {
+	if props, ok := schema["properties"].(map[string]any); ok {
+		for name, p := range props {
+			if p == true {
+				props[name] = map[string]any{}
+			} else if sub, ok := p.(map[string]any); ok {
+				openSchemas(sub)
+			}
+		}
+	}
+	if items, ok := schema["items"].(map[string]any); ok {
+		openSchemas(items)
+	}
+	for _, key := range []string{"oneOf", "anyOf", "allOf"} {
+		if list, ok := schema[key].([]any); ok {
+			for _, s := range list {
+				if sub, ok := s.(map[string]any); ok {
+					openSchemas(sub)
+				}
+			}
+		}
+	}
 }
 
 // taskRequestSchema is POST /api/tasks's body: the common fields, and
