@@ -174,8 +174,9 @@ func (s *mongoStore) inspectServer(ctx context.Context) error {
 	return nil
 }
 
-// ensureIndexes creates the indexes listings need: results by status and
-// by owner and age, items by owner. A server that cannot build them (FerretDB lacks some
+// ensureIndexes creates the indexes listings and reports need: results by
+// status, by owner and age, and by user and age; items by owner, and by
+// user and age. A server that cannot build them (FerretDB lacks some
 // index kinds) only makes those listings slower, so failure is reported,
 // not fatal.
 func (s *mongoStore) ensureIndexes(ctx context.Context) error {
@@ -196,6 +197,20 @@ func (s *mongoStore) ensureIndexes(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("mongodb: create items index: %w", err)
+	}
+	// A monthly report reads one user's items and finished tasks of a
+	// month.
+	_, err = s.items.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys: bson.D{{Key: "metadata.user_id", Value: 1}, {Key: "created_at", Value: 1}},
+	})
+	if err != nil {
+		return fmt.Errorf("mongodb: create items index: %w", err)
+	}
+	_, err = s.results.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys: bson.D{{Key: "args.user_id", Value: 1}, {Key: "created_at", Value: 1}},
+	})
+	if err != nil {
+		return fmt.Errorf("mongodb: create task_results index: %w", err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -104,6 +105,38 @@ func TestMongoItemsOneByOne(t *testing.T) {
 		deletes, _ := cmd.Lookup("deletes").Array().Values()
 		if len(deletes) != 1 || deletes[0].Document().Lookup("q", "_id").Type != bson.TypeObjectID {
 			t.Errorf("a delete not of one item by _id equality: %s", cmd)
+		}
+	}
+}
+
+// TestMongoIndexes: the indexes listings and monthly reports read by are
+// made, on the MongoDB-wire server of the tests too.
+func TestMongoIndexes(t *testing.T) {
+	store := connectTestMongo(t)
+	ctx := context.Background()
+	if err := store.ensureIndexes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	names := func(coll *mongo.Collection) []string {
+		specs, err := coll.Indexes().ListSpecifications(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, s := range specs {
+			out = append(out, s.Name)
+		}
+		return out
+	}
+	for coll, want := range map[*mongo.Collection][]string{
+		store.items:   {"owner_1__id_-1", "metadata.user_id_1_created_at_1"},
+		store.results: {"status_1_completed_at_-1", "owner_1_created_at_-1__id_-1", "args.user_id_1_created_at_1"},
+	} {
+		got := names(coll)
+		for _, name := range want {
+			if !slices.Contains(got, name) {
+				t.Errorf("%s has indexes %v, want %s among them", coll.Name(), got, name)
+			}
 		}
 	}
 }

@@ -39,10 +39,11 @@ func readmeSection(t *testing.T, heading string) []codeBlock {
 }
 
 // copyModule copies errand's module (go.mod, go.sum, the package's and
-// tasks/'s Go files, tests left out) into dir.
+// tasks/'s Go files, tests left out, and the web/ files it embeds) into
+// dir.
 func copyModule(t *testing.T, dir string) {
 	t.Helper()
-	for _, pattern := range []string{"go.mod", "go.sum", "*.go", "tasks/*.go"} {
+	for _, pattern := range []string{"go.mod", "go.sum", "*.go", "tasks/*.go", "web/*.*", "web/swagger-ui/*"} {
 		files, err := filepath.Glob(pattern)
 		if err != nil {
 			t.Fatal(err)
