@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// errandEnvNames are the environment variables errand reads, as its README
+// errandEnvNames are the environment variables errand reads, as docs/configuration.md
 // and config.go list them, plus the OpenTelemetry variables tracing.go
 // reads. errandSource cross-checks this list against the Go source, so it
 // cannot silently fall behind errand.
