@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -41,23 +43,16 @@ func userIDValues(userID string) []any {
 	return values
 }
 
-// isUserID reports whether a stored value v means userID.
+// isUserID reports whether a stored value v means userID: the string,
+// or a whole number that spells it.
 func isUserID(v any, userID string) bool {
-	for _, want := range userIDValues(userID) {
-		switch got := v.(type) {
-		case string, int64, float64:
-			if got == want {
-				return true
-			}
-		case int32:
-			if int64(got) == want {
-				return true
-			}
-		case int:
-			if int64(got) == want {
-				return true
-			}
-		}
+	switch v := v.(type) {
+	case string:
+		return v == userID
+	case int64, int32, int:
+		return fmt.Sprint(v) == userID
+	case float64:
+		return v == math.Trunc(v) && strconv.FormatFloat(v, 'f', -1, 64) == userID
 	}
 	return false
 }

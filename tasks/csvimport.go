@@ -111,13 +111,14 @@ func importCSVTask(cfg Config) Type[CSVArgs] {
 			if cfg.Items == nil || cfg.Files == nil {
 				return nil, Permanent(errors.New("this process has no item or file store"))
 			}
-			src, err := csvSource(ctx, cfg, task, args)
+			src, body, err := csvSource(ctx, cfg, task, args)
 			if err != nil {
 				return nil, err
 			}
-			total, err := countRows(ctx, cfg, task, src, args)
+			total, err := countRows(body, args)
+			body.Close()
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("read file %s: %w", src.ID, err)
 			}
 			task.Report(ctx, Progress{Total: total, Status: fmt.Sprintf("Importing %d rows", total)})
 			res, err := importRows(ctx, cfg, task, src, args, total)
@@ -130,30 +131,28 @@ func importCSVTask(cfg Config) Type[CSVArgs] {
 	}
 }
 
-// csvSource is the stored file to import: the file_id, or a stored copy
-// of what file_url serves (read twice, once to count its rows).
-func csvSource(ctx context.Context, cfg Config, task Task, args CSVArgs) (File, error) {
-	if args.FileID != "" {
-		f, body, err := cfg.Files.Open(ctx, task.Owner, args.FileID)
-		if errors.Is(err, ErrFileNotFound) {
-			return File{}, Permanent(fmt.Errorf("file %s: %w", args.FileID, ErrFileNotFound))
-		}
+// csvSource opens the stored file to import: the file_id, or a stored
+// copy of what file_url serves (the import reads it twice, once to count
+// its rows).
+func csvSource(ctx context.Context, cfg Config, task Task, args CSVArgs) (File, io.ReadCloser, error) {
+	id := args.FileID
+	if id == "" {
+		in, err := cfg.Fetcher.fetch(ctx, args.FileURL)
 		if err != nil {
-			return File{}, fmt.Errorf("open file %s: %w", args.FileID, err)
+			return File{}, nil, err
 		}
-		body.Close()
-		return f, nil
+		defer in.body.Close()
+		name := in.name
+		if name == "" {
+			name = "import.csv"
+		}
+		saved, err := saveOutput(ctx, cfg, task, name, "text/csv", in.body)
+		if err != nil {
+			return File{}, nil, err
+		}
+		id = saved.ID
 	}
-	in, err := cfg.Fetcher.fetch(ctx, args.FileURL)
-	if err != nil {
-		return File{}, err
-	}
-	defer in.body.Close()
-	name := in.name
-	if name == "" {
-		name = "import.csv"
-	}
-	return saveOutput(ctx, cfg, task, name, "text/csv", in.body)
+	return openStored(ctx, cfg, task, id)
 }
 
 // newCSVReader reads body as args say. It checks no field counts: a row
@@ -166,13 +165,8 @@ func newCSVReader(body io.Reader, args CSVArgs) *csv.Reader {
 	return r
 }
 
-// countRows is how many data rows the file has, for the progress's total.
-func countRows(ctx context.Context, cfg Config, task Task, src File, args CSVArgs) (int, error) {
-	_, body, err := cfg.Files.Open(ctx, task.Owner, src.ID)
-	if err != nil {
-		return 0, fmt.Errorf("open file %s: %w", src.ID, err)
-	}
-	defer body.Close()
+// countRows is how many data rows body has, for the progress's total.
+func countRows(body io.Reader, args CSVArgs) (int, error) {
 	r := newCSVReader(body, args)
 	n := 0
 	for {
@@ -182,7 +176,7 @@ func countRows(ctx context.Context, cfg Config, task Task, src File, args CSVArg
 		}
 		var pe *csv.ParseError
 		if err != nil && !errors.As(err, &pe) {
-			return 0, fmt.Errorf("read file %s: %w", src.ID, err)
+			return 0, fmt.Errorf("count rows: %w", err)
 		}
 		n++
 	}
@@ -278,9 +272,9 @@ func importRows(ctx context.Context, cfg Config, task Task, src File, args CSVAr
 	if err != nil {
 		return CSVResult{}, fmt.Errorf("begin the import: %w", err)
 	}
-	_, body, err := cfg.Files.Open(ctx, task.Owner, src.ID)
+	_, body, err := openStored(ctx, cfg, task, src.ID)
 	if err != nil {
-		return CSVResult{}, fmt.Errorf("open file %s: %w", src.ID, err)
+		return CSVResult{}, err
 	}
 	defer body.Close()
 	r := newCSVReader(body, args)

@@ -134,9 +134,6 @@ func checkFetchURL(field, raw string) error {
 // the limit are permanent failures; a timeout, a connection that failed
 // and a server error (5xx, 429) may succeed on a retry.
 func (f *Fetcher) fetch(ctx context.Context, rawURL string) (input, error) {
-	if f == nil {
-		f = NewFetcher(FetchConfig{})
-	}
 	if err := checkFetchURL("url", rawURL); err != nil {
 		return input{}, Permanent(err)
 	}

@@ -51,19 +51,29 @@ type input struct {
 // failures; a fetch that timed out or met a server error is retried.
 func openInput(ctx context.Context, cfg Config, task Task, fileID, url string) (input, error) {
 	if fileID != "" {
-		if cfg.Files == nil {
-			return input{}, Permanent(errNoFileStore)
-		}
-		f, body, err := cfg.Files.Open(ctx, task.Owner, fileID)
-		if errors.Is(err, ErrFileNotFound) {
-			return input{}, Permanent(fmt.Errorf("file %s: %w", fileID, ErrFileNotFound))
-		}
+		f, body, err := openStored(ctx, cfg, task, fileID)
 		if err != nil {
-			return input{}, fmt.Errorf("open file %s: %w", fileID, err)
+			return input{}, err
 		}
 		return input{name: f.Filename, contentType: f.ContentType, size: f.Size, body: body}, nil
 	}
 	return cfg.Fetcher.fetch(ctx, url)
+}
+
+// openStored opens the task owner's file id; a file that is not there
+// is a permanent failure.
+func openStored(ctx context.Context, cfg Config, task Task, id string) (File, io.ReadCloser, error) {
+	if cfg.Files == nil {
+		return File{}, nil, Permanent(errNoFileStore)
+	}
+	f, body, err := cfg.Files.Open(ctx, task.Owner, id)
+	if errors.Is(err, ErrFileNotFound) {
+		return File{}, nil, Permanent(fmt.Errorf("file %s: %w", id, ErrFileNotFound))
+	}
+	if err != nil {
+		return File{}, nil, fmt.Errorf("open file %s: %w", id, err)
+	}
+	return f, body, nil
 }
 
 // saveOutput stores a task's output file.
