@@ -22,17 +22,26 @@ import (
 // comparison nor the loop leaks how much of a key matched.
 type apiKeys struct {
 	digests [][sha256.Size]byte
+	// sessionSecrets sign the console's sessions, one per key (by owner),
+	// derived from the key itself: every API process agrees on them, and
+	// removing a key ends its sessions.
+	sessionSecrets map[string][]byte
 }
 
 func newAPIKeys(list string) *apiKeys {
-	k := &apiKeys{}
+	k := &apiKeys{sessionSecrets: map[string][]byte{}}
 	for _, key := range strings.Split(list, ",") {
 		if key = strings.TrimSpace(key); key != "" {
-			k.digests = append(k.digests, sha256.Sum256([]byte(key)))
+			d := sha256.Sum256([]byte(key))
+			k.digests = append(k.digests, d)
+			secret := sha256.Sum256([]byte("errand console session\x00" + key))
+			k.sessionSecrets[ownerOf(d)] = secret[:]
 		}
 	}
 	return k
 }
+
+func ownerOf(digest [sha256.Size]byte) string { return hex.EncodeToString(digest[:8]) }
 
 func (k *apiKeys) enabled() bool { return k != nil && len(k.digests) > 0 }
 
@@ -50,7 +59,7 @@ func (k *apiKeys) owner(key string) (owner string, ok bool) {
 	if match != 1 {
 		return "", false
 	}
-	return hex.EncodeToString(d[:8]), true
+	return ownerOf(d), true
 }
 
 // presentedKey reads the key from X-API-Key or an Authorization bearer

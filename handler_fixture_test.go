@@ -82,7 +82,7 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 			log: slog.New(slog.DiscardHandler), items: f.items,
 			health:   map[string]pinger{"rabbitmq": f.broker, "redis": f.statuses, "mongodb": f.items},
 			backends: "embedded", maxBody: handlerMaxBody, healthTimeout: time.Second, now: f.clock.now, serveAPI: true,
-			metrics: testMetrics(), tracing: disabledTracing(), registry: tasks.NewRegistry(tasks.Config{}),
+			metrics: testMetrics(), tracing: disabledTracing(), registry: tasks.NewRegistry(tasks.Config{}), queues: f.broker,
 		},
 		statuses: f.statuses, keys: f.keys, results: f.items, publisher: f.broker,
 	}

@@ -32,6 +32,7 @@ type serverDeps struct {
 	shutdown  <-chan struct{}
 	schedules scheduleRoutes
 	files     fileRoutes
+	queues    queueDepthReader // for the console's overview
 
 	health        map[string]pinger
 	backends      string // "embedded" or "external", shown by /health
@@ -44,7 +45,18 @@ type serverDeps struct {
 // newServer builds errand's HTTP handler from the route table.
 func newServer(d serverDeps) http.Handler {
 	mux := http.NewServeMux()
-	for _, rt := range routeTable(d) {
+	routes := routeTable(d)
+	if d.serveAPI {
+		c := newConsole(newConsoleAPI(routes), consoleSessions{keys: d.apiKeys, now: d.now}, d.queues, d.rateLimiter, d.log, d.now)
+		// Browsers say where a request comes from (Sec-Fetch-Site,
+		// Origin): a console POST from another site is refused before
+		// its CSRF token is even read.
+		crossOrigin := http.NewCrossOriginProtection()
+		for pattern, h := range c.routes() {
+			mux.Handle(pattern, crossOrigin.Handler(h))
+		}
+	}
+	for _, rt := range routes {
 		if rt.apiOnly && !d.serveAPI {
 			continue
 		}

@@ -249,11 +249,13 @@ func TestStackScaleOut(t *testing.T) {
 }
 
 // checkDocsThroughNginx: the API reference and its document reach a
-// browser through nginx, as the guide's Part 8 opens them.
+// browser through nginx, as the guide's Part 8 opens them, and so does
+// the console.
 func checkDocsThroughNginx(t *testing.T, nginx string) {
 	t.Helper()
 	for path, wantType := range map[string]string{
 		"/docs": "text/html; charset=utf-8", "/docs/swagger-ui-bundle.js": "text/javascript; charset=utf-8", "/openapi.json": "application/json",
+		"/ui/": "text/html; charset=utf-8", "/ui/tasks": "text/html; charset=utf-8", "/ui/assets/console.js": "text/javascript; charset=utf-8",
 	} {
 		resp := apiCall(t, "GET", nginx+path, "", nil, nil)
 		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != wantType || len(resp.body) == 0 {
@@ -579,11 +581,18 @@ func checkFilesThroughNginx(t *testing.T, nginx string) {
 	}
 }
 
-// checkEventsThroughNginx follows a task due in 3 s through nginx: its
-// first event (SCHEDULED) arrives at once, seconds before the stream ends
-// with the task's SUCCESS, so nginx passes events on as errand writes
-// them.
+// checkEventsThroughNginx follows a task due in 3 s through nginx, by the
+// API's stream and by the console's: its first event (SCHEDULED) arrives
+// at once, seconds before the stream ends with the task's SUCCESS, so
+// nginx passes events on as errand writes them.
 func checkEventsThroughNginx(t *testing.T, nginx string) {
+	t.Helper()
+	for _, prefix := range []string{"/api/tasks/", "/ui/tasks/"} {
+		checkEventStreamThroughNginx(t, nginx, prefix)
+	}
+}
+
+func checkEventStreamThroughNginx(t *testing.T, nginx, prefix string) {
 	t.Helper()
 	var acc taskAccepted
 	body := `{"type": "process_heavy_task", "args": {"data": "streamed through nginx", "iterations": 1}, "countdown": 3}`
@@ -591,11 +600,11 @@ func checkEventsThroughNginx(t *testing.T, nginx string) {
 		t.Fatalf("submit a scheduled task through nginx: %d", code)
 	}
 	opened := time.Now()
-	events := readEvents(t, openEvents(t, nginx+"/api/tasks/"+acc.TaskID+"/events", ""))
+	events := readEvents(t, openEvents(t, nginx+prefix+acc.TaskID+"/events", ""))
 	if len(events) < 2 || events[0].task.Status != stateScheduled || events[len(events)-1].task.Status != stateSuccess {
-		t.Fatalf("events through nginx: %+v, want SCHEDULED first and SUCCESS last", events)
+		t.Fatalf("events of %s through nginx: %+v, want SCHEDULED first and SUCCESS last", prefix, events)
 	}
 	if first, last := events[0].at.Sub(opened), events[len(events)-1].at.Sub(opened); first > time.Second || last < 2*time.Second {
-		t.Errorf("through nginx the first event came %v after opening and the last %v; want the first at once and the last when the task ends, 3 s after its submit", first, last)
+		t.Errorf("through nginx (%s) the first event came %v after opening and the last %v; want the first at once and the last when the task ends, 3 s after its submit", prefix, first, last)
 	}
 }

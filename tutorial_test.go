@@ -43,7 +43,7 @@ func readmeSection(t *testing.T, heading string) []codeBlock {
 // dir.
 func copyModule(t *testing.T, dir string) {
 	t.Helper()
-	for _, pattern := range []string{"go.mod", "go.sum", "*.go", "tasks/*.go", "web/*.*", "web/swagger-ui/*"} {
+	for _, pattern := range []string{"go.mod", "go.sum", "*.go", "tasks/*.go", "web/*.*", "web/swagger-ui/*", "web/console/*"} {
 		files, err := filepath.Glob(pattern)
 		if err != nil {
 			t.Fatal(err)

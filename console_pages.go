@@ -1,0 +1,410 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"errand/tasks"
+)
+
+// The console's pages over tasks: the overview, the task list, a task's
+// page with its live progress, and the actions on a task.
+
+// taskStates are the states a task list can be filtered by, in the order
+// a task goes through them.
+var taskStates = []string{statePending, stateScheduled, stateProgress, stateRetry, stateSuccess, stateFailure, stateRevoked}
+
+type overviewPage struct {
+	Queues    []queueLine
+	Counts    []stateCount
+	Failures  []taskJSON
+	Recent    []taskJSON
+	Problems  []string
+	UpdatedAt time.Time
+}
+
+type queueLine struct {
+	Name     string
+	Messages int
+	Dead     bool
+}
+
+// stateCount is how many tasks are in a state, up to overviewCountLimit.
+type stateCount struct {
+	Label string
+	State string
+	Since string // a task-list filter on the time, for the link
+	Count int
+	More  bool // there are more than Count
+}
+
+// overviewCountLimit bounds the overview's counts: each is one page of
+// the task listing.
+const overviewCountLimit = 100
+
+func (c *console) overview(w http.ResponseWriter, r *http.Request) error {
+	p := overviewPage{UpdatedAt: c.now()}
+	problem := func(what string, err error) { p.Problems = append(p.Problems, what+": "+apiMessage(err)) }
+	if depths, err := c.queues.queueDepths(r.Context()); err != nil {
+		c.log.WarnContext(r.Context(), "console overview: queue depths", "error", err)
+		p.Problems = append(p.Problems, "queue depths: the broker did not answer")
+	} else {
+		for name, n := range depths {
+			p.Queues = append(p.Queues, queueLine{Name: name, Messages: n, Dead: strings.HasSuffix(name, ".dead")})
+		}
+		slices.SortFunc(p.Queues, func(a, b queueLine) int { return cmp.Compare(a.Name, b.Name) })
+	}
+	recentSince := c.now().Add(-5 * time.Minute)
+	for _, sc := range []stateCount{
+		{Label: "Running", State: stateProgress}, {Label: "Waiting to run", State: statePending},
+		{Label: "Scheduled", State: stateScheduled}, {Label: "Waiting to retry", State: stateRetry},
+		{Label: "Succeeded, last 5 minutes", State: stateSuccess, Since: "5m"}, {Label: "Failed, last 5 minutes", State: stateFailure, Since: "5m"},
+	} {
+		q := url.Values{"status": {sc.State}, "limit": {strconv.Itoa(overviewCountLimit)}}
+		if sc.Since != "" {
+			q.Set("since", recentSince.Format(time.RFC3339Nano))
+		}
+		list, err := c.listTasks(r, q)
+		if err != nil {
+			problem(sc.Label, err)
+			continue
+		}
+		sc.Count, sc.More = len(list.Tasks), list.NextCursor != "" && len(list.Tasks) == overviewCountLimit
+		p.Counts = append(p.Counts, sc)
+	}
+	if list, err := c.listTasks(r, url.Values{"status": {stateFailure}, "limit": {"5"}}); err != nil {
+		problem("recent failures", err)
+	} else {
+		p.Failures = list.Tasks
+	}
+	if list, err := c.listTasks(r, url.Values{"limit": {"10"}}); err != nil {
+		problem("recent tasks", err)
+	} else {
+		p.Recent = list.Tasks
+	}
+	c.render(w, r, http.StatusOK, "overview", "Overview", p)
+	return nil
+}
+
+func (c *console) listTasks(r *http.Request, q url.Values) (taskListJSON, error) {
+	var list taskListJSON
+	_, err := c.api.call(r.Context(), http.MethodGet, "/api/tasks?"+q.Encode(), nil, &list)
+	return list, err
+}
+
+type taskListPage struct {
+	Tasks  []taskJSON
+	States []string
+	Types  []string
+	Spans  []timeSpan
+	// The filters as given.
+	Status, Type, Since, ID string
+	Notice                  string
+	Next                    string // the link to older tasks, if any
+}
+
+// timeSpan is a choice of the task list's time filter.
+type timeSpan struct {
+	Value, Label string
+	d            time.Duration
+}
+
+var timeSpans = []timeSpan{{"5m", "last 5 minutes", 5 * time.Minute}, {"1h", "last hour", time.Hour},
+	{"24h", "last day", 24 * time.Hour}, {"7d", "last week", 7 * 24 * time.Hour}}
+
+// taskList is the task list, with filters by state, type and time, and a
+// search by id that opens the task.
+func (c *console) taskList(w http.ResponseWriter, r *http.Request) error {
+	in := r.URL.Query()
+	p := taskListPage{States: taskStates, Spans: timeSpans,
+		Status: in.Get("status"), Type: in.Get("type"), Since: in.Get("since"), ID: strings.TrimSpace(in.Get("id"))}
+	if p.ID != "" {
+		_, err := c.api.call(r.Context(), http.MethodGet, "/api/tasks/"+url.PathEscape(p.ID), nil, nil)
+		if err == nil {
+			http.Redirect(w, r, "/ui/tasks/"+url.PathEscape(p.ID), http.StatusSeeOther)
+			return nil
+		}
+		if !isStatus(err, http.StatusNotFound, http.StatusBadRequest) {
+			return err
+		}
+		p.Notice = fmt.Sprintf("No task has the id %q.", p.ID)
+	}
+	var types []taskTypeJSON
+	if _, err := c.api.call(r.Context(), http.MethodGet, "/api/task-types", nil, &types); err != nil {
+		return err
+	}
+	for _, t := range types {
+		p.Types = append(p.Types, t.Name)
+	}
+	q := url.Values{"limit": {"50"}}
+	for _, f := range []string{"status", "type", "cursor"} {
+		if v := in.Get(f); v != "" {
+			q.Set(f, v)
+		}
+	}
+	if p.Since != "" {
+		i := slices.IndexFunc(timeSpans, func(s timeSpan) bool { return s.Value == p.Since })
+		if i < 0 {
+			return invalidField("since", "must be one of 5m, 1h, 24h, 7d")
+		}
+		q.Set("since", c.now().Add(-timeSpans[i].d).Format(time.RFC3339Nano))
+	}
+	list, err := c.listTasks(r, q)
+	if err != nil {
+		return err
+	}
+	p.Tasks = list.Tasks
+	if list.NextCursor != "" {
+		next := url.Values{"cursor": {list.NextCursor}}
+		for f, v := range map[string]string{"status": p.Status, "type": p.Type, "since": p.Since} {
+			if v != "" {
+				next.Set(f, v)
+			}
+		}
+		p.Next = "/ui/tasks?" + next.Encode()
+	}
+	c.render(w, r, http.StatusOK, "tasks", "Tasks", p)
+	return nil
+}
+
+type taskView struct {
+	Task      taskJSON
+	Final     bool
+	Percent   int
+	CanCancel bool
+	CanRetry  bool
+	Args      string
+	Result    string
+	Timeline  []timelineEntry
+	Files     []fileLink
+	Done      string
+}
+
+type timelineEntry struct {
+	What string
+	At   time.Time
+}
+
+// fileLink is a file a task read or wrote, found by its field's name.
+type fileLink struct {
+	Field, ID string
+}
+
+// taskDone are the notes a task page shows after an action, by the
+// action's name in the redirect.
+var taskDone = map[string]string{
+	"submit": "Submitted: the broker has confirmed the task.",
+	"cancel": "Cancelled.",
+	"retry":  "Queued again: this is the new task, with the failed one's arguments.",
+}
+
+// showTask is a task's page: what was asked, where it stands, its
+// timeline, its result or error, and its files. console.js follows the
+// task's events and updates the page as it runs.
+func (c *console) showTask(w http.ResponseWriter, r *http.Request) error {
+	var t taskJSON
+	if _, err := c.api.call(r.Context(), http.MethodGet, "/api/tasks/"+url.PathEscape(r.PathValue("task_id")), nil, &t); err != nil {
+		return err
+	}
+	p := taskView{Task: t, Final: stateRank(t.Status) == 2, CanRetry: t.Status == stateFailure, Done: taskDone[r.URL.Query().Get("done")]}
+	p.CanCancel = !p.Final
+	if p.Percent = progressPercent(t.Progress); t.Status == stateSuccess {
+		p.Percent = 100
+	}
+	if len(t.Args) > 0 {
+		p.Args = prettyJSON(t.Args)
+		var args map[string]any
+		if json.Unmarshal(t.Args, &args) == nil {
+			p.Files = append(p.Files, fileLinks(args)...)
+		}
+	}
+	if t.Result != nil {
+		p.Result = prettyJSON(t.Result)
+		p.Files = append(p.Files, fileLinks(t.Result)...)
+	}
+	for _, e := range []struct {
+		what string
+		at   *time.Time
+	}{{"Submitted", t.CreatedAt}, {"Due", t.ScheduledFor}, {"Started", t.StartedAt}, {"Retry due", t.RetryAt}, {"Ended " + t.Status, t.FinishedAt}} {
+		if e.at != nil {
+			p.Timeline = append(p.Timeline, timelineEntry{What: e.what, At: *e.at})
+		}
+	}
+	if t.Revoked != nil {
+		p.Timeline = append(p.Timeline, timelineEntry{What: "Cancel asked", At: t.Revoked.At})
+	}
+	slices.SortStableFunc(p.Timeline, func(a, b timelineEntry) int { return a.At.Compare(b.At) })
+	c.render(w, r, http.StatusOK, "task", "Task "+t.TaskID, p)
+	return nil
+}
+
+// fileLinks are the fields of v that name a stored file: file_id and
+// every *_file_id.
+func fileLinks(v map[string]any) []fileLink {
+	var out []fileLink
+	for k, val := range v {
+		id, ok := val.(string)
+		if ok && id != "" && (k == "file_id" || strings.HasSuffix(k, "_file_id")) {
+			out = append(out, fileLink{Field: k, ID: id})
+		}
+	}
+	slices.SortFunc(out, func(a, b fileLink) int { return cmp.Compare(a.Field, b.Field) })
+	return out
+}
+
+// taskEvents is the API's event stream of a task, for the task page's
+// script, which cannot send an API key but sends the session cookie.
+func (c *console) taskEvents(w http.ResponseWriter, r *http.Request) error {
+	c.serveAPI(w, r, "/api/tasks/"+url.PathEscape(r.PathValue("task_id"))+"/events")
+	return nil
+}
+
+// file is the API's download of a stored file, for the task page's links.
+func (c *console) file(w http.ResponseWriter, r *http.Request) error {
+	c.serveAPI(w, r, "/api/files/"+url.PathEscape(r.PathValue("id")))
+	return nil
+}
+
+// serveAPI answers r with the API's answer at apiPath, streamed as the
+// API writes it.
+func (c *console) serveAPI(w http.ResponseWriter, r *http.Request, apiPath string) {
+	r2 := r.Clone(r.Context())
+	r2.URL.Path, r2.URL.RawPath = apiPath, ""
+	r2.Header.Del("Cookie")
+	w.Header().Del("Cache-Control")
+	c.api.mux.ServeHTTP(w, r2)
+}
+
+func (c *console) cancelTask(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("task_id")
+	if _, err := c.api.call(r.Context(), http.MethodPost, "/api/tasks/"+url.PathEscape(id)+"/cancel", nil, nil); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/ui/tasks/"+url.PathEscape(id)+"?done=cancel", http.StatusSeeOther)
+	return nil
+}
+
+func (c *console) retryTask(w http.ResponseWriter, r *http.Request) error {
+	var answer retryAccepted
+	if _, err := c.api.call(r.Context(), http.MethodPost, "/api/tasks/"+url.PathEscape(r.PathValue("task_id"))+"/retry", nil, &answer); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/ui/tasks/"+url.PathEscape(answer.TaskID)+"?done=retry", http.StatusSeeOther)
+	return nil
+}
+
+type schedulesPage struct {
+	Schedules []scheduleJSON
+	Done      string
+}
+
+var scheduleDone = map[string]string{"pause": "Paused.", "resume": "Resumed: it runs from its next tick.", "delete": "Deleted."}
+
+func (c *console) scheduleList(w http.ResponseWriter, r *http.Request) error {
+	var list scheduleListJSON
+	if _, err := c.api.call(r.Context(), http.MethodGet, "/api/schedules", nil, &list); err != nil {
+		return err
+	}
+	c.render(w, r, http.StatusOK, "schedules", "Schedules", schedulesPage{Schedules: list.Schedules, Done: scheduleDone[r.URL.Query().Get("done")]})
+	return nil
+}
+
+// scheduleAction pauses, resumes or deletes a schedule.
+func (c *console) scheduleAction(w http.ResponseWriter, r *http.Request) error {
+	action, target := r.PathValue("action"), "/api/schedules/"+url.PathEscape(r.PathValue("name"))
+	method := http.MethodPost
+	switch action {
+	case "pause", "resume":
+		target += "/" + action
+	case "delete":
+		method = http.MethodDelete
+	default:
+		return &apiError{status: http.StatusNotFound, code: "not_found", message: "A schedule can be paused, resumed or deleted; not " + action + "."}
+	}
+	if _, err := c.api.call(r.Context(), method, target, nil, nil); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/ui/schedules?done="+action, http.StatusSeeOther)
+	return nil
+}
+
+func (c *console) notFound(http.ResponseWriter, *http.Request) error {
+	return &apiError{status: http.StatusNotFound, code: "not_found", message: "The console has no such page."}
+}
+
+// isStatus reports whether err is an API error with one of statuses.
+func isStatus(err error, statuses ...int) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && slices.Contains(statuses, ae.status)
+}
+
+func prettyJSON(v any) string {
+	if raw, ok := v.(json.RawMessage); ok {
+		var parsed any
+		if json.Unmarshal(raw, &parsed) == nil {
+			v = parsed
+		}
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+// consoleTemplateFuncs are the helpers the console's templates use.
+func consoleTemplateFuncs(now func() time.Time) template.FuncMap {
+	return template.FuncMap{
+		"when": func(t any) string {
+			switch v := t.(type) {
+			case *time.Time:
+				if v == nil {
+					return ""
+				}
+				return v.UTC().Format("2006-01-02 15:04:05 UTC")
+			case time.Time:
+				return v.UTC().Format("2006-01-02 15:04:05 UTC")
+			}
+			return ""
+		},
+		"ago": func(t *time.Time) string {
+			if t == nil {
+				return ""
+			}
+			return humanAgo(now().Sub(*t))
+		},
+		"percent":    progressPercent,
+		"stateClass": func(s string) string { return "state-" + strings.ToLower(s) },
+	}
+}
+
+func progressPercent(p *tasks.Progress) int {
+	if p == nil {
+		return 0
+	}
+	return min(max(p.Percent, 0), 100)
+}
+
+// humanAgo says how long ago something was, roughly.
+func humanAgo(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%d s ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%d min ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d h ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
+}
