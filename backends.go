@@ -19,6 +19,7 @@ type backends struct {
 	publisher taskPublisher
 	queue     workQueue
 	queues    queueDepthReader
+	dead      deadLetterQueue
 	statuses  statusStore
 	keys      keyStore
 	revoked   revocationStore
@@ -59,7 +60,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		obs := newStoreObserver("embedded", m, tracer, slices.Concat(statusOps, keyOps, documentOps)...)
 		measured := measuredDocumentStore{next: store, obs: obs}
 		return &backends{
-			mode: "embedded", publisher: broker, queue: broker, queues: broker,
+			mode: "embedded", publisher: broker, queue: broker, queues: broker, dead: broker,
 			statuses:  measuredStatusStore{next: statuses, obs: obs},
 			keys:      measuredKeyStore{next: newMemoryKeyStore(), obs: obs},
 			revoked:   newMemoryRevocations(revocationTTL(cfg)),
@@ -93,7 +94,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
 	files := newGridFiles(mongoStore.client.Database(cfg.MongoDatabase))
 	b := &backends{
-		mode: "external", publisher: broker, queue: broker, queues: broker,
+		mode: "external", publisher: broker, queue: broker, queues: broker, dead: broker,
 		statuses:  measuredStatusStore{next: statuses, obs: redisObs},
 		keys:      measuredKeyStore{next: &redisKeyStore{client: rdb, prefix: cfg.KeyPrefix}, obs: redisObs},
 		revoked:   revocations,

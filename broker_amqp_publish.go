@@ -126,8 +126,9 @@ func roundUp(d, unit time.Duration) time.Duration {
 // it can never run, in the x-errand-reason header.
 func (b *amqpBroker) publishDead(ctx context.Context, body []byte, id, reason string) error {
 	return b.publishTo(ctx, b.deadQueue, id, amqp.Publishing{
-		Headers: amqp.Table{"x-errand-reason": reason},
-		Body:    body,
+		Headers:   amqp.Table{"x-errand-reason": reason},
+		Timestamp: time.Now(), // when it died: the reason's time
+		Body:      body,
 	}, nil)
 }
 

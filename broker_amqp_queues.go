@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -104,4 +105,65 @@ func (b *amqpBroker) queueDepths(ctx context.Context) (map[string]int, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// sweepDead visits the oldest scan dead letters on a channel of its own:
+// each is taken with basic.get and left unacknowledged, acked when visit
+// removes it; closing the channel gives every other one back. A classic
+// queue puts them back where they were; a quorum queue puts them behind
+// the ones the sweep did not reach. While a sweep holds them, other
+// sweeps do not see them.
+func (b *amqpBroker) sweepDead(ctx context.Context, scan int, visit func(deadLetter) (bool, error)) error {
+	p, err := b.publisher()
+	if err != nil {
+		return err
+	}
+	ch, err := p.conn.Channel()
+	if err != nil {
+		return fmt.Errorf("%w: open channel: %w", errBrokerUnavailable, err)
+	}
+	defer ch.Close()
+	for range scan {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		d, ok, err := ch.Get(b.deadQueue, false) // no auto-ack
+		if err != nil {
+			return fmt.Errorf("%w: get from %s: %w", errBrokerUnavailable, b.deadQueue, err)
+		}
+		if !ok {
+			return nil
+		}
+		remove, err := visit(deadLetterOf(d))
+		if err != nil {
+			return err
+		}
+		if remove {
+			if err := d.Ack(false); err != nil {
+				return fmt.Errorf("%w: ack dead letter: %w", errBrokerUnavailable, err)
+			}
+		}
+	}
+	return nil
+}
+
+// deadLetterOf reads a dead letter's reason: errand's own header, or the
+// broker's x-death record for a message RabbitMQ dead-lettered itself.
+func deadLetterOf(d amqp.Delivery) deadLetter {
+	dl := deadLetter{body: d.Body}
+	if reason, ok := d.Headers["x-errand-reason"].(string); ok {
+		dl.reason = reason
+		dl.deadAt = d.Timestamp
+		return dl
+	}
+	if deaths, ok := d.Headers["x-death"].([]any); ok && len(deaths) > 0 {
+		if death, ok := deaths[0].(amqp.Table); ok {
+			reason, _ := death["reason"].(string)
+			dl.reason = "dead-lettered by RabbitMQ: " + reason
+			dl.deadAt, _ = death["time"].(time.Time)
+			return dl
+		}
+	}
+	dl.reason = "unknown"
+	return dl
 }

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -18,7 +19,9 @@ type memoryBroker struct {
 	ready  messageHeap
 	seq    uint64
 	wake   chan struct{} // closed and replaced whenever a message is ready
-	dead   [][]byte
+	dead   []deadLetter
+	// sweepMu lets one sweep of the dead letters run at a time.
+	sweepMu sync.Mutex
 	closed bool
 	queue  string // the name queueDepths reports
 }
@@ -94,11 +97,43 @@ func (b *memoryBroker) publishDelayed(_ context.Context, m taskMessage, delay ti
 	return nil
 }
 
-func (b *memoryBroker) publishDead(_ context.Context, body []byte, _, _ string) error {
+func (b *memoryBroker) publishDead(_ context.Context, body []byte, _, reason string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.dead = append(b.dead, body)
+	b.dead = append(b.dead, deadLetter{body: body, reason: reason, deadAt: time.Now()})
 	return nil
+}
+
+// sweepDead visits the oldest scan dead letters in order and removes
+// those visit asks to. visit runs without the broker's lock (a requeue
+// publishes); sweeps take turns, and only they remove dead letters, so
+// the ones visited are still first when the sweep removes them.
+func (b *memoryBroker) sweepDead(ctx context.Context, scan int, visit func(deadLetter) (bool, error)) error {
+	b.sweepMu.Lock()
+	defer b.sweepMu.Unlock()
+	b.mu.Lock()
+	visiting := slices.Clone(b.dead[:min(scan, len(b.dead))])
+	b.mu.Unlock()
+	remove := make([]bool, len(visiting))
+	var err error
+	for i, d := range visiting {
+		if err = ctx.Err(); err != nil {
+			break
+		}
+		if remove[i], err = visit(d); err != nil {
+			break
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	kept := make([]deadLetter, 0, len(b.dead))
+	for i, d := range b.dead {
+		if i >= len(remove) || !remove[i] {
+			kept = append(kept, d)
+		}
+	}
+	b.dead = kept
+	return err
 }
 
 func (b *memoryBroker) ping(context.Context) error { return nil }
@@ -168,7 +203,7 @@ func (b *memoryBroker) deliveryFor(m queuedMessage, release func()) delivery {
 					m.redelivered = true
 					b.enqueue(m)
 				} else {
-					b.dead = append(b.dead, m.body)
+					b.dead = append(b.dead, deadLetter{body: m.body, reason: "rejected", deadAt: time.Now()})
 				}
 			})
 		},

@@ -103,7 +103,15 @@ func TestConsoleInABrowser(t *testing.T) {
 			States []string `json:"states"`
 			IDs    []string `json:"ids"`
 		} `json:"filter"`
-		Search   struct{ URL string } `json:"search"`
+		Search struct{ URL string } `json:"search"`
+		Dead   struct {
+			IDs      []string `json:"ids"`
+			Reasons  []string `json:"reasons"`
+			Requeued string   `json:"requeued"`
+			Unticked string   `json:"unticked"`
+			Purged   string   `json:"purged"`
+			Left     int      `json:"left"`
+		} `json:"dead"`
 		Overview struct {
 			Failures int `json:"failures"`
 		} `json:"overview"`
@@ -161,6 +169,25 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	if !strings.HasSuffix(got.Search.URL, "/ui/tasks/"+w.TaskID) {
 		t.Errorf("search by id went to %s, want the task's page", got.Search.URL)
+	}
+	d := got.Dead
+	if !slices.Contains(d.IDs, r.Failed) || !slices.Contains(d.IDs, r.Retried) || !slices.ContainsFunc(d.Reasons, func(s string) bool { return strings.Contains(s, "file not found") }) {
+		t.Errorf("dead letters page: %v %v, want both failed tasks with their reason", d.IDs, d.Reasons)
+	}
+	if d.Requeued == "" || slices.Contains([]string{r.Failed, r.Retried}, d.Requeued) {
+		t.Errorf("requeue from the dead letters opened %q, want a new task", d.Requeued)
+	}
+	waitForStatus(t, base, d.Requeued, stateFailure, 10*time.Second)
+	if !strings.HasSuffix(d.Unticked, "/ui/dead-letters") {
+		t.Errorf("purge without ticking the box went to %s, want to stay on the page", d.Unticked)
+	}
+	if !strings.Contains(d.Purged, "Dead letters purged: ") || d.Left != 0 {
+		t.Errorf("after the purge: %q, %d rows left; want the count and none left", d.Purged, d.Left)
+	}
+	var dead deadLetterListJSON
+	apiCall(t, "GET", base+"/api/dead-letters", "", nil, &dead)
+	if len(dead.DeadLetters) != 0 {
+		t.Errorf("the API still lists %d dead letters after the console's purge", len(dead.DeadLetters))
 	}
 	if got.Overview.Failures < 2 {
 		t.Errorf("overview lists %d recent failures, want at least 2", got.Overview.Failures)

@@ -25,7 +25,7 @@ const consolePolicy = "default-src 'self'; img-src 'self' data:; style-src 'self
 
 // consolePages are the console's page templates, each drawn inside
 // web/console/layout.html.
-var consolePages = []string{"overview", "tasks", "task", "submit", "schedules", "login", "error"}
+var consolePages = []string{"overview", "tasks", "task", "submit", "schedules", "deadletters", "login", "error"}
 
 // console is errand's web console at /ui/: server-rendered pages over
 // errand's own API.
@@ -58,23 +58,26 @@ func newConsole(api consoleAPI, sessions consoleSessions, queues queueDepthReade
 func (c *console) routes() map[string]http.Handler {
 	signedIn := func(h consoleHandler) http.Handler { return c.guard(h, true) }
 	return map[string]http.Handler{
-		"GET /ui":                            http.RedirectHandler("/ui/", http.StatusMovedPermanently),
-		"GET /ui/{$}":                        signedIn(c.overview),
-		"GET /ui/tasks":                      signedIn(c.taskList),
-		"GET /ui/tasks/{task_id}":            signedIn(c.showTask),
-		"GET /ui/tasks/{task_id}/events":     signedIn(c.taskEvents),
-		"POST /ui/tasks/{task_id}/cancel":    signedIn(c.cancelTask),
-		"POST /ui/tasks/{task_id}/retry":     signedIn(c.retryTask),
-		"GET /ui/submit":                     signedIn(c.submitForm),
-		"POST /ui/submit":                    signedIn(c.submitTask),
-		"GET /ui/schedules":                  signedIn(c.scheduleList),
-		"POST /ui/schedules/{name}/{action}": signedIn(c.scheduleAction),
-		"GET /ui/files/{id}":                 signedIn(c.file),
-		"GET /ui/login":                      c.guard(c.loginForm, false),
-		"POST /ui/login":                     limitRate(c.limiter, c.guard(c.login, false)),
-		"POST /ui/logout":                    c.guard(c.logout, false),
-		"GET /ui/assets/{file}":              http.HandlerFunc(c.asset),
-		"GET /ui/{path...}":                  c.guard(c.notFound, false),
+		"GET /ui":                                 http.RedirectHandler("/ui/", http.StatusMovedPermanently),
+		"GET /ui/{$}":                             signedIn(c.overview),
+		"GET /ui/tasks":                           signedIn(c.taskList),
+		"GET /ui/tasks/{task_id}":                 signedIn(c.showTask),
+		"GET /ui/tasks/{task_id}/events":          signedIn(c.taskEvents),
+		"POST /ui/tasks/{task_id}/cancel":         signedIn(c.cancelTask),
+		"POST /ui/tasks/{task_id}/retry":          signedIn(c.retryTask),
+		"GET /ui/submit":                          signedIn(c.submitForm),
+		"POST /ui/submit":                         signedIn(c.submitTask),
+		"GET /ui/schedules":                       signedIn(c.scheduleList),
+		"POST /ui/schedules/{name}/{action}":      signedIn(c.scheduleAction),
+		"GET /ui/dead-letters":                    signedIn(c.deadLetterList),
+		"POST /ui/dead-letters/{task_id}/requeue": signedIn(c.requeueDeadLetter),
+		"POST /ui/dead-letters/purge":             signedIn(c.purgeDeadLetters),
+		"GET /ui/files/{id}":                      signedIn(c.file),
+		"GET /ui/login":                           c.guard(c.loginForm, false),
+		"POST /ui/login":                          limitRate(c.limiter, c.guard(c.login, false)),
+		"POST /ui/logout":                         c.guard(c.logout, false),
+		"GET /ui/assets/{file}":                   http.HandlerFunc(c.asset),
+		"GET /ui/{path...}":                       c.guard(c.notFound, false),
 	}
 }
 

@@ -202,9 +202,10 @@ type fileLink struct {
 // taskDone are the notes a task page shows after an action, by the
 // action's name in the redirect.
 var taskDone = map[string]string{
-	"submit": "Submitted: the broker has confirmed the task.",
-	"cancel": "Cancelled.",
-	"retry":  "Queued again: this is the new task, with the failed one's arguments.",
+	"submit":  "Submitted: the broker has confirmed the task.",
+	"cancel":  "Cancelled.",
+	"retry":   "Queued again: this is the new task, with the failed one's arguments.",
+	"requeue": "Requeued from the dead letters: this is the new task, with the dead one's arguments.",
 }
 
 // showTask is a task's page: what was asked, where it stands, its
@@ -407,4 +408,48 @@ func humanAgo(d time.Duration) string {
 		return fmt.Sprintf("%d h ago", int(d.Hours()))
 	}
 	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
+}
+
+type deadLettersPage struct {
+	List deadLetterListJSON
+	Done string
+}
+
+func (c *console) deadLetterList(w http.ResponseWriter, r *http.Request) error {
+	var list deadLetterListJSON
+	if _, err := c.api.call(r.Context(), http.MethodGet, "/api/dead-letters?limit="+strconv.Itoa(maxPageSize), nil, &list); err != nil {
+		return err
+	}
+	done := ""
+	if n := r.URL.Query().Get("purged"); n != "" {
+		if count, err := strconv.Atoi(n); err == nil {
+			done = fmt.Sprintf("Dead letters purged: %d.", count)
+		}
+	}
+	c.render(w, r, http.StatusOK, "deadletters", "Dead letters", deadLettersPage{List: list, Done: done})
+	return nil
+}
+
+// requeueDeadLetter runs a dead letter's task again and opens the new
+// task.
+func (c *console) requeueDeadLetter(w http.ResponseWriter, r *http.Request) error {
+	var answer retryAccepted
+	if _, err := c.api.call(r.Context(), http.MethodPost, "/api/dead-letters/"+url.PathEscape(r.PathValue("task_id"))+"/requeue", nil, &answer); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/ui/tasks/"+url.PathEscape(answer.TaskID)+"?done=requeue", http.StatusSeeOther)
+	return nil
+}
+
+// purgeDeadLetters purges the dead letters once the form's box says so.
+func (c *console) purgeDeadLetters(w http.ResponseWriter, r *http.Request) error {
+	if r.PostFormValue("confirm") != "yes" {
+		return invalidField("confirm", "tick the box to confirm the purge: it cannot be undone")
+	}
+	var purged deadLetterPurgedJSON
+	if _, err := c.api.call(r.Context(), http.MethodDelete, "/api/dead-letters", nil, &purged); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/ui/dead-letters?purged="+strconv.Itoa(purged.Purged), http.StatusSeeOther)
+	return nil
 }

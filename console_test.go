@@ -215,7 +215,7 @@ func TestConsoleRefusesForgedPosts(t *testing.T) {
 func TestConsolePagesAreLockedDown(t *testing.T) {
 	f := newConsoleFixture(t, "")
 	id := submitAs(t, f, "")
-	for _, page := range []string{"/ui/", "/ui/tasks", "/ui/tasks/" + id, "/ui/submit?type=import_csv_data", "/ui/schedules", "/ui/no-such-page"} {
+	for _, page := range []string{"/ui/", "/ui/tasks", "/ui/tasks/" + id, "/ui/submit?type=import_csv_data", "/ui/schedules", "/ui/dead-letters", "/ui/no-such-page"} {
 		rec := f.browse(t, "GET", page, nil, nil)
 		if page != "/ui/no-such-page" && rec.Code != http.StatusOK {
 			t.Errorf("%s: %d, want 200 (body %s)", page, rec.Code, rec.Body)
@@ -230,6 +230,9 @@ func TestConsolePagesAreLockedDown(t *testing.T) {
 	}
 	if rec := f.browse(t, "GET", "/ui/no-such-page", nil, nil); rec.Code != http.StatusNotFound {
 		t.Errorf("/ui/no-such-page: %d, want 404", rec.Code)
+	}
+	if rec := f.browse(t, "POST", "/ui/dead-letters/purge", url.Values{"csrf": {f.csrf(t)}}, nil); rec.Code != http.StatusUnprocessableEntity {
+		t.Errorf("a purge without its box ticked: %d, want 422", rec.Code)
 	}
 	if rec := f.browse(t, "GET", "/ui/tasks?since=1y", nil, nil); rec.Code != http.StatusUnprocessableEntity {
 		t.Errorf("a time filter the console does not offer: %d, want 422", rec.Code)

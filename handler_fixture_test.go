@@ -93,6 +93,7 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 	d.submitter = newTaskSubmitter(d.statuses, d.keys, d.publisher, submitterConfig{}, d.log, d.metrics, d.tracing, d.now)
 	d.reader = taskStatusReader{statuses: d.statuses, results: d.results, log: d.log, now: d.now}
 	d.watcher = f.statuses
+	d.dead = deadLetterRoutes{queue: f.broker, specs: d.specs, submitter: d.submitter}
 	d.schedules = scheduleRoutes{store: f.schedules, specs: d.specs, maxBody: d.maxBody, now: d.now}
 	d.canceller = taskCanceller{reader: d.reader, revocations: f.revocations, results: f.items, statuses: d.statuses,
 		metrics: d.metrics, log: d.log, now: d.now}

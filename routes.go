@@ -120,6 +120,20 @@ func routeTable(d serverDeps) []route {
 			responses: []response{{200, taskJSON{}, "the task, cancelled"}, {404, errorBody{}, "no such task"}, {409, errorBody{}, "the task has ended"}},
 		}),
 
+		api("GET /api/dead-letters", handleListDeadLetters(d.dead), operation{
+			tag: "Dead letters", summary: "The dead-letter queue, oldest first, with the reason of each",
+			query:     []param{{"limit", "integer", "most dead letters to return (1 to 100, default 10)"}},
+			responses: []response{{200, deadLetterListJSON{}, "the key's dead letters among the oldest 1,000"}, {422, errorBody{}, "limit out of range"}, {503, errorBody{}, "the broker did not answer"}},
+		}),
+		api("POST /api/dead-letters/{task_id}/requeue", handleRequeueDeadLetter(d.dead), operation{
+			tag: "Dead letters", summary: "Run a dead letter's task again, as a new task, and take it off the queue", params: map[string]string{"task_id": taskID},
+			responses: []response{{202, retryAccepted{}, "the new task"}, {404, errorBody{}, "no dead letter of that task"}, {422, errorBody{}, "its arguments no longer pass its type's schema"}, {503, errorBody{}, "the broker did not answer"}},
+		}),
+		api("DELETE /api/dead-letters", handlePurgeDeadLetters(d.dead), operation{
+			tag: "Dead letters", summary: "Purge the dead-letter queue of the key's dead letters",
+			responses: []response{{200, deadLetterPurgedJSON{}, "how many were purged"}, {503, errorBody{}, "the broker did not answer"}},
+		}),
+
 		api("POST /api/files", handleUploadFile(d.files), operation{
 			tag: "Files", summary: "Store a file", upload: true,
 			query:     []param{{"filename", "string", "the file's name, for a raw body"}},

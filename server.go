@@ -33,6 +33,7 @@ type serverDeps struct {
 	schedules scheduleRoutes
 	files     fileRoutes
 	queues    queueDepthReader // for the console's overview
+	dead      deadLetterRoutes
 
 	health        map[string]pinger
 	backends      string // "embedded" or "external", shown by /health

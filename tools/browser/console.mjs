@@ -120,6 +120,28 @@ try {
   await page.waitForURL(new RegExp("/ui/tasks/" + watched + "$"));
   seen.search = { url: page.url() };
 
+  // The dead letters of the failed tasks: one requeued, then all purged
+  // once the box is ticked.
+  await page.goto(base + "/ui/dead-letters");
+  const deadRows = page.locator("table.tasks tbody tr");
+  seen.dead = {
+    ids: await deadRows.locator("td:first-child a").allInnerTexts(),
+    reasons: await deadRows.locator("td.note").allInnerTexts(),
+  };
+  await page.screenshot({ path: shots + "/console-dead-letters.png" });
+  await page.getByRole("button", { name: "Requeue " + failed }).click();
+  await page.waitForURL(/done=requeue$/);
+  seen.dead.requeued = taskIdOf(page.url());
+  await page.locator('#task [data-field="status"]', { hasText: "FAILURE" }).waitFor();
+  await page.goto(base + "/ui/dead-letters");
+  await page.getByRole("button", { name: "Purge dead letters" }).click();
+  seen.dead.unticked = page.url();
+  await page.getByLabel(/removed for good/).check();
+  await page.getByRole("button", { name: "Purge dead letters" }).click();
+  await page.waitForURL(/purged=\d+$/);
+  seen.dead.purged = await page.locator(".notice.ok").innerText();
+  seen.dead.left = await page.locator("table.tasks tbody tr").count();
+
   await page.goto(base + "/ui/");
   await page.locator(".cards").waitFor();
   await page.screenshot({ path: shots + "/console-overview.png" });
