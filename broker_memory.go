@@ -15,15 +15,15 @@ import (
 // It lives and dies with the process, which the embedded mode says at
 // start.
 type memoryBroker struct {
-	mu     sync.Mutex
-	ready  messageHeap
-	seq    uint64
-	wake   chan struct{} // closed and replaced whenever a message is ready
-	dead   []deadLetter
+	mu    sync.Mutex
+	ready messageHeap
+	seq   uint64
+	wake  chan struct{} // closed and replaced whenever a message is ready
+	dead  []deadLetter
 	// sweepMu lets one sweep of the dead letters run at a time.
 	sweepMu sync.Mutex
-	closed bool
-	queue  string // the name queueDepths reports
+	closed  bool
+	queue   string // the name queueDepths reports
 }
 
 type queuedMessage struct {
