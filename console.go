@@ -2,12 +2,15 @@ package main
 
 import (
 	"embed"
-	"errors"
 	"html/template"
+	"math"
+	"mime"
+	"net"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -33,7 +36,8 @@ type console struct {
 	api      consoleAPI
 	sessions consoleSessions
 	queues   queueDepthReader
-	limiter  *rateLimiter // login attempts; nil: no limit
+	limiter  *rateLimiter // the API's (RATE_LIMIT); nil: none
+	signIns  *rateLimiter // sign-in attempts per client address
 	pages    map[string]*template.Template
 	log      *slog.Logger
 	now      func() time.Time
@@ -41,7 +45,8 @@ type console struct {
 
 func newConsole(api consoleAPI, sessions consoleSessions, queues queueDepthReader, limiter *rateLimiter,
 	log *slog.Logger, now func() time.Time) *console {
-	c := &console{api: api, sessions: sessions, queues: queues, limiter: limiter, log: log, now: now, pages: map[string]*template.Template{}}
+	c := &console{api: api, sessions: sessions, queues: queues, limiter: limiter, log: log, now: now, pages: map[string]*template.Template{},
+		signIns: newRateLimiter(signInsPerSecond, signInBurst)}
 	funcs := consoleTemplateFuncs(now)
 	for _, name := range consolePages {
 		// The templates are in the binary: one that does not parse is a
@@ -74,10 +79,11 @@ func (c *console) routes() map[string]http.Handler {
 		"POST /ui/dead-letters/purge":             signedIn(c.purgeDeadLetters),
 		"GET /ui/files/{id}":                      signedIn(c.file),
 		"GET /ui/login":                           c.guard(c.loginForm, false),
-		"POST /ui/login":                          limitRate(c.limiter, c.guard(c.login, false)),
+		"POST /ui/login":                          c.guard(c.login, false),
 		"POST /ui/logout":                         c.guard(c.logout, false),
 		"GET /ui/assets/{file}":                   http.HandlerFunc(c.asset),
 		"GET /ui/{path...}":                       c.guard(c.notFound, false),
+		"POST /ui/{path...}":                      c.guard(c.notFound, false),
 	}
 }
 
@@ -85,9 +91,13 @@ func (c *console) routes() map[string]http.Handler {
 // shown as an error page with the error's status.
 type consoleHandler func(w http.ResponseWriter, r *http.Request) error
 
-// guard sets the console's security headers, checks the session (when
-// signedIn and API_KEYS is set) and, for a POST, the CSRF token, and
-// shows a failure as an error page.
+// consoleFormMaxBytes bounds a console form's body: a few fields, the
+// largest a task's arguments.
+const consoleFormMaxBytes = 256 << 10
+
+// guard sets the console's security headers; checks the session (when
+// signedIn and API_KEYS is set), the client's rate and, for a POST, the
+// form and its CSRF token; and shows a failure as an error page.
 func (c *console) guard(h consoleHandler, signedIn bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
@@ -95,9 +105,10 @@ func (c *console) guard(h consoleHandler, signedIn bool) http.Handler {
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Referrer-Policy", "same-origin")
 		hd.Set("Cache-Control", "no-store")
+		owner := ""
 		if signedIn && !c.sessions.open() {
-			owner, ok := c.sessions.owner(r)
-			if !ok {
+			var ok bool
+			if owner, ok = c.sessions.owner(r); !ok {
 				if r.Method == http.MethodGet && !strings.HasSuffix(r.URL.Path, "/events") && !strings.HasPrefix(r.URL.Path, "/ui/files/") {
 					http.Redirect(w, r, "/ui/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 					return
@@ -107,10 +118,29 @@ func (c *console) guard(h consoleHandler, signedIn bool) http.Handler {
 			}
 			r = r.WithContext(withConsoleOwner(r.Context(), owner))
 		}
-		if r.Method == http.MethodPost && !validCSRF(r) {
-			c.fail(w, r, &apiError{status: http.StatusForbidden, code: "csrf",
-				message: "This form is out of date or did not come from errand's console. Go back, reload the page and try again."})
-			return
+		if signedIn && c.limiter != nil {
+			// The console's pages and actions spend the client's API rate
+			// budget, as the API calls they make would.
+			client := owner
+			if client == "" {
+				client, _, _ = net.SplitHostPort(r.RemoteAddr)
+			}
+			if ok, wait := c.limiter.reserve(client, c.now()); !ok {
+				hd.Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+				c.fail(w, r, &apiError{status: http.StatusTooManyRequests, code: "rate_limited", message: "Too many requests: wait a moment and try again."})
+				return
+			}
+		}
+		if r.Method == http.MethodPost {
+			if err := readConsoleForm(w, r); err != nil {
+				c.fail(w, r, err)
+				return
+			}
+			if !validCSRF(r) {
+				c.fail(w, r, &apiError{status: http.StatusForbidden, code: "csrf",
+					message: "This form is out of date or did not come from errand's console. Go back, reload the page and try again."})
+				return
+			}
 		}
 		if err := h(w, r); err != nil {
 			c.fail(w, r, err)
@@ -118,24 +148,36 @@ func (c *console) guard(h consoleHandler, signedIn bool) http.Handler {
 	})
 }
 
-// fail shows err as an error page: an API error with its status and
-// message, anything else as a 500 whose details go to the log only.
-func (c *console) fail(w http.ResponseWriter, r *http.Request, err error) {
-	status, message := http.StatusInternalServerError, apiMessage(err)
-	var ae *apiError
-	if errors.As(err, &ae) {
-		status = ae.status
-	} else {
-		c.log.ErrorContext(r.Context(), "console request failed", "request_id", requestID(r.Context()), "method", r.Method,
-			"path", r.URL.Path, "error", err.Error())
+// readConsoleForm reads a POST's form: URL-encoded, as the console's forms
+// send it, and small.
+func readConsoleForm(w http.ResponseWriter, r *http.Request) error {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
+		return &apiError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", message: "The console takes its own forms only."}
 	}
-	c.render(w, r, status, "error", "Something went wrong", errorPage{Status: status, StatusText: http.StatusText(status), Message: message})
+	r.Body = http.MaxBytesReader(w, r.Body, consoleFormMaxBytes)
+	if err := r.ParseForm(); err != nil {
+		return &apiError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", message: "This form is larger than the console takes."}
+	}
+	return nil
+}
+
+// fail shows err as an error page with the status and message the API
+// would answer (errorStatus), and the request id to find it in the log.
+func (c *console) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, body := errorStatus(err)
+	if status >= http.StatusInternalServerError {
+		c.log.ErrorContext(r.Context(), "console request failed", "request_id", requestID(r.Context()), "method", r.Method,
+			"path", r.URL.Path, "status", status, "error", err.Error())
+	}
+	c.render(w, r, status, "error", "Something went wrong",
+		errorPage{Status: status, StatusText: http.StatusText(status), Message: body.Detail, RequestID: requestID(r.Context())})
 }
 
 type errorPage struct {
 	Status     int
 	StatusText string
 	Message    string
+	RequestID  string
 }
 
 // layoutData is what layout.html draws around every page.

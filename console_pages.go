@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,7 +54,10 @@ const overviewCountLimit = 100
 
 func (c *console) overview(w http.ResponseWriter, r *http.Request) error {
 	p := overviewPage{UpdatedAt: c.now()}
-	problem := func(what string, err error) { p.Problems = append(p.Problems, what+": "+apiMessage(err)) }
+	problem := func(what string, err error) {
+		c.log.WarnContext(r.Context(), "console overview: part not shown", "part", what, "request_id", requestID(r.Context()), "error", err)
+		p.Problems = append(p.Problems, what+": "+apiMessage(err))
+	}
 	if depths, err := c.queues.queueDepths(r.Context()); err != nil {
 		c.log.WarnContext(r.Context(), "console overview: queue depths", "error", err)
 		p.Problems = append(p.Problems, "queue depths: the broker did not answer")
@@ -67,13 +71,14 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request) error {
 	for _, sc := range []stateCount{
 		{Label: "Running", State: stateProgress}, {Label: "Waiting to run", State: statePending},
 		{Label: "Scheduled", State: stateScheduled}, {Label: "Waiting to retry", State: stateRetry},
-		{Label: "Succeeded, last 5 minutes", State: stateSuccess, Since: "5m"}, {Label: "Failed, last 5 minutes", State: stateFailure, Since: "5m"},
+		{Label: "Succeeded, of those submitted in the last 5 min", State: stateSuccess, Since: "5m"},
+		{Label: "Failed, of those submitted in the last 5 min", State: stateFailure, Since: "5m"},
 	} {
 		q := url.Values{"status": {sc.State}, "limit": {strconv.Itoa(overviewCountLimit)}}
 		if sc.Since != "" {
 			q.Set("since", recentSince.Format(time.RFC3339Nano))
 		}
-		list, err := c.listTasks(r, q)
+		list, err := c.fetchTasks(r.Context(), q)
 		if err != nil {
 			problem(sc.Label, err)
 			continue
@@ -81,12 +86,12 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request) error {
 		sc.Count, sc.More = len(list.Tasks), list.NextCursor != "" && len(list.Tasks) == overviewCountLimit
 		p.Counts = append(p.Counts, sc)
 	}
-	if list, err := c.listTasks(r, url.Values{"status": {stateFailure}, "limit": {"5"}}); err != nil {
+	if list, err := c.fetchTasks(r.Context(), url.Values{"status": {stateFailure}, "limit": {"5"}}); err != nil {
 		problem("recent failures", err)
 	} else {
 		p.Failures = list.Tasks
 	}
-	if list, err := c.listTasks(r, url.Values{"limit": {"10"}}); err != nil {
+	if list, err := c.fetchTasks(r.Context(), url.Values{"limit": {"10"}}); err != nil {
 		problem("recent tasks", err)
 	} else {
 		p.Recent = list.Tasks
@@ -95,9 +100,10 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (c *console) listTasks(r *http.Request, q url.Values) (taskListJSON, error) {
+// fetchTasks is a page of GET /api/tasks.
+func (c *console) fetchTasks(ctx context.Context, q url.Values) (taskListJSON, error) {
 	var list taskListJSON
-	_, err := c.api.call(r.Context(), http.MethodGet, "/api/tasks?"+q.Encode(), nil, &list)
+	_, err := c.api.call(ctx, http.MethodGet, "/api/tasks?"+q.Encode(), nil, &list)
 	return list, err
 }
 
@@ -138,8 +144,8 @@ func (c *console) taskList(w http.ResponseWriter, r *http.Request) error {
 		}
 		p.Notice = fmt.Sprintf("No task has the id %q.", p.ID)
 	}
-	var types []taskTypeJSON
-	if _, err := c.api.call(r.Context(), http.MethodGet, "/api/task-types", nil, &types); err != nil {
+	types, err := c.taskTypes(r.Context())
+	if err != nil {
 		return err
 	}
 	for _, t := range types {
@@ -158,7 +164,7 @@ func (c *console) taskList(w http.ResponseWriter, r *http.Request) error {
 		}
 		q.Set("since", c.now().Add(-timeSpans[i].d).Format(time.RFC3339Nano))
 	}
-	list, err := c.listTasks(r, q)
+	list, err := c.fetchTasks(r.Context(), q)
 	if err != nil {
 		return err
 	}
@@ -265,25 +271,41 @@ func fileLinks(v map[string]any) []fileLink {
 // taskEvents is the API's event stream of a task, for the task page's
 // script, which cannot send an API key but sends the session cookie.
 func (c *console) taskEvents(w http.ResponseWriter, r *http.Request) error {
-	c.serveAPI(w, r, "/api/tasks/"+url.PathEscape(r.PathValue("task_id"))+"/events")
+	c.proxyAPI(w, r, "/api/tasks/", r.PathValue("task_id"), "/events")
 	return nil
 }
 
 // file is the API's download of a stored file, for the task page's links.
 func (c *console) file(w http.ResponseWriter, r *http.Request) error {
-	c.serveAPI(w, r, "/api/files/"+url.PathEscape(r.PathValue("id")))
+	c.proxyAPI(w, r, "/api/files/", r.PathValue("id"), "")
 	return nil
 }
 
-// serveAPI answers r with the API's answer at apiPath, streamed as the
-// API writes it.
-func (c *console) serveAPI(w http.ResponseWriter, r *http.Request, apiPath string) {
+// proxyAPI answers r with the API's answer at prefix+id+suffix, streamed
+// as the API writes it, without the browser's cookies, and kept out of
+// the browser's cache.
+func (c *console) proxyAPI(w http.ResponseWriter, r *http.Request, prefix, id, suffix string) {
 	r2 := r.Clone(r.Context())
-	r2.URL.Path, r2.URL.RawPath = apiPath, ""
+	r2.URL.Path, r2.URL.RawPath = prefix+id+suffix, prefix+url.PathEscape(id)+suffix
 	r2.Header.Del("Cookie")
-	w.Header().Del("Cache-Control")
-	c.api.mux.ServeHTTP(w, r2)
+	c.api.mux.ServeHTTP(noStore{w}, r2)
 }
+
+// noStore keeps Cache-Control at no-store whatever the API sets: what a
+// signed-in key downloaded should not outlive its session in a cache.
+type noStore struct{ http.ResponseWriter }
+
+func (n noStore) WriteHeader(status int) {
+	n.Header().Set("Cache-Control", "no-store")
+	n.ResponseWriter.WriteHeader(status)
+}
+
+func (n noStore) Write(b []byte) (int, error) {
+	n.Header().Set("Cache-Control", "no-store")
+	return n.ResponseWriter.Write(b)
+}
+
+func (n noStore) Unwrap() http.ResponseWriter { return n.ResponseWriter }
 
 func (c *console) cancelTask(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("task_id")
@@ -385,6 +407,18 @@ func consoleTemplateFuncs(now func() time.Time) template.FuncMap {
 		},
 		"percent":    progressPercent,
 		"stateClass": func(s string) string { return "state-" + strings.ToLower(s) },
+		// rfc3339 is a time as an HTML datetime attribute wants it.
+		"rfc3339": func(t any) string {
+			switch v := t.(type) {
+			case *time.Time:
+				if v != nil {
+					return v.UTC().Format(time.RFC3339)
+				}
+			case time.Time:
+				return v.UTC().Format(time.RFC3339)
+			}
+			return ""
+		},
 	}
 }
 

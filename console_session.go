@@ -7,7 +7,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"math"
+	"net"
 	"net/http"
+	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +26,10 @@ const (
 	csrfCookie      = "errand_csrf"
 	csrfField       = "csrf"
 	sessionLifetime = 12 * time.Hour
+	// A client address may try a key once a second, in bursts of 10:
+	// enough for a person, far too slow to guess a key.
+	signInsPerSecond = 1
+	signInBurst      = 10
 )
 
 // consoleSessions signs people in to the console with an API key and
@@ -58,7 +66,7 @@ func (s consoleSessions) signOut(w http.ResponseWriter, r *http.Request) {
 // owner is the owner of the request's valid session.
 func (s consoleSessions) owner(r *http.Request) (string, bool) {
 	c, err := r.Cookie(sessionCookie)
-	if err != nil {
+	if err != nil || s.open() {
 		return "", false
 	}
 	i := strings.LastIndexByte(c.Value, '.')
@@ -74,7 +82,7 @@ func (s consoleSessions) owner(r *http.Request) (string, bool) {
 	if err != nil || !s.now().Before(time.Unix(unix, 0)) {
 		return "", false
 	}
-	got, err := base64.RawURLEncoding.DecodeString(mac)
+	got, err := base64.RawURLEncoding.Strict().DecodeString(mac)
 	want := s.sign(owner, payload)
 	if err != nil || want == nil || !hmac.Equal(got, want) {
 		return "", false
@@ -156,6 +164,12 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) error {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return nil
 	}
+	addr, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if ok, wait := c.signIns.reserve(addr, c.now()); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		c.render(w, r, http.StatusTooManyRequests, "login", "Sign in", loginPage{Next: next, Error: "Too many attempts from here: wait a moment and try again."})
+		return nil
+	}
 	if !c.sessions.signIn(w, r, strings.TrimSpace(r.PostFormValue("key"))) {
 		c.render(w, r, http.StatusUnauthorized, "login", "Sign in", loginPage{Next: next, Error: "That is not one of errand's API keys."})
 		return nil
@@ -173,7 +187,14 @@ func (c *console) logout(w http.ResponseWriter, r *http.Request) error {
 // safeNext is where to go after signing in: a console page, never
 // another site.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/ui/") || strings.HasPrefix(next, "/ui//") || strings.ContainsAny(next, "\\\r\n") {
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.Opaque != "" || strings.ContainsAny(next, "\\\r\n\t") {
+		return "/ui/"
+	}
+	// Only a clean path under /ui/: no "..", no "//" that a browser would
+	// read as another host.
+	clean := path.Clean(u.Path)
+	if clean != u.Path && clean+"/" != u.Path || !strings.HasPrefix(clean+"/", "/ui/") {
 		return "/ui/"
 	}
 	return next

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -23,7 +25,6 @@ type argSchema struct {
 	Minimum     *float64    `json:"minimum"`
 	Maximum     *float64    `json:"maximum"`
 	MaxLength   *int        `json:"maxLength"`
-	Pattern     string      `json:"pattern"`
 	Enum        []any       `json:"enum"`
 	OneOf       []argSchema `json:"oneOf"`
 }
@@ -38,12 +39,13 @@ type formField struct {
 	Required  bool
 	Min, Max  string
 	MaxLength int
-	Pattern   string
 	Help      string
 	Error     string
 	// intOrString: a field that takes an integer or a string (a user id),
 	// sent as a number when it is one.
 	intOrString bool
+	// choices are a select's values as the schema has them, by option.
+	choices []any
 }
 
 type submitPage struct {
@@ -55,18 +57,20 @@ type submitPage struct {
 	Error    string
 	// PriorityError and DelayError are errors of the form's own fields.
 	PriorityError, DelayError string
+	// Invalid names every field in error, for the alert atop the form.
+	Invalid string
 }
 
-func (c *console) taskTypes(r *http.Request) ([]taskTypeJSON, error) {
+func (c *console) taskTypes(ctx context.Context) ([]taskTypeJSON, error) {
 	var types []taskTypeJSON
-	_, err := c.api.call(r.Context(), http.MethodGet, "/api/task-types", nil, &types)
+	_, err := c.api.call(ctx, http.MethodGet, "/api/task-types", nil, &types)
 	return types, err
 }
 
 // submitForm is the form for one task type (?type=), or the choice of a
 // type.
 func (c *console) submitForm(w http.ResponseWriter, r *http.Request) error {
-	types, err := c.taskTypes(r)
+	types, err := c.taskTypes(r.Context())
 	if err != nil {
 		return err
 	}
@@ -89,7 +93,7 @@ func (c *console) submitForm(w http.ResponseWriter, r *http.Request) error {
 // submitTask submits the form's task through POST /api/tasks and opens
 // its page; the API's objections are shown on the form, by field.
 func (c *console) submitTask(w http.ResponseWriter, r *http.Request) error {
-	types, err := c.taskTypes(r)
+	types, err := c.taskTypes(r.Context())
 	if err != nil {
 		return err
 	}
@@ -105,8 +109,9 @@ func (c *console) submitTask(w http.ResponseWriter, r *http.Request) error {
 	args, ok := readArgs(r, p.Fields)
 	req := map[string]any{"type": name, "args": args, "priority": p.Priority}
 	if p.Delay != "" {
-		req["countdown"] = json.Number(p.Delay)
-		if _, err := strconv.ParseFloat(p.Delay, 64); err != nil {
+		if isJSONNumber(p.Delay) {
+			req["countdown"] = json.Number(p.Delay)
+		} else {
 			p.DelayError, ok = "must be a number of seconds", false
 		}
 	}
@@ -122,13 +127,35 @@ func (c *console) submitTask(w http.ResponseWriter, r *http.Request) error {
 		}
 		p.showError(err)
 	}
+	p.Invalid = p.invalidFields()
 	c.render(w, r, http.StatusUnprocessableEntity, "submit", "Submit a task", p)
 	return nil
 }
 
+// invalidFields lists the fields in error, as "name: error; …".
+func (p *submitPage) invalidFields() string {
+	var list []string
+	for _, f := range p.Fields {
+		if f.Error != "" {
+			list = append(list, f.Name+" "+strings.TrimPrefix(f.Error, "args."+f.Name+": "))
+		}
+	}
+	for name, e := range map[string]string{"priority": p.PriorityError, "countdown": p.DelayError} {
+		if e != "" {
+			list = append(list, name+" "+strings.TrimPrefix(e, name+": "))
+		}
+	}
+	slices.Sort(list)
+	return strings.Join(list, "; ")
+}
+
 // showError puts the API's objection next to the field it names.
 func (p *submitPage) showError(err error) {
-	ae := err.(*apiError) // isStatus has checked
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		p.Error = apiMessage(err)
+		return
+	}
 	field := strings.TrimPrefix(ae.field, "args.")
 	switch field {
 	case "priority":
@@ -165,17 +192,24 @@ func readArgs(r *http.Request, fields []formField) (map[string]any, bool) {
 		}
 		switch {
 		case f.Kind == "integer" || f.Kind == "number" || (f.intOrString && isInteger(v)):
-			if !json.Valid([]byte(v)) {
+			if !isJSONNumber(v) {
 				f.Error, ok = "must be a number", false
 				continue
 			}
 			args[f.Name] = json.Number(v)
+		case f.Kind == "select":
+			i := slices.Index(f.Options, v)
+			if i < 0 {
+				f.Error, ok = "must be one of "+strings.Join(f.Options, ", "), false
+				continue
+			}
+			args[f.Name] = f.choices[i]
 		case f.Kind == "json":
-			dec := json.NewDecoder(bytes.NewReader([]byte(v)))
+			dec := json.NewDecoder(strings.NewReader(v))
 			dec.UseNumber()
 			var parsed any
-			if err := dec.Decode(&parsed); err != nil {
-				f.Error, ok = "must be JSON", false
+			if err := dec.Decode(&parsed); err != nil || dec.More() {
+				f.Error, ok = "must be one JSON value", false
 				continue
 			}
 			args[f.Name] = parsed
@@ -189,6 +223,18 @@ func readArgs(r *http.Request, fields []formField) (map[string]any, bool) {
 func isInteger(s string) bool {
 	_, err := strconv.ParseInt(s, 10, 64)
 	return err == nil
+}
+
+// isJSONNumber reports whether s is a number as JSON writes one.
+func isJSONNumber(s string) bool {
+	var v any
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil || dec.More() {
+		return false
+	}
+	_, ok := v.(json.Number)
+	return ok
 }
 
 // formFields are the inputs of an argument schema, in its properties'
@@ -217,7 +263,7 @@ func formFields(schema json.RawMessage) ([]formField, error) {
 }
 
 func formFieldOf(name string, p argSchema, required bool) formField {
-	f := formField{Name: name, Required: required, Help: p.Description, Pattern: p.Pattern}
+	f := formField{Name: name, Required: required, Help: p.Description}
 	if p.MaxLength != nil {
 		f.MaxLength = *p.MaxLength
 	}
@@ -232,7 +278,7 @@ func formFieldOf(name string, p argSchema, required bool) formField {
 	case len(p.Enum) > 0:
 		f.Kind = "select"
 		for _, e := range p.Enum {
-			f.Options = append(f.Options, fmt.Sprint(e))
+			f.Options, f.choices = append(f.Options, fmt.Sprint(e)), append(f.choices, e)
 		}
 	case p.Type == "boolean":
 		f.Kind = "checkbox"

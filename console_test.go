@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -88,6 +89,8 @@ func submitAs(t *testing.T, f *consoleFixture, key string) string {
 func TestConsoleSignIn(t *testing.T) {
 	f := newConsoleFixture(t, "key-a,key-b")
 	own, other := submitAs(t, f, "key-a"), submitAs(t, f, "key-b")
+	decodeAnswer(t, f.serve(t, "POST", "/api/schedules", `{"name": "nightly-b", "cron": "0 3 * * *", "task": {"type": "process_heavy_task", "args": {"data": "x"}}}`,
+		map[string]string{"X-API-Key": "key-b"}), http.StatusCreated, &scheduleJSON{})
 
 	rec := f.browse(t, "GET", "/ui/tasks?status=PENDING", nil, nil)
 	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/ui/login?next=%2Fui%2Ftasks%3Fstatus%3DPENDING" {
@@ -116,25 +119,58 @@ func TestConsoleSignIn(t *testing.T) {
 	if rec := f.browse(t, "GET", "/ui/tasks/"+other, nil, nil); rec.Code != http.StatusNotFound {
 		t.Errorf("key b's task seen by key a: %d, want 404", rec.Code)
 	}
-	if rec := f.browse(t, "POST", "/ui/tasks/"+other+"/cancel", url.Values{"csrf": {f.csrf(t)}}, nil); rec.Code != http.StatusNotFound {
-		t.Errorf("key b's task cancelled by key a: %d, want 404", rec.Code)
+	for _, tc := range []struct{ method, path string }{
+		{"POST", "/ui/tasks/" + other + "/cancel"}, {"POST", "/ui/tasks/" + other + "/retry"},
+		{"GET", "/ui/tasks/" + other + "/events"}, {"POST", "/ui/dead-letters/" + other + "/requeue"},
+		{"POST", "/ui/schedules/nightly-b/pause"}, {"POST", "/ui/schedules/nightly-b/delete"},
+	} {
+		var form url.Values
+		if tc.method == "POST" {
+			form = url.Values{"csrf": {f.csrf(t)}}
+		}
+		if rec := f.browse(t, tc.method, tc.path, form, nil); rec.Code != http.StatusNotFound {
+			t.Errorf("key a: %s %s of key b's: %d, want 404", tc.method, tc.path, rec.Code)
+		}
+	}
+	if s, err := f.schedules.getSchedule(t.Context(), mustOwner(t, "key-b"), "nightly-b"); err != nil || s.Paused {
+		t.Errorf("key b's schedule after key a's tries: %+v %v, want it there and running", s, err)
+	}
+	if rev, _ := f.revocations.revoked(t.Context(), other); rev != nil {
+		t.Errorf("key a cancelled key b's task")
 	}
 
 	// Behind TLS (nginx says so), the cookies are Secure.
 	rec = f.browse(t, "POST", "/ui/login", url.Values{"key": {"key-a"}, "csrf": {f.csrf(t)}}, map[string]string{"X-Forwarded-Proto": "https"})
-	for _, c := range rec.Result().Cookies() {
-		if c.Name == sessionCookie && !c.Secure {
-			t.Errorf("session cookie behind TLS is not Secure")
-		}
+	secure := slices.ContainsFunc(rec.Result().Cookies(), func(c *http.Cookie) bool { return c.Name == sessionCookie && c.Secure })
+	if rec.Code != http.StatusSeeOther || !secure {
+		t.Errorf("sign in behind TLS: %d, Secure session cookie %v; want 303 with one", rec.Code, secure)
 	}
 
 	rec = f.browse(t, "POST", "/ui/logout", url.Values{"csrf": {f.csrf(t)}}, nil)
-	if rec.Code != http.StatusSeeOther {
-		t.Fatalf("sign out: %d, want 303", rec.Code)
+	cleared := slices.ContainsFunc(rec.Result().Cookies(), func(c *http.Cookie) bool { return c.Name == sessionCookie && c.MaxAge < 0 })
+	if rec.Code != http.StatusSeeOther || !cleared {
+		t.Fatalf("sign out: %d, session cookie cleared %v; want 303 clearing it", rec.Code, cleared)
 	}
 	if rec := f.browse(t, "GET", "/ui/", nil, nil); rec.Code != http.StatusSeeOther {
 		t.Errorf("after signing out: %d, want 303 to the sign-in page", rec.Code)
 	}
+}
+
+// flipChar changes the character at i of s to another base64url one.
+func flipChar(s string, i int) string {
+	c := byte('A')
+	if s[i] == 'A' {
+		c = 'B'
+	}
+	return s[:i] + string(c) + s[i+1:]
+}
+
+// flipLowBits sets the unused low bits of the last character of an
+// unpadded base64url value: a lax decoder reads the same bytes.
+func flipLowBits(s string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	i := strings.IndexByte(alphabet, s[len(s)-1])
+	return s[:len(s)-1] + string(alphabet[i|3])
 }
 
 func TestConsoleSessionsCannotBeForged(t *testing.T) {
@@ -156,13 +192,13 @@ func TestConsoleSessionsCannotBeForged(t *testing.T) {
 		t.Fatalf("session of key-a: %q %v, want %q", owner, ok, wantOwner)
 	}
 	otherOwner, _ := s.keys.owner("key-b")
-	payload, mac, _ := strings.Cut(cookie.Value, ".")
-	_, mac, _ = strings.Cut(mac, ".")
+	parts := strings.SplitN(cookie.Value, ".", 3) // owner, expiry, signature
 	forged := []struct{ name, value string }{
-		{"another owner, same signature", otherOwner + "." + strings.SplitN(cookie.Value, ".", 3)[1] + "." + mac},
-		{"a later expiry", payload + "." + "9999999999" + "." + mac},
-		{"no signature", payload + "." + strings.SplitN(cookie.Value, ".", 3)[1]},
-		{"a flipped signature", cookie.Value[:len(cookie.Value)-1] + map[bool]string{true: "A", false: "B"}[cookie.Value[len(cookie.Value)-1] != 'A']},
+		{"another owner, same signature", otherOwner + "." + parts[1] + "." + parts[2]},
+		{"a later expiry", parts[0] + ".9999999999." + parts[2]},
+		{"no signature", parts[0] + "." + parts[1]},
+		{"a flipped signature", flipChar(cookie.Value, len(cookie.Value)-10)},
+		{"the signature's spare bits set", flipLowBits(cookie.Value)},
 		{"empty", ""},
 	}
 	for _, tc := range forged {
@@ -243,7 +279,7 @@ func TestConsolePagesAreLockedDown(t *testing.T) {
 	if rec := f.browse(t, "GET", "/ui/tasks?id="+id, nil, nil); rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/ui/tasks/"+id {
 		t.Errorf("search for a task's id: %d to %q, want its page", rec.Code, rec.Header().Get("Location"))
 	}
-	for _, next := range []string{"//evil.example/", "https://evil.example/", "/ui//evil.example", "/api/tasks", "/ui/\\evil"} {
+	for _, next := range []string{"//evil.example/", "https://evil.example/", "/ui//evil.example", "/api/tasks", "/ui/\\evil", "/ui/../api/tasks", "/ui/%2e%2e/api/tasks"} {
 		if got := safeNext(next); got != "/ui/" {
 			t.Errorf("safeNext(%q) = %q, want /ui/", next, got)
 		}
@@ -299,7 +335,10 @@ func TestConsoleSubmitForm(t *testing.T) {
 		{url.Values{"type": {"process_heavy_task"}, "arg.data": {"x"}, "arg.iterations": {"5000"}}, "iterations", "must be at most 1000"},
 		{url.Values{"type": {"process_heavy_task"}, "arg.data": {"x"}, "arg.iterations": {"ten"}}, "iterations", "must be a number"},
 		{url.Values{"type": {"process_heavy_task"}, "arg.iterations": {"3"}}, "data", "is required"},
+		{url.Values{"type": {"process_heavy_task"}, "arg.data": {"x"}, "arg.iterations": {"true"}}, "iterations", "must be a number"},
 		{url.Values{"type": {"process_heavy_task"}, "arg.data": {"x"}, "countdown": {"soon"}}, "countdown", "must be a number of seconds"},
+		{url.Values{"type": {"process_heavy_task"}, "arg.data": {"x"}, "countdown": {"NaN"}}, "countdown", "must be a number of seconds"},
+		{url.Values{"type": {"process_image"}, "arg.file_id": {"x"}, "arg.format": {"gif"}}, "format", "must be one of jpeg, png"},
 	} {
 		tc.form.Set("csrf", f.csrf(t))
 		rec := f.browse(t, "POST", "/ui/submit", tc.form, nil)
@@ -309,15 +348,79 @@ func TestConsoleSubmitForm(t *testing.T) {
 			continue
 		}
 		// The message sits in the field's own block, after its input.
-		field := body[strings.Index(body, `id="arg-`+tc.wantField+`"`)+1:]
+		id := `id="arg-` + tc.wantField + `"`
 		if tc.wantField == "countdown" {
-			field = body[strings.Index(body, `id="countdown"`):]
+			id = `id="countdown"`
 		}
+		at := strings.Index(body, id)
+		if at < 0 {
+			t.Errorf("submit %v: no input %s on the form", tc.form, id)
+			continue
+		}
+		field := body[at:]
 		if !strings.Contains(field[:strings.Index(field, "</div>")], tc.wantText) {
 			t.Errorf("submit %v: %q is not shown at %s", tc.form, tc.wantText, tc.wantField)
 		}
 	}
 	if n, _ := f.broker.depth(); n != 0 {
 		t.Errorf("%d tasks queued by refused forms, want none", n)
+	}
+}
+
+func TestConsoleLimits(t *testing.T) {
+	f := newConsoleFixture(t, "key-a")
+	for i := range signInBurst + 1 {
+		rec := f.browse(t, "POST", "/ui/login", url.Values{"key": {"wrong"}, "csrf": {f.csrf(t)}}, nil)
+		if want := http.StatusUnauthorized; i == signInBurst {
+			if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" {
+				t.Errorf("sign-in attempt %d: %d, want 429 with Retry-After", i+1, rec.Code)
+			}
+		} else if rec.Code != want {
+			t.Errorf("sign-in attempt %d: %d, want %d", i+1, rec.Code, want)
+		}
+	}
+
+	g := newHandlerFixture(t, func(p *apiParts) { p.rateLimiter = newRateLimiter(0.001, 2) })
+	open := &consoleFixture{handlerFixture: g, cookies: map[string]*http.Cookie{}}
+	codes := []int{}
+	for range 3 {
+		codes = append(codes, open.browse(t, "GET", "/ui/tasks", nil, nil).Code)
+	}
+	if !slices.Equal(codes, []int{http.StatusOK, http.StatusOK, http.StatusTooManyRequests}) {
+		t.Errorf("three pages at a rate of 2 in a burst: %v, want 200, 200, 429", codes)
+	}
+
+	h := newConsoleFixture(t, "")
+	token := h.csrf(t)
+	big := url.Values{"csrf": {token}, "type": {"process_heavy_task"}, "arg.data": {strings.Repeat("x", consoleFormMaxBytes)}}
+	if rec := h.browse(t, "POST", "/ui/submit", big, nil); rec.Code != http.StatusRequestEntityTooLarge {
+		t.Errorf("a form over %d bytes: %d, want 413", consoleFormMaxBytes, rec.Code)
+	}
+	if rec := h.browse(t, "POST", "/ui/logout", nil, map[string]string{"Content-Type": "multipart/form-data; boundary=x"}); rec.Code != http.StatusUnsupportedMediaType {
+		t.Errorf("a multipart POST: %d, want 415", rec.Code)
+	}
+	if rec := h.browse(t, "POST", "/ui/no-such-action", url.Values{"csrf": {token}}, nil); rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "<h1>404") {
+		t.Errorf("POST to no console page: %d, want the console's 404 page", rec.Code)
+	}
+}
+
+// TestConsoleFormReadsSchemaTypes: a field that takes an integer or a
+// string (user_id) sends a number as a number, anything else as a string.
+func TestConsoleFormReadsSchemaTypes(t *testing.T) {
+	reg := newHandlerFixture(t)
+	var schema []taskTypeJSON
+	decodeAnswer(t, reg.serve(t, "GET", "/api/task-types", "", nil), http.StatusOK, &schema)
+	i := slices.IndexFunc(schema, func(tt taskTypeJSON) bool { return tt.Name == "import_csv_data" })
+	fields, err := formFields(schema[i].ArgsSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for value, want := range map[string]any{"42": json.Number("42"), "u-42": "u-42"} {
+		r := httptest.NewRequest("POST", "/ui/submit", strings.NewReader(url.Values{"arg.user_id": {value}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		args, ok := readArgs(r, slices.Clone(fields))
+		if !ok || args["user_id"] != want {
+			t.Errorf("user_id %q read as %#v (ok %v), want %#v", value, args["user_id"], ok, want)
+		}
 	}
 }

@@ -56,7 +56,9 @@ try {
 
   // A POST that did not come from a console form: no CSRF token.
   seen.forged = await page.evaluate(async (id) => {
-    const r = await fetch("/ui/tasks/" + encodeURIComponent(id) + "/cancel", { method: "POST" });
+    const r = await fetch("/ui/tasks/" + encodeURIComponent(id) + "/cancel", {
+      method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: "confirm=yes",
+    });
     return r.status;
   }, own);
 

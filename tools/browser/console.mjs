@@ -42,6 +42,7 @@ try {
   // Submit from the form: choosing the type redraws the form for it.
   await page.goto(base + "/ui/submit");
   await page.getByLabel("Task type", { exact: true }).selectOption("process_heavy_task");
+  await page.getByRole("button", { name: "Choose" }).click();
   await page.getByLabel("data").waitFor();
   await page.getByLabel("data").fill("from the console");
   await page.getByLabel("iterations").fill("40");

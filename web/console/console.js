@@ -1,16 +1,11 @@
 // errand's console: the little that needs a script. The pages work
-// without it; with it a task page follows its task live, forms marked
-// data-confirm ask first, and a select marked data-autosubmit submits its
-// form when it changes.
+// without it; with it a task page follows its task live, and forms marked
+// data-confirm ask first.
 "use strict";
 
 document.addEventListener("submit", (e) => {
   const question = e.target.dataset && e.target.dataset.confirm;
   if (question && !window.confirm(question)) e.preventDefault();
-});
-
-document.addEventListener("change", (e) => {
-  if (e.target.matches("select[data-autosubmit]")) e.target.form.requestSubmit();
 });
 
 const finalStates = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
@@ -22,6 +17,11 @@ function followTask(section) {
   const id = section.dataset.task;
   const events = new EventSource("/ui/tasks/" + encodeURIComponent(id) + "/events");
   const field = (name) => section.querySelector('[data-field="' + name + '"]');
+  // The browser reconnects by itself after a dropped connection; a stream
+  // it gives up on (a session that ended, a server that refuses) is said.
+  events.onerror = () => {
+    if (events.readyState === EventSource.CLOSED) field("stream-error").hidden = false;
+  };
   events.addEventListener("status", async (e) => {
     const task = JSON.parse(e.data);
     const status = field("status");
@@ -49,7 +49,7 @@ function addToTimeline(timeline, what, at) {
   const item = document.createElement("li");
   item.dataset.what = what;
   const time = document.createElement("time");
-  time.dateTime = shown;
+  time.dateTime = new Date(at).toISOString();
   time.textContent = shown;
   item.append(time, " " + what);
   timeline.append(item);
@@ -57,7 +57,10 @@ function addToTimeline(timeline, what, at) {
 
 async function redraw(section) {
   const answer = await fetch(location.pathname, { credentials: "same-origin" });
-  if (!answer.ok) return;
+  if (!answer.ok) {
+    section.querySelector('[data-field="stream-error"]').hidden = false;
+    return;
+  }
   const page = new DOMParser().parseFromString(await answer.text(), "text/html");
   const fresh = page.getElementById("task");
   if (fresh) section.replaceWith(fresh);
