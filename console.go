@@ -3,10 +3,10 @@ package main
 import (
 	"embed"
 	"html/template"
+	"log/slog"
 	"math"
 	"mime"
 	"net"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"path"
