@@ -18,37 +18,40 @@ import (
 // environment variable, and a flag of the same meaning overrides it, so
 // containers configure errand by environment and people by flags.
 type config struct {
-	Addr            string
-	Role            string
-	AMQPURL         string
-	RedisURL        string
-	MongoURI        string
-	MongoDatabase   string
-	Workers         int
-	HeavyTaskDelay  time.Duration
-	EmailStepDelay  time.Duration
-	QueueName       string
-	QueueType       string
-	KeyPrefix       string
-	ResultTTL       time.Duration
-	DrainTimeout    time.Duration
-	MaxBodyBytes    int64
-	FileMaxBytes    int64
-	FetchAllowHosts string
-	FetchTimeout    time.Duration
-	ImageMaxPixels  int
-	PublishTimeout  time.Duration
-	HealthTimeout   time.Duration
-	ShutdownTimeout time.Duration
-	ScheduleHorizon time.Duration
-	SMTPAddr        string
-	SMTPFrom        string
-	SMTPUsername    string
-	SMTPPassword    string
-	APIKeys         string
-	RateLimit       float64
-	RateBurst       int
-	PprofAddr       string
+	Addr              string
+	Role              string
+	AMQPURL           string
+	RedisURL          string
+	MongoURI          string
+	MongoDatabase     string
+	Workers           int
+	HeavyTaskDelay    time.Duration
+	EmailStepDelay    time.Duration
+	QueueName         string
+	QueueType         string
+	KeyPrefix         string
+	ResultTTL         time.Duration
+	DrainTimeout      time.Duration
+	MaxBodyBytes      int64
+	FileMaxBytes      int64
+	FetchAllowHosts   string
+	FetchTimeout      time.Duration
+	WebhookSecret     string
+	WebhookAllowHosts string
+	WebhookTimeout    time.Duration
+	ImageMaxPixels    int
+	PublishTimeout    time.Duration
+	HealthTimeout     time.Duration
+	ShutdownTimeout   time.Duration
+	ScheduleHorizon   time.Duration
+	SMTPAddr          string
+	SMTPFrom          string
+	SMTPUsername      string
+	SMTPPassword      string
+	APIKeys           string
+	RateLimit         float64
+	RateBurst         int
+	PprofAddr         string
 }
 
 const (
@@ -122,6 +125,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.Int64Var(&cfg.FileMaxBytes, "file-max-bytes", int64(envInt("FILE_MAX_BYTES", 32<<20)), "largest accepted file upload (FILE_MAX_BYTES)")
 	fs.StringVar(&cfg.FetchAllowHosts, "fetch-allow-hosts", env("FETCH_ALLOW_HOSTS", ""), "hosts (or host:port) that tasks may fetch URLs from although they are loopback, private or link-local, separated by commas (FETCH_ALLOW_HOSTS)")
 	fs.DurationVar(&cfg.FetchTimeout, "fetch-timeout", envDuration("FETCH_TIMEOUT", 30*time.Second), "time limit of one URL fetch by a task, its body included (FETCH_TIMEOUT)")
+	fs.StringVar(&cfg.WebhookSecret, "webhook-secret", env("WEBHOOK_SECRET", ""), "secret that signs webhooks (per API key, a secret derived from it); empty turns callback_url off (WEBHOOK_SECRET)")
+	fs.StringVar(&cfg.WebhookAllowHosts, "webhook-allow-hosts", env("WEBHOOK_ALLOW_HOSTS", ""), "hosts (or host:port) that webhooks may call although they are loopback, private or link-local, separated by commas (WEBHOOK_ALLOW_HOSTS)")
+	fs.DurationVar(&cfg.WebhookTimeout, "webhook-timeout", envDuration("WEBHOOK_TIMEOUT", 10*time.Second), "time limit of one webhook delivery attempt (WEBHOOK_TIMEOUT)")
 	fs.IntVar(&cfg.ImageMaxPixels, "image-max-pixels", envInt("IMAGE_MAX_PIXELS", tasks.DefaultImageMaxPixels), "largest image, in pixels, that process_image decodes (IMAGE_MAX_PIXELS)")
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", envDuration("PUBLISH_TIMEOUT", 5*time.Second), "how long a submit waits for the broker's confirm before answering 503 (PUBLISH_TIMEOUT)")
 	fs.DurationVar(&cfg.HealthTimeout, "health-timeout", envDuration("HEALTH_TIMEOUT", 2*time.Second), "per-dependency deadline of GET /health (HEALTH_TIMEOUT)")
@@ -176,7 +182,7 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf("%s=%s: must not be negative", name, d))
 		}
 	}
-	for name, d := range map[string]time.Duration{"RESULT_TTL": c.ResultTTL, "DRAIN_TIMEOUT": c.DrainTimeout, "PUBLISH_TIMEOUT": c.PublishTimeout, "FETCH_TIMEOUT": c.FetchTimeout, "HEALTH_TIMEOUT": c.HealthTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "SCHEDULE_HORIZON": c.ScheduleHorizon} {
+	for name, d := range map[string]time.Duration{"RESULT_TTL": c.ResultTTL, "DRAIN_TIMEOUT": c.DrainTimeout, "PUBLISH_TIMEOUT": c.PublishTimeout, "FETCH_TIMEOUT": c.FetchTimeout, "WEBHOOK_TIMEOUT": c.WebhookTimeout, "HEALTH_TIMEOUT": c.HealthTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "SCHEDULE_HORIZON": c.ScheduleHorizon} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s=%s: must be positive", name, d))
 		}
@@ -202,6 +208,11 @@ func (c config) validate() error {
 	return errors.Join(errs...)
 }
 
+// webhooks is the webhook settings.
+func (c config) webhooks() webhookConfig {
+	return webhookConfig{secret: c.WebhookSecret, allowHosts: splitList(c.WebhookAllowHosts), timeout: c.WebhookTimeout}
+}
+
 // logAttrs is the configuration as log attributes, with passwords removed
 // from the service URLs.
 func (c config) logAttrs() []any {
@@ -214,6 +225,7 @@ func (c config) logAttrs() []any {
 		"result_ttl", c.ResultTTL.String(), "drain_timeout", c.DrainTimeout.String(),
 		"publish_timeout", c.PublishTimeout.String(), "max_body_bytes", c.MaxBodyBytes, "file_max_bytes", c.FileMaxBytes,
 		"fetch_allow_hosts", c.FetchAllowHosts, "fetch_timeout", c.FetchTimeout.String(), "image_max_pixels", c.ImageMaxPixels,
+		"webhooks", c.WebhookSecret != "", "webhook_allow_hosts", c.WebhookAllowHosts, "webhook_timeout", c.WebhookTimeout.String(),
 		"smtp_addr", c.SMTPAddr, "smtp_from", c.SMTPFrom, "smtp_auth", c.SMTPUsername != "",
 		"api_keys", len(newAPIKeys(c.APIKeys).digests), "rate_limit", c.RateLimit, "rate_burst", c.RateBurst,
 		"pprof_addr", c.PprofAddr, "schedule_horizon", c.ScheduleHorizon.String(),

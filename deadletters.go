@@ -150,6 +150,7 @@ func handleRequeueDeadLetter(dl deadLetterRoutes) handlerFunc {
 			if err != nil {
 				return false, err
 			}
+			spec.CallbackURL = msg.CallbackURL
 			sub, err := dl.submitter.submit(ctx, spec, "requeue:"+msg.ID)
 			if err != nil {
 				return false, err

@@ -89,7 +89,7 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 	for _, a := range adjust {
 		a(&d)
 	}
-	d.specs = taskSpecs{registry: d.registry, horizon: 30 * 24 * time.Hour, now: d.now}
+	d.specs = taskSpecs{registry: d.registry, horizon: 30 * 24 * time.Hour, now: d.now, webhooks: d.webhooks}
 	d.submitter = newTaskSubmitter(d.statuses, d.keys, d.publisher, submitterConfig{}, d.log, d.metrics, d.tracing, d.now)
 	d.reader = taskStatusReader{statuses: d.statuses, results: d.results, log: d.log, now: d.now}
 	d.watcher = f.statuses

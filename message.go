@@ -28,6 +28,8 @@ type taskMessage struct {
 	Deliveries int `json:"deliveries,omitempty"`
 	// Owner identifies the API key that submitted the task.
 	Owner string `json:"owner,omitempty"`
+	// CallbackURL is where the task's final status is POSTed (webhooks.go).
+	CallbackURL string `json:"callback_url,omitempty"`
 	// Trace is the W3C trace context of the submit (traceparent,
 	// tracestate). It travels in the body so every broker carries it; the
 	// AMQP broker also sets it as message headers, where other tools look.

@@ -338,7 +338,8 @@ func taskRequestSchema(registry *tasks.Registry) (map[string]any, error) {
 			"priority":        map[string]any{"type": "string", "enum": []string{"low", "normal", "high"}},
 			"countdown":       map[string]any{"type": "number", "minimum": 0, "description": "Run this many seconds from now."},
 			"eta":             map[string]any{"type": "string", "format": "date-time", "description": "Run at this time (RFC 3339)."},
-			"idempotency_key": map[string]any{"type": "string", "maxLength": 200, "description": "Submits with the same key make one task."},
+			"idempotency_key": map[string]any{"type": "string", "maxLength": 255, "description": "Submits with the same key make one task."},
+			"callback_url":    map[string]any{"type": "string", "format": "uri", "maxLength": maxCallbackURL, "description": "POST the task's final status here, signed (Errand-Signature); needs WEBHOOK_SECRET."},
 		},
 		"oneOf": shapes,
 	}, nil

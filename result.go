@@ -27,6 +27,7 @@ type taskRecord struct {
 	ScheduledFor *time.Time
 	StartedAt    *time.Time
 	Revoked      *revocation
+	CallbackURL  string
 }
 
 func (r taskRecord) status() taskStatus {
@@ -44,6 +45,7 @@ func (r taskRecord) status() taskStatus {
 		ScheduledFor: r.ScheduledFor,
 		StartedAt:    r.StartedAt,
 		Revoked:      r.Revoked,
+		CallbackURL:  r.CallbackURL,
 	}
 	if r.Args != nil {
 		st.Args, _ = json.Marshal(r.Args) // it decoded from JSON, so it encodes

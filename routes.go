@@ -119,6 +119,10 @@ func routeTable(d serverDeps) []route {
 			tag: "Tasks", summary: "Cancel a queued, scheduled or running task", params: map[string]string{"task_id": taskID},
 			responses: []response{{200, taskJSON{}, "the task, cancelled"}, {404, errorBody{}, "no such task"}, {409, errorBody{}, "the task has ended"}},
 		}),
+		api("GET /api/webhook-secret", handleWebhookSecret(d.webhooks, d.apiKeys.enabled()), operation{
+			tag: "Tasks", summary: "The secret that signs the webhooks of this API key's tasks",
+			responses: []response{{200, webhookSecretJSON{}, "the key's secret"}, {404, errorBody{}, "webhooks are off (no WEBHOOK_SECRET), or there are no API keys and the secret is WEBHOOK_SECRET itself"}},
+		}),
 
 		api("GET /api/dead-letters", handleListDeadLetters(d.dead), operation{
 			tag: "Dead letters", summary: "The dead-letter queue, oldest first, with the reason of each",

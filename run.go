@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			files:     fileRoutes{store: b.files, maxBytes: cfg.FileMaxBytes, now: time.Now}, queues: b.queues,
 			dead:   deadLetterRoutes{queue: b.dead, specs: api.specs, submitter: api.submitter},
 			health: b.health, backends: b.mode, healthTimeout: cfg.HealthTimeout,
-			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg),
+			apiKeys: newAPIKeys(cfg.APIKeys), rateLimiter: newConfiguredRateLimiter(cfg), webhooks: cfg.webhooks(),
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -135,7 +135,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if cfg.runsWorker() {
 		pool := newWorkerPool(b.queue, registry, b.statuses, b.results, b.revoked,
-			workerConfig{size: cfg.Workers, resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout},
+			workerConfig{size: cfg.Workers, resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout, webhooks: cfg.webhooks()},
 			log.With("component", "worker"), m, tr)
 		wg.Add(1)
 		go func() {
@@ -187,7 +187,7 @@ type taskAPI struct {
 func newTaskAPI(cfg config, b *backends, registry *tasks.Registry, log *slog.Logger, m *metrics, tr *tracing) taskAPI {
 	reader := taskStatusReader{statuses: b.statuses, results: b.results, resultTTL: cfg.ResultTTL, log: log, now: time.Now}
 	return taskAPI{
-		specs: taskSpecs{registry: registry, horizon: cfg.ScheduleHorizon, now: time.Now},
+		specs: taskSpecs{registry: registry, horizon: cfg.ScheduleHorizon, now: time.Now, webhooks: cfg.webhooks()},
 		submitter: newTaskSubmitter(b.statuses, b.keys, b.publisher,
 			submitterConfig{resultTTL: cfg.ResultTTL, publishTimeout: cfg.PublishTimeout}, log, m, tr, time.Now),
 		reader: reader,

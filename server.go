@@ -41,6 +41,7 @@ type serverDeps struct {
 
 	apiKeys     *apiKeys     // nil or empty: /api is open
 	rateLimiter *rateLimiter // nil: no rate limit
+	webhooks    webhookConfig
 }
 
 // newServer builds errand's HTTP handler from the route table.

@@ -64,6 +64,8 @@ type taskStatus struct {
 	StartedAt *time.Time `json:"started_at,omitempty"`
 	// Revoked says who cancelled a REVOKED task, and when.
 	Revoked *revocation `json:"revoked,omitempty"`
+	// CallbackURL is where the task's final status is POSTed.
+	CallbackURL string `json:"callback_url,omitempty"`
 }
 
 // revocation is a cancel: who asked (the API key's owner id, "" without

@@ -34,6 +34,7 @@ type mongoTaskRecord struct {
 	ScheduledFor *time.Time       `bson:"scheduled_for,omitempty"`
 	StartedAt    *time.Time       `bson:"started_at,omitempty"`
 	Revoked      *mongoRevocation `bson:"revoked,omitempty"`
+	CallbackURL  string           `bson:"callback_url,omitempty"`
 }
 
 type mongoRevocation struct {
@@ -44,7 +45,8 @@ type mongoRevocation struct {
 func newMongoTaskRecord(r taskRecord) mongoTaskRecord {
 	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
 		Attempts: r.Attempts, CompletedAt: mongoTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner, TraceID: r.TraceID,
-		CreatedAt: mongoTime(r.CreatedAt), ScheduledFor: mongoTimePtr(r.ScheduledFor), StartedAt: mongoTimePtr(r.StartedAt)}
+		CreatedAt: mongoTime(r.CreatedAt), ScheduledFor: mongoTimePtr(r.ScheduledFor), StartedAt: mongoTimePtr(r.StartedAt),
+		CallbackURL: r.CallbackURL}
 	if r.CreatedAt.IsZero() {
 		doc.CreatedAt = time.Time{}
 	}
@@ -57,7 +59,8 @@ func newMongoTaskRecord(r taskRecord) mongoTaskRecord {
 func (m mongoTaskRecord) record() taskRecord {
 	r := taskRecord{TaskID: m.TaskID, TaskType: m.TaskType, Status: m.Status, Result: m.Result, Error: m.Error,
 		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority, Owner: m.Owner, TraceID: m.TraceID,
-		CreatedAt: m.CreatedAt.UTC(), ScheduledFor: utcPtr(m.ScheduledFor), StartedAt: utcPtr(m.StartedAt)}
+		CreatedAt: m.CreatedAt.UTC(), ScheduledFor: utcPtr(m.ScheduledFor), StartedAt: utcPtr(m.StartedAt),
+		CallbackURL: m.CallbackURL}
 	if m.CreatedAt.IsZero() {
 		r.CreatedAt = time.Time{}
 	}

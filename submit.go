@@ -85,6 +85,8 @@ type taskSpec struct {
 	// retry of the same request matches its Idempotency-Key although its
 	// countdown ends later.
 	When string
+	// CallbackURL is where the task's final status is POSTed; "" for none.
+	CallbackURL string
 }
 
 // submission is the outcome of a submit.
@@ -103,7 +105,8 @@ type submission struct {
 // task id and every later one with the same key and request gets that id
 // back.
 func (s taskSubmitter) submit(ctx context.Context, spec taskSpec, idempotencyKey string) (submission, error) {
-	msg := taskMessage{Type: spec.Type, Args: spec.Args, Priority: spec.Priority, Owner: taskOwner(ctx), ETA: spec.RunAt}
+	msg := taskMessage{Type: spec.Type, Args: spec.Args, Priority: spec.Priority, Owner: taskOwner(ctx), ETA: spec.RunAt,
+		CallbackURL: spec.CallbackURL}
 	claim, err := s.claimKey(ctx, msg.Owner, idempotencyKey, idempotencyFingerprint(spec))
 	if err != nil {
 		return submission{}, err
@@ -204,7 +207,7 @@ func (s taskSubmitter) enqueue(ctx context.Context, msg taskMessage) (string, er
 	msg.EnqueuedAt = s.now()
 	delay := msg.ETA.Sub(msg.EnqueuedAt)
 	first := taskStatus{TaskID: msg.ID, Status: statePending, TaskType: msg.Type, Owner: msg.Owner, TraceID: traceID(ctx), UpdatedAt: msg.EnqueuedAt,
-		Args: msg.Args, Priority: msg.Priority, CreatedAt: &msg.EnqueuedAt}
+		Args: msg.Args, Priority: msg.Priority, CreatedAt: &msg.EnqueuedAt, CallbackURL: msg.CallbackURL}
 	if delay > 0 {
 		first.Status, first.ScheduledFor = stateScheduled, &msg.ETA
 	} else {
@@ -326,6 +329,9 @@ func idempotencyFingerprint(spec taskSpec) string {
 	head := spec.Type + "\x00" + spec.Priority + "\x00"
 	if spec.When != "" {
 		head += spec.When + "\x00"
+	}
+	if spec.CallbackURL != "" {
+		head += "callback " + spec.CallbackURL + "\x00"
 	}
 	sum := sha256.Sum256(append([]byte(head), spec.Args...))
 	return hex.EncodeToString(sum[:16])

@@ -23,15 +23,18 @@ type taskRequest struct {
 	Countdown      *json.Number    `json:"countdown"`
 	ETA            *string         `json:"eta"`
 	IdempotencyKey *string         `json:"idempotency_key"`
+	CallbackURL    *string         `json:"callback_url"`
 }
 
 // taskSpecs turns clients' requests into task specs: the registry checks
-// the type and its arguments, and the horizon bounds how far ahead a task
-// may be scheduled.
+// the type and its arguments, the horizon bounds how far ahead a task
+// may be scheduled, and the webhook settings which callback URLs it may
+// have.
 type taskSpecs struct {
 	registry *tasks.Registry
 	horizon  time.Duration
 	now      func() time.Time
+	webhooks webhookConfig
 }
 
 // fromRequest checks req; path is where req sits in the request body ("",
@@ -63,6 +66,12 @@ func (c taskSpecs) fromRequest(req taskRequest, path string) (taskSpec, error) {
 			return taskSpec{}, invalidField(path+"eta", "must be at most %s ahead (SCHEDULE_HORIZON)", humanDuration(c.horizon))
 		}
 		spec.RunAt, spec.When = eta, "eta "+eta.UTC().Format(time.RFC3339Nano)
+	}
+	if req.CallbackURL != nil {
+		if err := c.webhooks.checkCallbackURL(*req.CallbackURL, path+"callback_url"); err != nil {
+			return taskSpec{}, err
+		}
+		spec.CallbackURL = *req.CallbackURL
 	}
 	return spec, nil
 }

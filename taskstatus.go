@@ -59,7 +59,9 @@ func handleGetTask(reader taskStatusReader) handlerFunc {
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, newTaskJSON(st))
+		out := newTaskJSON(st)
+		out.Webhook = reader.webhookOf(r.Context(), st)
+		writeJSON(w, http.StatusOK, out)
 		return nil
 	}
 }
@@ -128,13 +130,17 @@ type taskJSON struct {
 	TraceID      string          `json:"trace_id,omitempty"`
 	// Owner is the submitting API key's id (a digest, never the key); empty
 	// without API keys.
-	Owner string `json:"owner,omitempty"`
+	Owner       string `json:"owner,omitempty"`
+	CallbackURL string `json:"callback_url,omitempty"`
+	// Webhook is the delivery of the task's final status to CallbackURL.
+	Webhook *webhookJSON `json:"webhook,omitempty"`
 }
 
 func newTaskJSON(st taskStatus) taskJSON {
 	out := taskJSON{TaskID: st.TaskID, Type: st.TaskType, Status: st.Status, Args: st.Args, Priority: st.Priority, Progress: st.Progress,
 		Result: st.Result, Error: st.Error, Attempts: st.Attempts, CreatedAt: st.CreatedAt, ScheduledFor: st.ScheduledFor,
-		StartedAt: st.StartedAt, RetryAt: st.RetryAt, UpdatedAt: st.UpdatedAt, Revoked: st.Revoked, TraceID: st.TraceID, Owner: st.Owner}
+		StartedAt: st.StartedAt, RetryAt: st.RetryAt, UpdatedAt: st.UpdatedAt, Revoked: st.Revoked, TraceID: st.TraceID, Owner: st.Owner,
+		CallbackURL: st.CallbackURL}
 	if st.final() {
 		finished := st.UpdatedAt
 		out.FinishedAt = &finished
@@ -216,7 +222,7 @@ func handleRetryTask(reader taskStatusReader, sub taskSubmitter) handlerFunc {
 		if err != nil {
 			return fmt.Errorf("encode arguments of %s: %w", id, err)
 		}
-		res, err := sub.submit(r.Context(), taskSpec{Type: rec.TaskType, Args: args, Priority: rec.Priority}, "")
+		res, err := sub.submit(r.Context(), taskSpec{Type: rec.TaskType, Args: args, Priority: rec.Priority, CallbackURL: rec.CallbackURL}, "")
 		if err != nil {
 			return err
 		}

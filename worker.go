@@ -56,6 +56,8 @@ type workerPool struct {
 	jitter  func() float64
 	tracing *tracing
 	running runningTasks
+	// webhooks delivers the webhooks of finished tasks (webhookTaskType).
+	webhooks *webhookSender
 }
 
 // workerConfig is what a worker pool takes from errand's settings.
@@ -63,6 +65,7 @@ type workerConfig struct {
 	size         int
 	resultTTL    time.Duration
 	drainTimeout time.Duration
+	webhooks     webhookConfig
 }
 
 func newWorkerPool(queue workQueue, registry *tasks.Registry, statuses statusWriter, results resultSaver, revocations revocationStore,
@@ -71,7 +74,17 @@ func newWorkerPool(queue workQueue, registry *tasks.Registry, statuses statusWri
 		size: cfg.size, queue: queue, registry: registry, statuses: statuses, results: results, revocations: revocations,
 		resultTTL: cfg.resultTTL, drainTimeout: cfg.drainTimeout,
 		log: log, now: time.Now, metrics: m, jitter: rand.Float64, tracing: tr,
+		webhooks: newWebhookSender(cfg.webhooks, results, time.Now),
 	}
+}
+
+// definition is the task type's definition: the registry's, or the
+// webhook deliveries' own.
+func (p *workerPool) definition(taskType string) (tasks.Definition, bool) {
+	if taskType == webhookTaskType {
+		return p.webhooks.definition(), true
+	}
+	return p.registry.Lookup(taskType)
 }
 
 // run consumes and runs tasks until ctx ends, then shuts down in two

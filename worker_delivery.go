@@ -32,7 +32,8 @@ func (j job) status(ctx context.Context, state string, now time.Time) taskStatus
 	msg := j.msg
 	created := msg.EnqueuedAt
 	st := taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: state, TaskType: msg.Type, Attempts: msg.Attempt,
-		UpdatedAt: now, Args: msg.Args, Priority: msg.Priority, CreatedAt: &created, StartedAt: j.started}
+		UpdatedAt: now, Args: msg.Args, Priority: msg.Priority, CreatedAt: &created, StartedAt: j.started,
+		CallbackURL: msg.CallbackURL}
 	if !msg.ETA.IsZero() {
 		eta := msg.ETA
 		st.ScheduledFor = &eta
@@ -46,7 +47,8 @@ func (j job) record(ctx context.Context, state string, now time.Time) taskRecord
 	var args map[string]any
 	_ = json.Unmarshal(msg.Args, &args) // best effort: a poison message may have none
 	rec := taskRecord{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), TaskType: msg.Type, Status: state,
-		Attempts: msg.Attempt + 1, CompletedAt: now, Args: args, Priority: msg.Priority, CreatedAt: msg.EnqueuedAt, StartedAt: j.started}
+		Attempts: msg.Attempt + 1, CompletedAt: now, Args: args, Priority: msg.Priority, CreatedAt: msg.EnqueuedAt, StartedAt: j.started,
+		CallbackURL: msg.CallbackURL}
 	if !msg.ETA.IsZero() {
 		eta := msg.ETA
 		rec.ScheduledFor = &eta
@@ -86,7 +88,7 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	if d.redelivered && p.settleRedelivery(ctx, j) {
 		return
 	}
-	def, ok := p.registry.Lookup(msg.Type)
+	def, ok := p.definition(msg.Type)
 	if !ok {
 		p.failUnknownType(ctx, j)
 		return
@@ -185,6 +187,11 @@ func (p *workerPool) settleRedelivery(ctx context.Context, j job) bool {
 	if rec, err := p.results.getResult(ctx, j.msg.ID); err == nil {
 		j.log.Info("redelivered task already finished; acking")
 		p.putStatus(ctx, j, rec.status(), p.resultTTL)
+		if err := p.queueWebhook(ctx, j, rec); err != nil {
+			j.log.Warn("webhook not queued; requeueing the finished task", "error", err)
+			p.settle(j, settleRequeue)
+			return true
+		}
 		p.settle(j, settleAck)
 		return true
 	}
@@ -192,7 +199,7 @@ func (p *workerPool) settleRedelivery(ctx context.Context, j job) bool {
 	msg.Deliveries++
 	if msg.Deliveries >= maxDeliveries {
 		j.log.Error("task keeps coming back unfinished; dead-lettering", "deliveries", msg.Deliveries)
-		if _, ok := p.registry.Lookup(msg.Type); ok {
+		if _, ok := p.definition(msg.Type); ok {
 			p.metrics.taskFailed(msg.Type, "delivery_limit")
 		}
 		p.fail(ctx, j, fmt.Sprintf("delivered %d times without finishing (did its worker crash?)", msg.Deliveries))
@@ -304,11 +311,17 @@ func (p *workerPool) retryLater(ctx context.Context, j job, policy tasks.Policy,
 	p.settle(j, settleAck)
 }
 
-// fail records a task's FAILURE with reason, then dead-letters its message.
+// fail records a task's FAILURE with reason, then dead-letters its
+// message. A webhook that failed is not dead-lettered: its outcome is in
+// its task's detail, and there is no task to run again.
 func (p *workerPool) fail(ctx context.Context, j job, reason string) {
 	rec := j.record(ctx, stateFailure, p.now())
 	rec.Error = reason
-	p.finish(ctx, j, rec, reason)
+	deadReason := reason
+	if j.msg.Type == webhookTaskType {
+		deadReason = ""
+	}
+	p.finish(ctx, j, rec, deadReason)
 }
 
 // finish stores rec durably, then its status, then settles the delivery:
@@ -324,6 +337,13 @@ func (p *workerPool) finish(ctx context.Context, j job, rec taskRecord, deadReas
 	}
 	p.putStatus(ctx, j, saved.status(), p.resultTTL)
 	j.log.Info("task finished", "status", saved.Status, "attempts", saved.Attempts, "error", saved.Error)
+	if err := p.queueWebhook(ctx, j, saved); err != nil {
+		// The result is stored: the redelivery finds it and queues the
+		// webhook again (settleRedelivery).
+		j.log.Warn("webhook not queued; requeueing the finished task", "error", err)
+		p.settle(j, settleRequeue)
+		return
+	}
 	if deadReason == "" {
 		p.settle(j, settleAck)
 		return

@@ -40,8 +40,10 @@ const (
 	defaultFetchMaxBytes = 32 << 20
 )
 
-// errForbiddenAddress: a URL resolved to an address tasks may not reach.
-var errForbiddenAddress = errors.New("refused: the address is loopback, private or link-local (FETCH_ALLOW_HOSTS can allow its host)")
+// ErrForbiddenAddress: a URL resolved to an address errand may not reach
+// for a client: loopback, private or link-local, unless its host is
+// allowed.
+var ErrForbiddenAddress = errors.New("refused: the address is loopback, private or link-local")
 
 // NewFetcher returns a fetcher that keeps to cfg.
 func NewFetcher(cfg FetchConfig) *Fetcher {
@@ -51,33 +53,8 @@ func NewFetcher(cfg FetchConfig) *Fetcher {
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = defaultFetchMaxBytes
 	}
-	allowed := map[string]bool{}
-	for _, h := range cfg.AllowHosts {
-		if h = strings.ToLower(strings.TrimSpace(h)); h != "" {
-			allowed[h] = true
-		}
-	}
-	open := &net.Dialer{Timeout: 10 * time.Second}
-	guarded := &net.Dialer{Timeout: 10 * time.Second, Control: refuseInternal}
-	transport := &http.Transport{
-		// No proxy from the environment: the guard checks the address
-		// errand connects to, and through a proxy that is the proxy's.
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, fmt.Errorf("dial %s: %w", addr, err)
-			}
-			if allowed[strings.ToLower(addr)] || allowed[strings.ToLower(host)] {
-				return open.DialContext(ctx, network, addr)
-			}
-			return guarded.DialContext(ctx, network, addr)
-		},
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: cfg.Timeout,
-		MaxIdleConns:          16,
-		IdleConnTimeout:       30 * time.Second,
-	}
+	transport := GuardedTransport(cfg.AllowHosts, "FETCH_ALLOW_HOSTS")
+	transport.ResponseHeaderTimeout = cfg.Timeout
 	return &Fetcher{
 		client: &http.Client{
 			Transport: transport,
@@ -96,16 +73,53 @@ func NewFetcher(cfg FetchConfig) *Fetcher {
 	}
 }
 
+// GuardedTransport is an HTTP transport that connects to no loopback,
+// private or link-local address, whatever a name resolves to, except for
+// allowHosts (hosts, or host:port); allowVar names the setting that lists
+// them, for the error.
+func GuardedTransport(allowHosts []string, allowVar string) *http.Transport {
+	allowed := map[string]bool{}
+	for _, h := range allowHosts {
+		if h = strings.ToLower(strings.TrimSpace(h)); h != "" {
+			allowed[h] = true
+		}
+	}
+	open := &net.Dialer{Timeout: 10 * time.Second}
+	guarded := &net.Dialer{Timeout: 10 * time.Second, Control: refuseInternal}
+	return &http.Transport{
+		// No proxy from the environment: the guard checks the address
+		// errand connects to, and through a proxy that is the proxy's.
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, fmt.Errorf("dial %s: %w", addr, err)
+			}
+			if allowed[strings.ToLower(addr)] || allowed[strings.ToLower(host)] {
+				return open.DialContext(ctx, network, addr)
+			}
+			conn, err := guarded.DialContext(ctx, network, addr)
+			if errors.Is(err, ErrForbiddenAddress) {
+				err = fmt.Errorf("%w (%s can allow %s)", err, allowVar, host)
+			}
+			return conn, err
+		},
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConns:        16,
+		IdleConnTimeout:     30 * time.Second,
+	}
+}
+
 // refuseInternal refuses a connection to an address a task may not reach.
 // It runs after name resolution, on the address actually dialled, so a
 // name that resolves to an internal address is refused too.
 func refuseInternal(network, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
-		return fmt.Errorf("%s: %w", address, errForbiddenAddress)
+		return fmt.Errorf("%s: %w", address, ErrForbiddenAddress)
 	}
-	if internalAddr(ap.Addr()) {
-		return fmt.Errorf("%s: %w", ap.Addr(), errForbiddenAddress)
+	if InternalAddr(ap.Addr()) {
+		return fmt.Errorf("%s: %w", ap.Addr(), ErrForbiddenAddress)
 	}
 	return nil
 }
@@ -114,7 +128,9 @@ func refuseInternal(network, address string, _ syscall.RawConn) error {
 // practice, though not in net's IsPrivate.
 var sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
 
-func internalAddr(a netip.Addr) bool {
+// InternalAddr reports whether a is loopback, private, link-local,
+// multicast, unspecified or carrier-grade NAT: an address inside.
+func InternalAddr(a netip.Addr) bool {
 	a = a.Unmap()
 	return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
 		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() || sharedAddressSpace.Contains(a)
@@ -147,8 +163,8 @@ func (f *Fetcher) fetch(ctx context.Context, rawURL string) (input, error) {
 	resp, err := f.client.Do(req)
 	if err != nil {
 		cancel()
-		if errors.Is(err, errForbiddenAddress) {
-			return input{}, Permanent(fmt.Errorf("fetch %s: %w", rawURL, errForbiddenAddress))
+		if errors.Is(err, ErrForbiddenAddress) {
+			return input{}, Permanent(fmt.Errorf("fetch %s: %w", rawURL, err))
 		}
 		return input{}, fmt.Errorf("fetch %s: %w", rawURL, err)
 	}

@@ -58,7 +58,7 @@ func TestFetchRefusesInternalAddressesUnlessAllowed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := read(NewFetcher(FetchConfig{AllowHosts: tc.allow}), tc.url)
 			if tc.want == "" {
-				if !errors.Is(err, errForbiddenAddress) || Retryable(err) {
+				if !errors.Is(err, ErrForbiddenAddress) || Retryable(err) {
 					t.Errorf("fetch %s: %q, %v; want a permanent refusal", tc.url, got, err)
 				}
 				return
@@ -77,8 +77,8 @@ func TestInternalAddresses(t *testing.T) {
 		"::ffff:127.0.0.1": true, "fd00::1": true, "224.0.0.1": true,
 		"93.184.216.34": false, "2606:2800:220:1::1": false, "8.8.8.8": false,
 	} {
-		if got := internalAddr(netip.MustParseAddr(addr)); got != internal {
-			t.Errorf("internalAddr(%s) = %v, want %v", addr, got, internal)
+		if got := InternalAddr(netip.MustParseAddr(addr)); got != internal {
+			t.Errorf("InternalAddr(%s) = %v, want %v", addr, got, internal)
 		}
 	}
 }

@@ -105,14 +105,15 @@ type ItemRequest struct {
 
 // Task defines model for Task.
 type Task struct {
-	Args       interface{} `json:"args,omitempty"`
-	Attempts   int         `json:"attempts"`
-	CreatedAt  *time.Time  `json:"created_at,omitempty"`
-	Error      *string     `json:"error,omitempty"`
-	FinishedAt *time.Time  `json:"finished_at,omitempty"`
-	Owner      *string     `json:"owner,omitempty"`
-	Priority   *string     `json:"priority,omitempty"`
-	Progress   *struct {
+	Args        interface{} `json:"args,omitempty"`
+	Attempts    int         `json:"attempts"`
+	CallbackUrl *string     `json:"callback_url,omitempty"`
+	CreatedAt   *time.Time  `json:"created_at,omitempty"`
+	Error       *string     `json:"error,omitempty"`
+	FinishedAt  *time.Time  `json:"finished_at,omitempty"`
+	Owner       *string     `json:"owner,omitempty"`
+	Priority    *string     `json:"priority,omitempty"`
+	Progress    *struct {
 		Current  *int   `json:"current,omitempty"`
 		Imported *int   `json:"imported,omitempty"`
 		Progress int    `json:"progress"`
@@ -132,6 +133,16 @@ type Task struct {
 	TraceId      *string    `json:"trace_id,omitempty"`
 	Type         string     `json:"type"`
 	UpdatedAt    time.Time  `json:"updated_at"`
+	Webhook      *struct {
+		Attempts   int        `json:"attempts"`
+		DeliveryId string     `json:"delivery_id"`
+		Error      *string    `json:"error,omitempty"`
+		FinishedAt *time.Time `json:"finished_at,omitempty"`
+		RetryAt    *time.Time `json:"retry_at,omitempty"`
+		Status     string     `json:"status"`
+		StatusCode *int       `json:"status_code,omitempty"`
+		Url        string     `json:"url"`
+	} `json:"webhook,omitempty"`
 }
 
 // TaskAccepted defines model for TaskAccepted.
@@ -145,6 +156,9 @@ type TaskAccepted struct {
 type TaskRequest struct {
 	// Args The type's arguments.
 	Args *map[string]interface{} `json:"args,omitempty"`
+
+	// CallbackUrl POST the task's final status here, signed (Errand-Signature); needs WEBHOOK_SECRET.
+	CallbackUrl *string `json:"callback_url,omitempty"`
 
 	// Countdown Run this many seconds from now.
 	Countdown *float32 `json:"countdown,omitempty"`
@@ -464,6 +478,13 @@ func (t TaskRequest) MarshalJSON() ([]byte, error) {
 		}
 	}
 
+	if t.CallbackUrl != nil {
+		object["callback_url"], err = json.Marshal(t.CallbackUrl)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'callback_url': %w", err)
+		}
+	}
+
 	if t.Countdown != nil {
 		object["countdown"], err = json.Marshal(t.Countdown)
 		if err != nil {
@@ -516,6 +537,13 @@ func (t *TaskRequest) UnmarshalJSON(b []byte) error {
 		err = json.Unmarshal(raw, &t.Args)
 		if err != nil {
 			return fmt.Errorf("error reading 'args': %w", err)
+		}
+	}
+
+	if raw, found := object["callback_url"]; found {
+		err = json.Unmarshal(raw, &t.CallbackUrl)
+		if err != nil {
+			return fmt.Errorf("error reading 'callback_url': %w", err)
 		}
 	}
 
