@@ -23,6 +23,7 @@ type backends struct {
 	statuses  statusStore
 	keys      keyStore
 	revoked   revocationStore
+	throttles taskThrottle
 	watcher   statusWatcher
 	schedules scheduleStore
 	files     fileStore
@@ -64,6 +65,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 			statuses:  measuredStatusStore{next: statuses, obs: obs},
 			keys:      measuredKeyStore{next: newMemoryKeyStore(), obs: obs},
 			revoked:   newMemoryRevocations(revocationTTL(cfg)),
+			throttles: newMemoryThrottle(time.Now),
 			watcher:   statuses,
 			schedules: newMemorySchedules(),
 			files:     newMemoryFiles(),
@@ -98,6 +100,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		statuses:  measuredStatusStore{next: statuses, obs: redisObs},
 		keys:      measuredKeyStore{next: &redisKeyStore{client: rdb, prefix: cfg.KeyPrefix}, obs: redisObs},
 		revoked:   revocations,
+		throttles: redisThrottle{client: rdb, prefix: cfg.KeyPrefix},
 		watcher:   watcher,
 		schedules: newMongoSchedules(mongoStore.client.Database(cfg.MongoDatabase)),
 		files:     files,

@@ -39,6 +39,7 @@ type config struct {
 	WebhookSecret     string
 	WebhookAllowHosts string
 	WebhookTimeout    time.Duration
+	TaskRateLimits    string
 	ImageMaxPixels    int
 	PublishTimeout    time.Duration
 	HealthTimeout     time.Duration
@@ -128,6 +129,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.WebhookSecret, "webhook-secret", env("WEBHOOK_SECRET", ""), "secret that signs webhooks (per API key, a secret derived from it); empty turns callback_url off (WEBHOOK_SECRET)")
 	fs.StringVar(&cfg.WebhookAllowHosts, "webhook-allow-hosts", env("WEBHOOK_ALLOW_HOSTS", ""), "hosts (or host:port) that webhooks may call although they are loopback, private or link-local, separated by commas (WEBHOOK_ALLOW_HOSTS)")
 	fs.DurationVar(&cfg.WebhookTimeout, "webhook-timeout", envDuration("WEBHOOK_TIMEOUT", 10*time.Second), "time limit of one webhook delivery attempt (WEBHOOK_TIMEOUT)")
+	fs.StringVar(&cfg.TaskRateLimits, "task-rate-limits", env("TASK_RATE_LIMITS", ""), "rate limits of task types across every worker, type=rate separated by commas, such as process_image=10/s,import_csv_data=2/m (TASK_RATE_LIMITS)")
 	fs.IntVar(&cfg.ImageMaxPixels, "image-max-pixels", envInt("IMAGE_MAX_PIXELS", tasks.DefaultImageMaxPixels), "largest image, in pixels, that process_image decodes (IMAGE_MAX_PIXELS)")
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", envDuration("PUBLISH_TIMEOUT", 5*time.Second), "how long a submit waits for the broker's confirm before answering 503 (PUBLISH_TIMEOUT)")
 	fs.DurationVar(&cfg.HealthTimeout, "health-timeout", envDuration("HEALTH_TIMEOUT", 2*time.Second), "per-dependency deadline of GET /health (HEALTH_TIMEOUT)")
@@ -202,6 +204,9 @@ func (c config) validate() error {
 	if c.QueueType != queueClassic && c.QueueType != queueQuorum {
 		errs = append(errs, fmt.Errorf("QUEUE_TYPE=%q: want classic or quorum", c.QueueType))
 	}
+	if _, err := parseTaskRates(c.TaskRateLimits); err != nil {
+		errs = append(errs, err)
+	}
 	if c.QueueName == "" {
 		errs = append(errs, errors.New("QUEUE_NAME is empty"))
 	}
@@ -226,6 +231,7 @@ func (c config) logAttrs() []any {
 		"publish_timeout", c.PublishTimeout.String(), "max_body_bytes", c.MaxBodyBytes, "file_max_bytes", c.FileMaxBytes,
 		"fetch_allow_hosts", c.FetchAllowHosts, "fetch_timeout", c.FetchTimeout.String(), "image_max_pixels", c.ImageMaxPixels,
 		"webhooks", c.WebhookSecret != "", "webhook_allow_hosts", c.WebhookAllowHosts, "webhook_timeout", c.WebhookTimeout.String(),
+		"task_rate_limits", c.TaskRateLimits,
 		"smtp_addr", c.SMTPAddr, "smtp_from", c.SMTPFrom, "smtp_auth", c.SMTPUsername != "",
 		"api_keys", len(newAPIKeys(c.APIKeys).digests), "rate_limit", c.RateLimit, "rate_burst", c.RateBurst,
 		"pprof_addr", c.PprofAddr, "schedule_horizon", c.ScheduleHorizon.String(),

@@ -18,6 +18,10 @@ type taskMessage struct {
 	// worker that gets the task early (see delayFor) puts it back to wait
 	// for the rest.
 	ETA time.Time `json:"eta,omitzero"`
+	// RateSlot is the start its type's rate limit reserved for the task
+	// (see throttle.go); zero before it has one. Like ETA, a worker that
+	// gets the task earlier puts it back to wait.
+	RateSlot time.Time `json:"rate_slot,omitzero"`
 	// Attempt counts the retries already made after failed runs.
 	Attempt   int    `json:"attempt,omitempty"`
 	LastError string `json:"last_error,omitempty"`
@@ -43,6 +47,15 @@ var priorityLevels = map[string]uint8{"low": 1, "normal": 5, "high": 9}
 // maxPriority is the queue's x-max-priority. RabbitMQ's classic queues
 // keep one sub-queue per level, so it stays small.
 const maxPriority = 10
+
+// due is when the task may start: its ETA or its rate slot, whichever is
+// later; zero for at once.
+func (m taskMessage) due() time.Time {
+	if m.RateSlot.After(m.ETA) {
+		return m.RateSlot
+	}
+	return m.ETA
+}
 
 func decodeTaskMessage(body []byte) (taskMessage, error) {
 	var m taskMessage

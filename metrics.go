@@ -33,6 +33,7 @@ type metrics struct {
 	tasksSucceeded    *prometheus.CounterVec
 	tasksFailed       *prometheus.CounterVec
 	tasksRetried      *prometheus.CounterVec
+	tasksThrottled    *prometheus.CounterVec
 	tasksDeadLettered *prometheus.CounterVec
 	taskRunDuration   *prometheus.HistogramVec
 	taskQueueWait     *prometheus.HistogramVec
@@ -85,6 +86,7 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 	m.tasksSucceeded = counter("errand_tasks_succeeded_total", "Tasks finished with SUCCESS.", "task_type")
 	m.tasksFailed = counter("errand_tasks_failed_total", "Tasks finished with FAILURE.", "task_type")
 	m.tasksRetried = counter("errand_tasks_retried_total", "Task runs that failed and were scheduled again.", "task_type")
+	m.tasksThrottled = counter("errand_tasks_throttled_total", "Task starts put off by their type's rate limit (each waits for its slot on a delay queue).", "task_type")
 	m.tasksDeadLettered = counter("errand_tasks_dead_lettered_total", "Messages moved to the dead-letter queue, by reason.", "task_type", "reason")
 	m.taskRunDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "errand_task_run_duration_seconds", Help: "Time a task ran in a worker.", Buckets: taskBuckets,
@@ -117,7 +119,7 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 
 	for _, c := range []prometheus.Collector{
 		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksScheduled, m.tasksRevoked, m.scheduleFired, m.scheduleSkipped, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
-		m.tasksRetried, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
+		m.tasksRetried, m.tasksThrottled, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
 		m.workerPoolSize, m.workersBusy, m.publishDuration, m.publishErrors, m.tasksPerMessage, m.tasksRepublished, m.reconnects, m.storeDuration, m.storeErrors,
 	} {
 		f(c)
@@ -148,6 +150,7 @@ func (m *metrics) initSeries(taskTypes []string) {
 		m.tasksSucceeded.WithLabelValues(tt)
 		m.tasksFailed.WithLabelValues(tt)
 		m.tasksRetried.WithLabelValues(tt)
+		m.tasksThrottled.WithLabelValues(tt)
 		m.publishErrors.WithLabelValues(tt)
 		for _, reason := range []string{"failed", "delivery_limit"} {
 			m.tasksDeadLettered.WithLabelValues(tt, reason)
@@ -235,6 +238,8 @@ func (m *metrics) taskRan(ctx context.Context, taskType string, d time.Duration)
 func (m *metrics) taskSucceeded(taskType string) { m.tasksSucceeded.WithLabelValues(taskType).Inc() }
 
 func (m *metrics) taskRetried(taskType string) { m.tasksRetried.WithLabelValues(taskType).Inc() }
+
+func (m *metrics) taskThrottled(taskType string) { m.tasksThrottled.WithLabelValues(taskType).Inc() }
 
 // scheduleTickFired counts a schedule's tick whose task was queued.
 func (m *metrics) scheduleTickFired(taskType string) { m.scheduleFired.WithLabelValues(taskType).Inc() }

@@ -77,6 +77,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Fetcher:        tasks.NewFetcher(tasks.FetchConfig{AllowHosts: splitList(cfg.FetchAllowHosts), Timeout: cfg.FetchTimeout, MaxBytes: cfg.FileMaxBytes}),
 		ImageMaxPixels: cfg.ImageMaxPixels,
 	})
+	if err := applyTaskRates(registry, cfg.TaskRateLimits); err != nil {
+		return err
+	}
 	m.initSeries(registry.Names())
 	m.registry.MustRegister(newDependencyCollector(b.health, cfg.HealthTimeout), newQueueCollector(b.queues, cfg.HealthTimeout))
 
@@ -134,7 +137,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}()
 	}
 	if cfg.runsWorker() {
-		pool := newWorkerPool(b.queue, registry, b.statuses, b.results, b.revoked,
+		pool := newWorkerPool(b.queue, registry, b.statuses, b.results, b.revoked, b.throttles,
 			workerConfig{size: cfg.Workers, resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout, webhooks: cfg.webhooks()},
 			log.With("component", "worker"), m, tr)
 		wg.Add(1)

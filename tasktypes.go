@@ -23,6 +23,9 @@ type policyJSON struct {
 	BackoffMaxSecs   float64 `json:"retry_backoff_max_seconds,omitempty"`
 	TimeLimitSeconds float64 `json:"time_limit_seconds,omitempty"`
 	Priority         string  `json:"priority"`
+	// RateLimit is the type's rate limit across every worker, such as
+	// "10/s"; none when empty.
+	RateLimit string `json:"rate_limit,omitempty"`
 }
 
 // handleTaskTypes is GET /api/task-types: every registered type with the
@@ -37,7 +40,7 @@ func handleTaskTypes(registry *tasks.Registry) handlerFunc {
 				Name: def.Name, Description: def.Description, ArgsSchema: def.ArgsSchema(),
 				Policy: policyJSON{
 					MaxRetries: p.MaxRetries, BackoffSeconds: p.BackoffBase.Seconds(), BackoffMaxSecs: p.BackoffMax.Seconds(),
-					TimeLimitSeconds: p.TimeLimit.Seconds(), Priority: cmp.Or(p.Priority, "normal"),
+					TimeLimitSeconds: p.TimeLimit.Seconds(), Priority: cmp.Or(p.Priority, "normal"), RateLimit: p.Rate.String(),
 				},
 			})
 		}

@@ -332,7 +332,7 @@ func TestFinishedRedeliveryQueuesItsWebhook(t *testing.T) {
 		if publishFails {
 			queue = failingPublishes{broker}
 		}
-		pool := newWorkerPool(queue, tasks.NewRegistry(tasks.Config{}), newMemoryStatusStore(), results, newMemoryRevocations(time.Hour),
+		pool := newWorkerPool(queue, tasks.NewRegistry(tasks.Config{}), newMemoryStatusStore(), results, newMemoryRevocations(time.Hour), newMemoryThrottle(time.Now),
 			workerConfig{size: 1, resultTTL: time.Hour, webhooks: webhookConfig{secret: "s"}}, slog.New(slog.DiscardHandler), testMetrics(), disabledTracing())
 		var settled []string
 		pool.process(ctx, delivery{body: body, redelivered: true,

@@ -58,6 +58,8 @@ type workerPool struct {
 	running runningTasks
 	// webhooks delivers the webhooks of finished tasks (webhookTaskType).
 	webhooks *webhookSender
+	// throttles reserves the starts of rate-limited task types.
+	throttles taskThrottle
 }
 
 // workerConfig is what a worker pool takes from errand's settings.
@@ -69,9 +71,9 @@ type workerConfig struct {
 }
 
 func newWorkerPool(queue workQueue, registry *tasks.Registry, statuses statusWriter, results resultSaver, revocations revocationStore,
-	cfg workerConfig, log *slog.Logger, m *metrics, tr *tracing) *workerPool {
+	throttles taskThrottle, cfg workerConfig, log *slog.Logger, m *metrics, tr *tracing) *workerPool {
 	return &workerPool{
-		size: cfg.size, queue: queue, registry: registry, statuses: statuses, results: results, revocations: revocations,
+		size: cfg.size, queue: queue, registry: registry, statuses: statuses, results: results, revocations: revocations, throttles: throttles,
 		resultTTL: cfg.resultTTL, drainTimeout: cfg.drainTimeout,
 		log: log, now: time.Now, metrics: m, jitter: rand.Float64, tracing: tr,
 		webhooks: newWebhookSender(cfg.webhooks, results, time.Now),

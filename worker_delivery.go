@@ -81,7 +81,7 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	}
 	ctx, j, endSpan := p.startJob(ctx, d, msg)
 	defer endSpan()
-	if early := msg.ETA.Sub(p.now()); early > etaTolerance {
+	if early := msg.due().Sub(p.now()); early > etaTolerance {
 		p.waitForETA(ctx, j, early)
 		return
 	}
@@ -91,6 +91,9 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	def, ok := p.definition(msg.Type)
 	if !ok {
 		p.failUnknownType(ctx, j)
+		return
+	}
+	if def.Policy.Rate.Limited() && msg.RateSlot.IsZero() && p.throttle(ctx, j, def.Policy.Rate) {
 		return
 	}
 	// The run is registered before the check for a cancel, so a cancel
@@ -296,6 +299,8 @@ func (p *workerPool) retryLater(ctx context.Context, j job, policy tasks.Policy,
 	next.Attempt++
 	next.LastError = runErr.Error()
 	next.Deliveries = 0
+	// The next attempt is a start like any: it reserves a slot of its own.
+	next.RateSlot = time.Time{}
 	retryAt := p.now().Add(delay)
 	if err := p.queue.publishDelayed(ctx, next, delay); err != nil {
 		j.log.Error("could not schedule a retry; requeueing the run", "error", err)

@@ -103,6 +103,9 @@ type Policy struct {
 	// Priority is the priority of a submit that names none ("low",
 	// "normal" or "high"); empty means "normal".
 	Priority string
+	// Rate limits how often tasks of the type start, across every worker
+	// process; the tasks over it wait on the delay queues.
+	Rate Rate
 }
 
 // Backoff is the wait before retry number attempt (1 for the first):

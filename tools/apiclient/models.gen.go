@@ -316,6 +316,7 @@ type TaskType struct {
 	Policy      struct {
 		MaxRetries             int      `json:"max_retries"`
 		Priority               string   `json:"priority"`
+		RateLimit              *string  `json:"rate_limit,omitempty"`
 		RetryBackoffMaxSeconds *float32 `json:"retry_backoff_max_seconds,omitempty"`
 		RetryBackoffSeconds    *float32 `json:"retry_backoff_seconds,omitempty"`
 		TimeLimitSeconds       *float32 `json:"time_limit_seconds,omitempty"`
