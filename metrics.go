@@ -34,6 +34,7 @@ type metrics struct {
 	tasksFailed       *prometheus.CounterVec
 	tasksRetried      *prometheus.CounterVec
 	tasksThrottled    *prometheus.CounterVec
+	webhooksFailed    prometheus.Counter
 	tasksDeadLettered *prometheus.CounterVec
 	taskRunDuration   *prometheus.HistogramVec
 	taskQueueWait     *prometheus.HistogramVec
@@ -87,6 +88,9 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 	m.tasksFailed = counter("errand_tasks_failed_total", "Tasks finished with FAILURE.", "task_type")
 	m.tasksRetried = counter("errand_tasks_retried_total", "Task runs that failed and were scheduled again.", "task_type")
 	m.tasksThrottled = counter("errand_tasks_throttled_total", "Task starts put off by their type's rate limit (each waits for its slot on a delay queue).", "task_type")
+	m.webhooksFailed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "errand_webhooks_failed_total", Help: "Webhook deliveries that gave up (the task's detail says why); they are not dead-lettered.",
+	})
 	m.tasksDeadLettered = counter("errand_tasks_dead_lettered_total", "Messages moved to the dead-letter queue, by reason.", "task_type", "reason")
 	m.taskRunDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "errand_task_run_duration_seconds", Help: "Time a task ran in a worker.", Buckets: taskBuckets,
@@ -119,7 +123,7 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 
 	for _, c := range []prometheus.Collector{
 		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksScheduled, m.tasksRevoked, m.scheduleFired, m.scheduleSkipped, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
-		m.tasksRetried, m.tasksThrottled, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
+		m.tasksRetried, m.tasksThrottled, m.webhooksFailed, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
 		m.workerPoolSize, m.workersBusy, m.publishDuration, m.publishErrors, m.tasksPerMessage, m.tasksRepublished, m.reconnects, m.storeDuration, m.storeErrors,
 	} {
 		f(c)
@@ -256,6 +260,12 @@ func (m *metrics) taskRevoked(taskType string) { m.tasksRevoked.WithLabelValues(
 // taskFailed records a FAILURE and its message's move to the dead-letter
 // queue, with the reason ("failed", "delivery_limit").
 func (m *metrics) taskFailed(taskType, reason string) {
+	if taskType == webhookTaskType {
+		// A receiver's failure, not errand's: no task failed, and no dead
+		// letter was written.
+		m.webhooksFailed.Inc()
+		return
+	}
 	m.tasksFailed.WithLabelValues(taskType).Inc()
 	m.tasksDeadLettered.WithLabelValues(taskType, reason).Inc()
 }

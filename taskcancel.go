@@ -81,7 +81,8 @@ func alreadyFinished(state string) error {
 // revokedRecord is the final record of st, cancelled by rev.
 func revokedRecord(st taskStatus, rev revocation) taskRecord {
 	rec := taskRecord{TaskID: st.TaskID, TaskType: st.TaskType, Status: stateRevoked, Attempts: st.Attempts, CompletedAt: rev.At,
-		Priority: st.Priority, Owner: st.Owner, TraceID: st.TraceID, ScheduledFor: st.ScheduledFor, StartedAt: st.StartedAt, Revoked: &rev}
+		Priority: st.Priority, Owner: st.Owner, TraceID: st.TraceID, ScheduledFor: st.ScheduledFor, StartedAt: st.StartedAt, Revoked: &rev,
+		CallbackURL: st.CallbackURL}
 	if st.CreatedAt != nil {
 		rec.CreatedAt = *st.CreatedAt
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -38,8 +39,8 @@ const webhookTaskType = "errand.webhook"
 // letters; the task a delivery reports on shows it.
 const webhookOwner = "errand:webhooks"
 
-// webhookPolicy retries a failing endpoint for about an hour and a half
-// (1 s doubling to an hour, with jitter) before giving up.
+// webhookPolicy retries a failing endpoint 12 times, from 1 s doubling,
+// with jitter: over 35 to 70 minutes, then it gives up.
 var webhookPolicy = tasks.Policy{MaxRetries: 12, BackoffBase: time.Second, BackoffMax: time.Hour}
 
 // Webhook request headers.
@@ -117,10 +118,25 @@ func (c webhookConfig) checkCallbackURL(raw, field string) error {
 		}
 	}
 	addr, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	if err != nil && numericHost(host) {
+		// 2130706433, 127.1, 0x7f000001: old spellings of addresses that
+		// some resolvers take and errand's does not.
+		return invalidField(field, "must name a host, or an address written as a dotted IPv4 or an IPv6 one")
+	}
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") || (err == nil && tasks.InternalAddr(addr)) {
 		return invalidField(field, "names a loopback, private or link-local address; WEBHOOK_ALLOW_HOSTS can allow %s", host)
 	}
 	return nil
+}
+
+// numericHost reports whether host's last label is a number (decimal or
+// 0x hex): no DNS name ends so, so it is meant as an address.
+func numericHost(host string) bool {
+	last := host[strings.LastIndex(host, ".")+1:]
+	if hex, ok := strings.CutPrefix(last, "0x"); ok {
+		return strings.Trim(hex, "0123456789abcdef") == ""
+	}
+	return last != "" && strings.Trim(last, "0123456789") == ""
 }
 
 // webhookDeliveryID is the id of the task that delivers id's webhook.
@@ -183,8 +199,11 @@ func (s *webhookSender) deliver(ctx context.Context, task tasks.Task, raw json.R
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, args.URL, bytes.NewReader(body))
 	if err != nil {
-		return nil, tasks.Permanent(fmt.Errorf("callback URL: %w", err))
+		return nil, tasks.Permanent(errors.New("callback URL is not a valid URL"))
 	}
+	// Errors name the endpoint by its scheme and host: the path and query
+	// may hold a token, and errors go to logs.
+	endpoint := req.URL.Scheme + "://" + req.URL.Host
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "errand-webhooks/1")
 	req.Header.Set(webhookDeliveryHeader, task.ID)
@@ -192,16 +211,20 @@ func (s *webhookSender) deliver(ctx context.Context, task tasks.Task, raw json.R
 	req.Header.Set(webhookSignatureHeader, signWebhook(s.cfg.secretOf(rec.Owner), s.now(), body))
 	resp, err := s.client.Do(req)
 	if err != nil {
-		if errors.Is(err, tasks.ErrForbiddenAddress) {
-			return nil, tasks.Permanent(fmt.Errorf("POST %s: %w", args.URL, err))
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err // it repeats the whole URL
 		}
-		return nil, fmt.Errorf("POST %s: %w", args.URL, err)
+		if errors.Is(err, tasks.ErrForbiddenAddress) {
+			return nil, tasks.Permanent(fmt.Errorf("POST %s: %w", endpoint, err))
+		}
+		return nil, fmt.Errorf("POST %s: %w", endpoint, err)
 	}
 	// Reading a little of the body lets the connection be reused.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, fmt.Errorf("POST %s: answered %s", args.URL, resp.Status)
+		return nil, fmt.Errorf("POST %s: answered %s", endpoint, resp.Status)
 	}
 	return map[string]any{"url": args.URL, "status_code": resp.StatusCode}, nil
 }
@@ -212,10 +235,13 @@ func (s *webhookSender) deliver(ctx context.Context, task tasks.Task, raw json.R
 // queues a second delivery with the same id, which sees the first's
 // outcome and ends without a POST if it has one.
 func (p *workerPool) queueWebhook(ctx context.Context, j job, rec taskRecord) error {
-	if rec.CallbackURL == "" {
+	// The message has the URL even when the record, saved first by a
+	// cancel, does not.
+	callback := cmp.Or(rec.CallbackURL, j.msg.CallbackURL)
+	if callback == "" {
 		return nil
 	}
-	args, err := json.Marshal(webhookArgs{URL: rec.CallbackURL, TaskID: rec.TaskID})
+	args, err := json.Marshal(webhookArgs{URL: callback, TaskID: rec.TaskID})
 	if err != nil {
 		return fmt.Errorf("encode webhook of %s: %w", rec.TaskID, err)
 	}
@@ -289,6 +315,7 @@ func handleWebhookSecret(cfg webhookConfig, keysOn bool) handlerFunc {
 		case !keysOn:
 			return &apiError{status: http.StatusNotFound, code: "no_api_keys", message: "without API keys, webhooks are signed with WEBHOOK_SECRET itself; errand does not serve it"}
 		}
+		w.Header().Set("Cache-Control", "no-store")
 		writeJSON(w, http.StatusOK, webhookSecretJSON{Secret: cfg.secretOf(taskOwner(r.Context())), Header: webhookSignatureHeader})
 		return nil
 	}

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"errand/tasks"
 )
 
@@ -177,6 +179,51 @@ func TestWebhookIsSignedAndRetried(t *testing.T) {
 	}
 }
 
+// TestWebhookOnFailureAndCancel: a task that fails, and one cancelled
+// while it waits for its time, send their webhooks too.
+func TestWebhookOnFailureAndCancel(t *testing.T) {
+	for name, env := range backendModes {
+		t.Run(name, func(t *testing.T) {
+			rcv := newWebhookReceiver(t, http.StatusOK)
+			e := env(t)
+			e["WEBHOOK_SECRET"], e["WEBHOOK_ALLOW_HOSTS"] = "s", "127.0.0.1"
+			base := startErrand(t, e)
+			failing := submitGenericTask(t, base, `{"type": "process_image", "args": {"file_id": "000000000000000000000000"}, "callback_url": "`+rcv.URL+`/f"}`)
+			waitForStatus(t, base, failing, stateFailure, 20*time.Second)
+			later := submitGenericTask(t, base, `{"type": "process_heavy_task", "args": {"data": "x"}, "countdown": 1, "callback_url": "`+rcv.URL+`/r"}`)
+			var cancelled taskJSON
+			if resp := apiCall(t, "POST", base+"/api/tasks/"+later+"/cancel", "", nil, &cancelled); resp.StatusCode != http.StatusOK || cancelled.Status != stateRevoked {
+				t.Fatalf("cancel: %d %+v", resp.StatusCode, cancelled)
+			}
+			want := map[string]string{failing: "task.failure", later: "task.revoked"}
+			for id := range want {
+				var task taskJSON
+				waitFor(t, 20*time.Second, "the webhook of "+id, func() bool {
+					task = taskJSON{}
+					apiCall(t, "GET", base+"/api/tasks/"+id, "", nil, &task)
+					return task.Webhook != nil && task.Webhook.Status == stateSuccess
+				})
+				if task.CallbackURL == "" {
+					t.Errorf("task %s: no callback_url in its detail", id)
+				}
+			}
+			for _, c := range rcv.received() {
+				var sent taskJSON
+				if err := json.Unmarshal(c.body, &sent); err != nil {
+					t.Fatal(err)
+				}
+				if event := c.header.Get("Errand-Event"); want[sent.TaskID] != event || "task."+strings.ToLower(sent.Status) != event {
+					t.Errorf("webhook of %s (%s): event %q, want %q", sent.TaskID, sent.Status, event, want[sent.TaskID])
+				}
+				delete(want, sent.TaskID)
+			}
+			if len(want) != 0 {
+				t.Errorf("no webhook received for %v", want)
+			}
+		})
+	}
+}
+
 // TestWebhookToADeadEndpointHoldsNoWorker: an endpoint that never answers
 // costs a worker one WEBHOOK_TIMEOUT per attempt; between attempts the
 // delivery waits on a delay queue, and other tasks run.
@@ -197,13 +244,22 @@ func TestWebhookToADeadEndpointHoldsNoWorker(t *testing.T) {
 	id := submitGenericTask(t, base, `{"type": "process_heavy_task", "args": {"data": "x", "iterations": 1}, "callback_url": "`+dead.URL+`"}`)
 	waitForStatus(t, base, id, stateSuccess, 20*time.Second)
 	var task taskJSON
-	waitFor(t, 20*time.Second, "the webhook waiting to retry", func() bool {
+	busy := -1.0
+	waitFor(t, 20*time.Second, "the webhook waiting to retry, with time before its next attempt", func() bool {
 		task = taskJSON{}
 		apiCall(t, "GET", base+"/api/tasks/"+id, "", nil, &task)
-		return task.Webhook != nil && task.Webhook.Status == stateRetry
+		if task.Webhook == nil || task.Webhook.Status != stateRetry || task.Webhook.RetryAt == nil || time.Until(*task.Webhook.RetryAt) < 150*time.Millisecond {
+			return false
+		}
+		busy, _ = sampleValue(scrape(t, base), "errand_workers_busy", nil)
+		// Still before the next attempt: busy was read while it waited.
+		return time.Until(*task.Webhook.RetryAt) > 0
 	})
-	if w := task.Webhook; !strings.Contains(w.Error, "Timeout") || w.RetryAt == nil {
-		t.Errorf("webhook: %+v, want RETRY with the timeout and its next attempt's time", w)
+	if w := task.Webhook; !strings.Contains(w.Error, "Timeout") {
+		t.Errorf("webhook: %+v, want RETRY with the timeout", w)
+	}
+	if busy != 0 {
+		t.Errorf("errand_workers_busy = %g while the webhook waits to retry, want 0: the wait must not hold the worker", busy)
 	}
 	// One worker: these run only if the delivery does not hold it.
 	var others []string
@@ -248,6 +304,7 @@ func TestCallbackURLRules(t *testing.T) {
 		"ftp://example.com/x", "/relative", "example.com/hook", "http://user:pw@example.com/h", "https://example.com/" + strings.Repeat("a", maxCallbackURL),
 		"http://127.0.0.1:8080/h", "http://localhost/h", "http://api.localhost/h", "http://10.1.2.3/h", "http://192.168.0.1/h", "http://[::1]/h",
 		"http://169.254.169.254/latest/meta-data", "http://[fe80::1]/h", "http://0.0.0.0/h",
+		"http://2130706433/h", "http://127.1/h", "http://0x7f000001/h", "http://[::ffff:127.0.0.1]/h", "http://100.64.0.1/h",
 	} {
 		checkErrorAnswer(t, submit(on, refused), http.StatusUnprocessableEntity, "validation_error", "callback_url")
 	}
@@ -271,6 +328,9 @@ func TestWebhookSecretRoute(t *testing.T) {
 	var a, b webhookSecretJSON
 	decodeAnswer(t, keyed.serve(t, "GET", "/api/webhook-secret", "", map[string]string{"X-API-Key": "key-a"}), http.StatusOK, &a)
 	decodeAnswer(t, keyed.serve(t, "GET", "/api/webhook-secret", "", map[string]string{"X-API-Key": "key-b"}), http.StatusOK, &b)
+	if cc := keyed.serve(t, "GET", "/api/webhook-secret", "", map[string]string{"X-API-Key": "key-a"}).Header().Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control of the secret: %q, want no-store", cc)
+	}
 	if a.Secret != cfg.secretOf(mustOwner(t, "key-a")) || b.Secret != cfg.secretOf(mustOwner(t, "key-b")) || a.Secret == b.Secret || a.Secret == cfg.secret {
 		t.Errorf("secrets %q and %q: want each key's own, neither WEBHOOK_SECRET", a.Secret, b.Secret)
 	}
@@ -357,6 +417,47 @@ func TestFinishedRedeliveryQueuesItsWebhook(t *testing.T) {
 			args != (webhookArgs{URL: msg.CallbackURL, TaskID: msg.ID}) {
 			t.Errorf("queued %+v (%v), want the delivery of done-1's webhook", got, err)
 		}
+	}
+}
+
+// TestFailedWebhookIsNotDeadLettered: a delivery that gives up ends
+// FAILURE in its task's detail and writes no dead letter: there is no
+// task to run again.
+func TestFailedWebhookIsNotDeadLettered(t *testing.T) {
+	ctx := context.Background()
+	broker, results := newMemoryBroker(), newMemoryStore()
+	t.Cleanup(broker.close)
+	statuses := newMemoryStatusStore()
+	m := testMetrics()
+	pool := newWorkerPool(broker, tasks.NewRegistry(tasks.Config{}), statuses, results, newMemoryRevocations(time.Hour), newMemoryThrottle(time.Now),
+		workerConfig{size: 1, resultTTL: time.Hour, webhooks: webhookConfig{secret: "s", timeout: time.Second}}, slog.New(slog.DiscardHandler), m, disabledTracing())
+	// The task it reports on has no result: a permanent failure.
+	args, _ := json.Marshal(webhookArgs{URL: "https://example.com/h", TaskID: "gone"})
+	body, err := encodeTaskMessage(taskMessage{ID: "gone.webhook", Type: webhookTaskType, Args: args, Priority: "normal", EnqueuedAt: time.Now(), Owner: webhookOwner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := false
+	pool.process(ctx, delivery{body: body, ack: func() error { acked = true; return nil }, reject: func(bool) error { return nil }})
+	if _, dead := broker.depth(); !acked || dead != 0 {
+		t.Errorf("acked %v, %d dead letters; want an ack and none", acked, dead)
+	}
+	if rec, err := results.getResult(ctx, "gone.webhook"); err != nil || rec.Status != stateFailure || !strings.Contains(rec.Error, "no result") {
+		t.Errorf("the delivery's record: %+v, %v; want FAILURE saying why", rec, err)
+	}
+	families, err := m.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*dto.MetricFamily{}
+	for _, f := range families {
+		byName[f.GetName()] = f
+	}
+	if v, _ := sampleValue(byName, "errand_webhooks_failed_total", nil); v != 1 {
+		t.Errorf("errand_webhooks_failed_total = %g, want 1", v)
+	}
+	if _, ok := findMetric(byName, "errand_tasks_dead_lettered_total", map[string]string{"task_type": webhookTaskType}); ok {
+		t.Error("a failed webhook counted as a dead letter")
 	}
 }
 

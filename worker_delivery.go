@@ -195,6 +195,12 @@ func (p *workerPool) settleRedelivery(ctx context.Context, j job) bool {
 			p.settle(j, settleRequeue)
 			return true
 		}
+		if rec.Status == stateFailure && j.msg.Type != webhookTaskType {
+			// Its worker may have stopped before the dead letter was
+			// written: a second copy is better than none.
+			p.deadLetter(ctx, j, rec.Error)
+			return true
+		}
 		p.settle(j, settleAck)
 		return true
 	}
