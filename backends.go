@@ -24,6 +24,8 @@ type backends struct {
 	keys      keyStore
 	revoked   revocationStore
 	throttles taskThrottle
+	slots     keySlots
+	parked    parkedTasks
 	watcher   statusWatcher
 	schedules scheduleStore
 	files     fileStore
@@ -32,6 +34,10 @@ type backends struct {
 	results   resultStore
 	health    map[string]pinger
 	closers   []func()
+}
+
+func (b *backends) keyStores() workerKeyStores {
+	return workerKeyStores{throttles: b.throttles, slots: b.slots, parked: b.parked}
 }
 
 // close releases the backends in reverse order of opening.
@@ -66,6 +72,8 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 			keys:      measuredKeyStore{next: newMemoryKeyStore(), obs: obs},
 			revoked:   newMemoryRevocations(revocationTTL(cfg)),
 			throttles: newMemoryThrottle(time.Now),
+			slots:     newMemoryKeySlots(time.Now),
+			parked:    newMemoryParkedTasks(time.Now),
 			watcher:   statuses,
 			schedules: newMemorySchedules(),
 			files:     newMemoryFiles(),
@@ -95,12 +103,15 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	redisObs := newStoreObserver("redis", m, tracer, slices.Concat(statusOps, keyOps)...)
 	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
 	files := newGridFiles(mongoStore.client.Database(cfg.MongoDatabase))
+	parked := newDurableParkedTasks(mongoStore.client.Database(cfg.MongoDatabase), rdb, cfg.KeyPrefix, time.Now)
 	b := &backends{
 		mode: "external", publisher: broker, queue: broker, queues: broker, dead: broker,
 		statuses:  measuredStatusStore{next: statuses, obs: redisObs},
 		keys:      measuredKeyStore{next: &redisKeyStore{client: rdb, prefix: cfg.KeyPrefix}, obs: redisObs},
 		revoked:   revocations,
 		throttles: redisThrottle{client: rdb, prefix: cfg.KeyPrefix},
+		slots:     redisKeySlots{client: rdb, prefix: cfg.KeyPrefix},
+		parked:    parked,
 		watcher:   watcher,
 		schedules: newMongoSchedules(mongoStore.client.Database(cfg.MongoDatabase)),
 		files:     files,

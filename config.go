@@ -40,6 +40,8 @@ type config struct {
 	WebhookAllowHosts string
 	WebhookTimeout    time.Duration
 	TaskRateLimits    string
+	MaxRunningPerKey  string
+	KeySlotLease      time.Duration
 	ImageMaxPixels    int
 	PublishTimeout    time.Duration
 	HealthTimeout     time.Duration
@@ -130,6 +132,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.WebhookAllowHosts, "webhook-allow-hosts", env("WEBHOOK_ALLOW_HOSTS", ""), "hosts (or host:port) that webhooks may call although they are loopback, private or link-local, separated by commas (WEBHOOK_ALLOW_HOSTS)")
 	fs.DurationVar(&cfg.WebhookTimeout, "webhook-timeout", envDuration("WEBHOOK_TIMEOUT", 10*time.Second), "time limit of one webhook delivery attempt (WEBHOOK_TIMEOUT)")
 	fs.StringVar(&cfg.TaskRateLimits, "task-rate-limits", env("TASK_RATE_LIMITS", ""), "rate limits of task types across every worker, type=rate separated by commas, such as process_image=10/s,import_csv_data=2/m (TASK_RATE_LIMITS)")
+	fs.StringVar(&cfg.MaxRunningPerKey, "max-running-per-key", env("MAX_RUNNING_PER_KEY", ""), "how many tasks with the same concurrency_key run at once across every worker: a default, and type=number pairs, such as 4,process_image=1; 0 or empty is no limit (MAX_RUNNING_PER_KEY)")
+	fs.DurationVar(&cfg.KeySlotLease, "key-slot-lease", envDuration("KEY_SLOT_LEASE", 30*time.Second), "how long the concurrency key slot of a worker that died stays taken; running tasks renew theirs every third of it (KEY_SLOT_LEASE)")
 	fs.IntVar(&cfg.ImageMaxPixels, "image-max-pixels", envInt("IMAGE_MAX_PIXELS", tasks.DefaultImageMaxPixels), "largest image, in pixels, that process_image decodes (IMAGE_MAX_PIXELS)")
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", envDuration("PUBLISH_TIMEOUT", 5*time.Second), "how long a submit waits for the broker's confirm before answering 503 (PUBLISH_TIMEOUT)")
 	fs.DurationVar(&cfg.HealthTimeout, "health-timeout", envDuration("HEALTH_TIMEOUT", 2*time.Second), "per-dependency deadline of GET /health (HEALTH_TIMEOUT)")
@@ -184,7 +188,7 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf("%s=%s: must not be negative", name, d))
 		}
 	}
-	for name, d := range map[string]time.Duration{"RESULT_TTL": c.ResultTTL, "DRAIN_TIMEOUT": c.DrainTimeout, "PUBLISH_TIMEOUT": c.PublishTimeout, "FETCH_TIMEOUT": c.FetchTimeout, "WEBHOOK_TIMEOUT": c.WebhookTimeout, "HEALTH_TIMEOUT": c.HealthTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "SCHEDULE_HORIZON": c.ScheduleHorizon} {
+	for name, d := range map[string]time.Duration{"RESULT_TTL": c.ResultTTL, "DRAIN_TIMEOUT": c.DrainTimeout, "PUBLISH_TIMEOUT": c.PublishTimeout, "FETCH_TIMEOUT": c.FetchTimeout, "WEBHOOK_TIMEOUT": c.WebhookTimeout, "KEY_SLOT_LEASE": c.KeySlotLease, "HEALTH_TIMEOUT": c.HealthTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "SCHEDULE_HORIZON": c.ScheduleHorizon} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s=%s: must be positive", name, d))
 		}
@@ -205,6 +209,9 @@ func (c config) validate() error {
 		errs = append(errs, fmt.Errorf("QUEUE_TYPE=%q: want classic or quorum", c.QueueType))
 	}
 	if _, err := parseTaskRates(c.TaskRateLimits); err != nil {
+		errs = append(errs, err)
+	}
+	if _, _, err := parseKeyLimits(c.MaxRunningPerKey); err != nil {
 		errs = append(errs, err)
 	}
 	if c.QueueName == "" {
@@ -231,7 +238,7 @@ func (c config) logAttrs() []any {
 		"publish_timeout", c.PublishTimeout.String(), "max_body_bytes", c.MaxBodyBytes, "file_max_bytes", c.FileMaxBytes,
 		"fetch_allow_hosts", c.FetchAllowHosts, "fetch_timeout", c.FetchTimeout.String(), "image_max_pixels", c.ImageMaxPixels,
 		"webhooks", c.WebhookSecret != "", "webhook_allow_hosts", c.WebhookAllowHosts, "webhook_timeout", c.WebhookTimeout.String(),
-		"task_rate_limits", c.TaskRateLimits,
+		"task_rate_limits", c.TaskRateLimits, "max_running_per_key", c.MaxRunningPerKey, "key_slot_lease", c.KeySlotLease.String(),
 		"smtp_addr", c.SMTPAddr, "smtp_from", c.SMTPFrom, "smtp_auth", c.SMTPUsername != "",
 		"api_keys", len(newAPIKeys(c.APIKeys).digests), "rate_limit", c.RateLimit, "rate_burst", c.RateBurst,
 		"pprof_addr", c.PprofAddr, "schedule_horizon", c.ScheduleHorizon.String(),

@@ -113,9 +113,9 @@ type taskListPage struct {
 	Types  []string
 	Spans  []timeSpan
 	// The filters as given.
-	Status, Type, Since, ID string
-	Notice                  string
-	Next                    string // the link to older tasks, if any
+	Status, Type, Since, Key, ID string
+	Notice                       string
+	Next                         string // the link to older tasks, if any
 }
 
 // timeSpan is a choice of the task list's time filter.
@@ -127,12 +127,12 @@ type timeSpan struct {
 var timeSpans = []timeSpan{{"5m", "last 5 minutes", 5 * time.Minute}, {"1h", "last hour", time.Hour},
 	{"24h", "last day", 24 * time.Hour}, {"7d", "last week", 7 * 24 * time.Hour}}
 
-// taskList is the task list, with filters by state, type and time, and a
-// search by id that opens the task.
+// taskList is the task list, with filters by state, type, time and
+// concurrency key, and a search by id that opens the task.
 func (c *console) taskList(w http.ResponseWriter, r *http.Request) error {
 	in := r.URL.Query()
 	p := taskListPage{States: taskStates, Spans: timeSpans,
-		Status: in.Get("status"), Type: in.Get("type"), Since: in.Get("since"), ID: strings.TrimSpace(in.Get("id"))}
+		Status: in.Get("status"), Type: in.Get("type"), Since: in.Get("since"), Key: in.Get("concurrency_key"), ID: strings.TrimSpace(in.Get("id"))}
 	if p.ID != "" {
 		_, err := c.api.call(r.Context(), http.MethodGet, "/api/tasks/"+url.PathEscape(p.ID), nil, nil)
 		if err == nil {
@@ -152,7 +152,7 @@ func (c *console) taskList(w http.ResponseWriter, r *http.Request) error {
 		p.Types = append(p.Types, t.Name)
 	}
 	q := url.Values{"limit": {"50"}}
-	for _, f := range []string{"status", "type", "cursor"} {
+	for _, f := range []string{"status", "type", "concurrency_key", "cursor"} {
 		if v := in.Get(f); v != "" {
 			q.Set(f, v)
 		}
@@ -171,7 +171,7 @@ func (c *console) taskList(w http.ResponseWriter, r *http.Request) error {
 	p.Tasks = list.Tasks
 	if list.NextCursor != "" {
 		next := url.Values{"cursor": {list.NextCursor}}
-		for f, v := range map[string]string{"status": p.Status, "type": p.Type, "since": p.Since} {
+		for f, v := range map[string]string{"status": p.Status, "type": p.Type, "since": p.Since, "concurrency_key": p.Key} {
 			if v != "" {
 				next.Set(f, v)
 			}

@@ -150,7 +150,7 @@ func handleRequeueDeadLetter(dl deadLetterRoutes) handlerFunc {
 			if err != nil {
 				return false, err
 			}
-			spec.CallbackURL = msg.CallbackURL
+			spec.CallbackURL, spec.ConcurrencyKey = msg.CallbackURL, msg.ConcurrencyKey
 			sub, err := dl.submitter.submit(ctx, spec, "requeue:"+msg.ID)
 			if err != nil {
 				return false, err

@@ -34,6 +34,9 @@ type taskMessage struct {
 	Owner string `json:"owner,omitempty"`
 	// CallbackURL is where the task's final status is POSTed (webhooks.go).
 	CallbackURL string `json:"callback_url,omitempty"`
+	// ConcurrencyKey groups tasks that share a limit on how many of them
+	// run at once (concurrency.go); "" for none.
+	ConcurrencyKey string `json:"concurrency_key,omitempty"`
 	// Trace is the W3C trace context of the submit (traceparent,
 	// tracestate). It travels in the body so every broker carries it; the
 	// AMQP broker also sets it as message headers, where other tools look.

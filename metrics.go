@@ -35,6 +35,9 @@ type metrics struct {
 	tasksRetried      *prometheus.CounterVec
 	tasksThrottled    *prometheus.CounterVec
 	webhooksFailed    prometheus.Counter
+	tasksParked       *prometheus.CounterVec
+	keyTasksRun       *prometheus.GaugeVec
+	keyTasksWait      *prometheus.GaugeVec
 	tasksDeadLettered *prometheus.CounterVec
 	taskRunDuration   *prometheus.HistogramVec
 	taskQueueWait     *prometheus.HistogramVec
@@ -91,6 +94,13 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 	m.webhooksFailed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "errand_webhooks_failed_total", Help: "Webhook deliveries that gave up (the task's detail says why); they are not dead-lettered.",
 	})
+	m.tasksParked = counter("errand_tasks_parked_total", "Tasks parked because their concurrency key had no free slot (MAX_RUNNING_PER_KEY).", "task_type")
+	m.keyTasksRun = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "errand_key_tasks_running", Help: "Tasks with a concurrency key running in this process, by a bucket (0 to 15) of a hash of the key.",
+	}, []string{"key_bucket"})
+	m.keyTasksWait = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "errand_key_tasks_waiting", Help: "Parked tasks of every process, by a bucket (0 to 15) of a hash of the key, as this process last counted them: take the max over processes, not the sum.",
+	}, []string{"key_bucket"})
 	m.tasksDeadLettered = counter("errand_tasks_dead_lettered_total", "Messages moved to the dead-letter queue, by reason.", "task_type", "reason")
 	m.taskRunDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "errand_task_run_duration_seconds", Help: "Time a task ran in a worker.", Buckets: taskBuckets,
@@ -123,7 +133,7 @@ func newMetrics(version string, maxTasksPerMessage int, envelopeHold time.Durati
 
 	for _, c := range []prometheus.Collector{
 		m.httpDuration, m.httpInFlight, m.tasksSubmitted, m.tasksScheduled, m.tasksRevoked, m.scheduleFired, m.scheduleSkipped, m.tasksStarted, m.tasksSucceeded, m.tasksFailed,
-		m.tasksRetried, m.tasksThrottled, m.webhooksFailed, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
+		m.tasksRetried, m.tasksThrottled, m.webhooksFailed, m.tasksParked, m.keyTasksRun, m.keyTasksWait, m.tasksDeadLettered, m.taskRunDuration, m.taskQueueWait, m.tasksInProgress,
 		m.workerPoolSize, m.workersBusy, m.publishDuration, m.publishErrors, m.tasksPerMessage, m.tasksRepublished, m.reconnects, m.storeDuration, m.storeErrors,
 	} {
 		f(c)
@@ -155,6 +165,7 @@ func (m *metrics) initSeries(taskTypes []string) {
 		m.tasksFailed.WithLabelValues(tt)
 		m.tasksRetried.WithLabelValues(tt)
 		m.tasksThrottled.WithLabelValues(tt)
+		m.tasksParked.WithLabelValues(tt)
 		m.publishErrors.WithLabelValues(tt)
 		for _, reason := range []string{"failed", "delivery_limit"} {
 			m.tasksDeadLettered.WithLabelValues(tt, reason)
@@ -165,6 +176,10 @@ func (m *metrics) initSeries(taskTypes []string) {
 	}
 	for _, kind := range []string{"publisher", "consumer"} {
 		m.reconnects.WithLabelValues(kind)
+	}
+	for b := range 16 {
+		m.keyTasksRun.WithLabelValues(strconv.Itoa(b))
+		m.keyTasksWait.WithLabelValues(strconv.Itoa(b))
 	}
 }
 
@@ -244,6 +259,21 @@ func (m *metrics) taskSucceeded(taskType string) { m.tasksSucceeded.WithLabelVal
 func (m *metrics) taskRetried(taskType string) { m.tasksRetried.WithLabelValues(taskType).Inc() }
 
 func (m *metrics) taskThrottled(taskType string) { m.tasksThrottled.WithLabelValues(taskType).Inc() }
+
+func (m *metrics) taskParked(taskType string) { m.tasksParked.WithLabelValues(taskType).Inc() }
+
+func (m *metrics) keyTaskRunning(bucket string, delta float64) {
+	m.keyTasksRun.WithLabelValues(bucket).Add(delta)
+}
+
+// keyTasksWaiting sets the parked tasks of every bucket, 0 for those with
+// none.
+func (m *metrics) keyTasksWaiting(byBucket map[string]int) {
+	for b := range 16 {
+		bucket := strconv.Itoa(b)
+		m.keyTasksWait.WithLabelValues(bucket).Set(float64(byBucket[bucket]))
+	}
+}
 
 // scheduleTickFired counts a schedule's tick whose task was queued.
 func (m *metrics) scheduleTickFired(taskType string) { m.scheduleFired.WithLabelValues(taskType).Inc() }

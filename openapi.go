@@ -339,6 +339,7 @@ func taskRequestSchema(registry *tasks.Registry) (map[string]any, error) {
 			"countdown":       map[string]any{"type": "number", "minimum": 0, "description": "Run this many seconds from now."},
 			"eta":             map[string]any{"type": "string", "format": "date-time", "description": "Run at this time (RFC 3339)."},
 			"idempotency_key": map[string]any{"type": "string", "maxLength": 255, "description": "Submits with the same key make one task."},
+			"concurrency_key": map[string]any{"type": "string", "minLength": 1, "maxLength": maxConcurrencyKey, "description": "Tasks with the same key share its type's MAX_RUNNING_PER_KEY: at most that many run at once."},
 			"callback_url":    map[string]any{"type": "string", "format": "uri", "maxLength": maxCallbackURL, "description": "POST the task's final status here, signed (Errand-Signature); needs WEBHOOK_SECRET."},
 		},
 		"oneOf": shapes,

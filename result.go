@@ -21,31 +21,33 @@ type taskRecord struct {
 	Args     map[string]any
 	Priority string
 	// Owner identifies the API key that submitted the task ("" without keys).
-	Owner        string
-	TraceID      string
-	CreatedAt    time.Time
-	ScheduledFor *time.Time
-	StartedAt    *time.Time
-	Revoked      *revocation
-	CallbackURL  string
+	Owner          string
+	TraceID        string
+	CreatedAt      time.Time
+	ScheduledFor   *time.Time
+	StartedAt      *time.Time
+	Revoked        *revocation
+	CallbackURL    string
+	ConcurrencyKey string
 }
 
 func (r taskRecord) status() taskStatus {
 	st := taskStatus{
-		TaskID:       r.TaskID,
-		Status:       r.Status,
-		TaskType:     r.TaskType,
-		Result:       r.Result,
-		Error:        r.Error,
-		Attempts:     r.Attempts,
-		Owner:        r.Owner,
-		TraceID:      r.TraceID,
-		UpdatedAt:    r.CompletedAt,
-		Priority:     r.Priority,
-		ScheduledFor: r.ScheduledFor,
-		StartedAt:    r.StartedAt,
-		Revoked:      r.Revoked,
-		CallbackURL:  r.CallbackURL,
+		TaskID:         r.TaskID,
+		Status:         r.Status,
+		TaskType:       r.TaskType,
+		Result:         r.Result,
+		Error:          r.Error,
+		Attempts:       r.Attempts,
+		Owner:          r.Owner,
+		TraceID:        r.TraceID,
+		UpdatedAt:      r.CompletedAt,
+		Priority:       r.Priority,
+		ScheduledFor:   r.ScheduledFor,
+		StartedAt:      r.StartedAt,
+		Revoked:        r.Revoked,
+		CallbackURL:    r.CallbackURL,
+		ConcurrencyKey: r.ConcurrencyKey,
 	}
 	if r.Args != nil {
 		st.Args, _ = json.Marshal(r.Args) // it decoded from JSON, so it encodes

@@ -100,7 +100,7 @@ func routeTable(d serverDeps) []route {
 		}),
 		api("GET /api/tasks", handleListTasks(d.reader, d.registry.Known), operation{
 			tag: "Tasks", summary: "List tasks, newest first",
-			query:     []param{{"status", "string", "only tasks in this state"}, {"type", "string", "only tasks of this type"}, {"limit", "integer", "most tasks to return"}, {"cursor", "string", "the next_cursor of the page before"}},
+			query:     []param{{"status", "string", "only tasks in this state"}, {"type", "string", "only tasks of this type"}, {"concurrency_key", "string", "only tasks with this concurrency key"}, {"limit", "integer", "most tasks to return"}, {"cursor", "string", "the next_cursor of the page before"}},
 			responses: []response{{200, taskListJSON{}, "a page of tasks"}, {422, errorBody{}, "a filter is not valid"}},
 		}),
 		api("GET /api/tasks/{task_id}", handleGetTask(d.reader), operation{

@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Fetcher:        tasks.NewFetcher(tasks.FetchConfig{AllowHosts: splitList(cfg.FetchAllowHosts), Timeout: cfg.FetchTimeout, MaxBytes: cfg.FileMaxBytes}),
 		ImageMaxPixels: cfg.ImageMaxPixels,
 	})
-	if err := applyTaskRates(registry, cfg.TaskRateLimits); err != nil {
+	if err := errors.Join(applyTaskRates(registry, cfg.TaskRateLimits), applyKeyLimits(registry, cfg.MaxRunningPerKey)); err != nil {
 		return err
 	}
 	m.initSeries(registry.Names())
@@ -137,8 +137,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}()
 	}
 	if cfg.runsWorker() {
-		pool := newWorkerPool(b.queue, registry, b.statuses, b.results, b.revoked, b.throttles,
-			workerConfig{size: cfg.Workers, resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout, webhooks: cfg.webhooks()},
+		pool := newWorkerPool(b.queue, registry, b.statuses, b.results, b.revoked, b.keyStores(),
+			workerConfig{size: cfg.Workers, resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout, webhooks: cfg.webhooks(),
+				keySlotLease: cfg.KeySlotLease},
 			log.With("component", "worker"), m, tr)
 		wg.Add(1)
 		go func() {

@@ -66,6 +66,9 @@ type taskStatus struct {
 	Revoked *revocation `json:"revoked,omitempty"`
 	// CallbackURL is where the task's final status is POSTed.
 	CallbackURL string `json:"callback_url,omitempty"`
+	// ConcurrencyKey groups tasks that share a limit on how many run at
+	// once.
+	ConcurrencyKey string `json:"concurrency_key,omitempty"`
 }
 
 // revocation is a cancel: who asked (the API key's owner id, "" without

@@ -30,11 +30,12 @@ type mongoTaskRecord struct {
 	TraceID string `bson:"trace_id,omitempty"`
 	// CreatedAt, missing from records written before errand kept it,
 	// orders listings.
-	CreatedAt    time.Time        `bson:"created_at,omitempty"`
-	ScheduledFor *time.Time       `bson:"scheduled_for,omitempty"`
-	StartedAt    *time.Time       `bson:"started_at,omitempty"`
-	Revoked      *mongoRevocation `bson:"revoked,omitempty"`
-	CallbackURL  string           `bson:"callback_url,omitempty"`
+	CreatedAt      time.Time        `bson:"created_at,omitempty"`
+	ScheduledFor   *time.Time       `bson:"scheduled_for,omitempty"`
+	StartedAt      *time.Time       `bson:"started_at,omitempty"`
+	Revoked        *mongoRevocation `bson:"revoked,omitempty"`
+	CallbackURL    string           `bson:"callback_url,omitempty"`
+	ConcurrencyKey string           `bson:"concurrency_key,omitempty"`
 }
 
 type mongoRevocation struct {
@@ -46,7 +47,7 @@ func newMongoTaskRecord(r taskRecord) mongoTaskRecord {
 	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
 		Attempts: r.Attempts, CompletedAt: mongoTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner, TraceID: r.TraceID,
 		CreatedAt: mongoTime(r.CreatedAt), ScheduledFor: mongoTimePtr(r.ScheduledFor), StartedAt: mongoTimePtr(r.StartedAt),
-		CallbackURL: r.CallbackURL}
+		CallbackURL: r.CallbackURL, ConcurrencyKey: r.ConcurrencyKey}
 	if r.CreatedAt.IsZero() {
 		doc.CreatedAt = time.Time{}
 	}
@@ -60,7 +61,7 @@ func (m mongoTaskRecord) record() taskRecord {
 	r := taskRecord{TaskID: m.TaskID, TaskType: m.TaskType, Status: m.Status, Result: m.Result, Error: m.Error,
 		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority, Owner: m.Owner, TraceID: m.TraceID,
 		CreatedAt: m.CreatedAt.UTC(), ScheduledFor: utcPtr(m.ScheduledFor), StartedAt: utcPtr(m.StartedAt),
-		CallbackURL: m.CallbackURL}
+		CallbackURL: m.CallbackURL, ConcurrencyKey: m.ConcurrencyKey}
 	if m.CreatedAt.IsZero() {
 		r.CreatedAt = time.Time{}
 	}
@@ -122,6 +123,9 @@ func (s *mongoStore) listFinished(ctx context.Context, q taskQuery) (taskPage, e
 	}
 	if q.taskType != "" {
 		filter = append(filter, bson.E{Key: "task_type", Value: q.taskType})
+	}
+	if q.key != "" {
+		filter = append(filter, bson.E{Key: "concurrency_key", Value: q.key})
 	}
 	if !q.since.IsZero() {
 		filter = append(filter, bson.E{Key: "created_at", Value: bson.D{{Key: "$gte", Value: q.since}}})

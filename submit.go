@@ -87,6 +87,9 @@ type taskSpec struct {
 	When string
 	// CallbackURL is where the task's final status is POSTed; "" for none.
 	CallbackURL string
+	// ConcurrencyKey groups tasks whose running is limited together; ""
+	// for none.
+	ConcurrencyKey string
 }
 
 // submission is the outcome of a submit.
@@ -106,7 +109,7 @@ type submission struct {
 // back.
 func (s taskSubmitter) submit(ctx context.Context, spec taskSpec, idempotencyKey string) (submission, error) {
 	msg := taskMessage{Type: spec.Type, Args: spec.Args, Priority: spec.Priority, Owner: taskOwner(ctx), ETA: spec.RunAt,
-		CallbackURL: spec.CallbackURL}
+		CallbackURL: spec.CallbackURL, ConcurrencyKey: spec.ConcurrencyKey}
 	claim, err := s.claimKey(ctx, msg.Owner, idempotencyKey, idempotencyFingerprint(spec))
 	if err != nil {
 		return submission{}, err
@@ -207,7 +210,8 @@ func (s taskSubmitter) enqueue(ctx context.Context, msg taskMessage) (string, er
 	msg.EnqueuedAt = s.now()
 	delay := msg.ETA.Sub(msg.EnqueuedAt)
 	first := taskStatus{TaskID: msg.ID, Status: statePending, TaskType: msg.Type, Owner: msg.Owner, TraceID: traceID(ctx), UpdatedAt: msg.EnqueuedAt,
-		Args: msg.Args, Priority: msg.Priority, CreatedAt: &msg.EnqueuedAt, CallbackURL: msg.CallbackURL}
+		Args: msg.Args, Priority: msg.Priority, CreatedAt: &msg.EnqueuedAt, CallbackURL: msg.CallbackURL,
+		ConcurrencyKey: msg.ConcurrencyKey}
 	if delay > 0 {
 		first.Status, first.ScheduledFor = stateScheduled, &msg.ETA
 	} else {
@@ -332,6 +336,9 @@ func idempotencyFingerprint(spec taskSpec) string {
 	}
 	if spec.CallbackURL != "" {
 		head += "callback " + spec.CallbackURL + "\x00"
+	}
+	if spec.ConcurrencyKey != "" {
+		head += "key " + spec.ConcurrencyKey + "\x00"
 	}
 	sum := sha256.Sum256(append([]byte(head), spec.Args...))
 	return hex.EncodeToString(sum[:16])

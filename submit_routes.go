@@ -24,6 +24,7 @@ type taskRequest struct {
 	ETA            *string         `json:"eta"`
 	IdempotencyKey *string         `json:"idempotency_key"`
 	CallbackURL    *string         `json:"callback_url"`
+	ConcurrencyKey *string         `json:"concurrency_key"`
 }
 
 // taskSpecs turns clients' requests into task specs: the registry checks
@@ -72,6 +73,12 @@ func (c taskSpecs) fromRequest(req taskRequest, path string) (taskSpec, error) {
 			return taskSpec{}, err
 		}
 		spec.CallbackURL = *req.CallbackURL
+	}
+	if req.ConcurrencyKey != nil {
+		if k := *req.ConcurrencyKey; k == "" || len(k) > maxConcurrencyKey || !printableASCII(k) {
+			return taskSpec{}, invalidField(path+"concurrency_key", "must be 1 to %d printable ASCII characters", maxConcurrencyKey)
+		}
+		spec.ConcurrencyKey = *req.ConcurrencyKey
 	}
 	return spec, nil
 }

@@ -26,6 +26,7 @@ type taskQuery struct {
 	owner    string
 	status   string // one state, or "" for all
 	taskType string // "" for all
+	key      string // one concurrency key, or "" for all
 	since    time.Time
 	// after is the last task of the previous page; zero for the first.
 	after *pageKey
@@ -35,6 +36,7 @@ type taskQuery struct {
 // matches reports whether st passes the query's filters (not its page).
 func (q taskQuery) matches(st taskStatus) bool {
 	return st.Owner == q.owner && (q.status == "" || st.Status == q.status) && (q.taskType == "" || st.TaskType == q.taskType) &&
+		(q.key == "" || st.ConcurrencyKey == q.key) &&
 		!keyOf(st).created.Before(q.since.Truncate(time.Millisecond))
 }
 
@@ -156,7 +158,7 @@ type taskListJSON struct {
 func handleListTasks(reader taskStatusReader, known func(string) bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		query := r.URL.Query()
-		q := taskQuery{owner: taskOwner(r.Context()), status: query.Get("status"), taskType: query.Get("type")}
+		q := taskQuery{owner: taskOwner(r.Context()), status: query.Get("status"), taskType: query.Get("type"), key: query.Get("concurrency_key")}
 		switch q.status {
 		case "", statePending, stateScheduled, stateProgress, stateRetry, stateSuccess, stateFailure, stateRevoked:
 		default:
@@ -164,6 +166,9 @@ func handleListTasks(reader taskStatusReader, known func(string) bool) handlerFu
 		}
 		if q.taskType != "" && !known(q.taskType) {
 			return invalidField("type", "unknown task type %q", q.taskType)
+		}
+		if len(q.key) > maxConcurrencyKey || !printableASCII(q.key) {
+			return invalidField("concurrency_key", "must be at most %d printable ASCII characters", maxConcurrencyKey)
 		}
 		if v := query.Get("since"); v != "" {
 			since, err := time.Parse(time.RFC3339Nano, v)

@@ -132,6 +132,8 @@ type taskJSON struct {
 	// without API keys.
 	Owner       string `json:"owner,omitempty"`
 	CallbackURL string `json:"callback_url,omitempty"`
+	// ConcurrencyKey groups tasks whose running is limited together.
+	ConcurrencyKey string `json:"concurrency_key,omitempty"`
 	// Webhook is the delivery of the task's final status to CallbackURL.
 	Webhook *webhookJSON `json:"webhook,omitempty"`
 }
@@ -140,7 +142,7 @@ func newTaskJSON(st taskStatus) taskJSON {
 	out := taskJSON{TaskID: st.TaskID, Type: st.TaskType, Status: st.Status, Args: st.Args, Priority: st.Priority, Progress: st.Progress,
 		Result: st.Result, Error: st.Error, Attempts: st.Attempts, CreatedAt: st.CreatedAt, ScheduledFor: st.ScheduledFor,
 		StartedAt: st.StartedAt, RetryAt: st.RetryAt, UpdatedAt: st.UpdatedAt, Revoked: st.Revoked, TraceID: st.TraceID, Owner: st.Owner,
-		CallbackURL: st.CallbackURL}
+		CallbackURL: st.CallbackURL, ConcurrencyKey: st.ConcurrencyKey}
 	if st.final() {
 		finished := st.UpdatedAt
 		out.FinishedAt = &finished
@@ -222,7 +224,7 @@ func handleRetryTask(reader taskStatusReader, sub taskSubmitter) handlerFunc {
 		if err != nil {
 			return fmt.Errorf("encode arguments of %s: %w", id, err)
 		}
-		res, err := sub.submit(r.Context(), taskSpec{Type: rec.TaskType, Args: args, Priority: rec.Priority, CallbackURL: rec.CallbackURL}, "")
+		res, err := sub.submit(r.Context(), taskSpec{Type: rec.TaskType, Args: args, Priority: rec.Priority, CallbackURL: rec.CallbackURL, ConcurrencyKey: rec.ConcurrencyKey}, "")
 		if err != nil {
 			return err
 		}

@@ -26,6 +26,9 @@ type policyJSON struct {
 	// RateLimit is the type's rate limit across every worker, such as
 	// "10/s"; none when empty.
 	RateLimit string `json:"rate_limit,omitempty"`
+	// MaxRunningPerKey is how many tasks of the type with the same
+	// concurrency_key run at once; none when absent.
+	MaxRunningPerKey int `json:"max_running_per_key,omitempty"`
 }
 
 // handleTaskTypes is GET /api/task-types: every registered type with the
@@ -40,7 +43,7 @@ func handleTaskTypes(registry *tasks.Registry) handlerFunc {
 				Name: def.Name, Description: def.Description, ArgsSchema: def.ArgsSchema(),
 				Policy: policyJSON{
 					MaxRetries: p.MaxRetries, BackoffSeconds: p.BackoffBase.Seconds(), BackoffMaxSecs: p.BackoffMax.Seconds(),
-					TimeLimitSeconds: p.TimeLimit.Seconds(), Priority: cmp.Or(p.Priority, "normal"), RateLimit: p.Rate.String(),
+					TimeLimitSeconds: p.TimeLimit.Seconds(), Priority: cmp.Or(p.Priority, "normal"), RateLimit: p.Rate.String(), MaxRunningPerKey: p.MaxRunningPerKey,
 				},
 			})
 		}

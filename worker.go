@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -60,6 +61,11 @@ type workerPool struct {
 	webhooks *webhookSender
 	// throttles reserves the starts of rate-limited task types.
 	throttles taskThrottle
+	// slots and parked hold the tasks of concurrency keys to their
+	// limits (concurrency.go).
+	slots        keySlots
+	parked       parkedTasks
+	keySlotLease time.Duration
 }
 
 // workerConfig is what a worker pool takes from errand's settings.
@@ -68,16 +74,34 @@ type workerConfig struct {
 	resultTTL    time.Duration
 	drainTimeout time.Duration
 	webhooks     webhookConfig
+	// keySlotLease is how long a concurrency key's slot outlives the last
+	// renewal of its lease: how long the slot of a worker that died stays
+	// taken.
+	keySlotLease time.Duration
 }
 
 func newWorkerPool(queue workQueue, registry *tasks.Registry, statuses statusWriter, results resultSaver, revocations revocationStore,
-	throttles taskThrottle, cfg workerConfig, log *slog.Logger, m *metrics, tr *tracing) *workerPool {
+	keys workerKeyStores, cfg workerConfig, log *slog.Logger, m *metrics, tr *tracing) *workerPool {
 	return &workerPool{
-		size: cfg.size, queue: queue, registry: registry, statuses: statuses, results: results, revocations: revocations, throttles: throttles,
+		size: cfg.size, queue: queue, registry: registry, statuses: statuses, results: results, revocations: revocations,
+		throttles: keys.throttles, slots: keys.slots, parked: keys.parked,
 		resultTTL: cfg.resultTTL, drainTimeout: cfg.drainTimeout,
 		log: log, now: time.Now, metrics: m, jitter: rand.Float64, tracing: tr,
-		webhooks: newWebhookSender(cfg.webhooks, results, time.Now),
+		webhooks: newWebhookSender(cfg.webhooks, results, time.Now), keySlotLease: cmp.Or(cfg.keySlotLease, 30*time.Second),
 	}
+}
+
+// workerKeyStores are the stores that hold tasks to their type's rate and
+// their key's concurrency limits.
+type workerKeyStores struct {
+	throttles taskThrottle
+	slots     keySlots
+	parked    parkedTasks
+}
+
+// memoryKeyStores are in-process ones, for tests and the embedded mode.
+func memoryKeyStores() workerKeyStores {
+	return workerKeyStores{throttles: newMemoryThrottle(time.Now), slots: newMemoryKeySlots(time.Now), parked: newMemoryParkedTasks(time.Now)}
 }
 
 // definition is the task type's definition: the registry's, or the
@@ -103,6 +127,13 @@ func (p *workerPool) run(ctx context.Context) error {
 	defer abortTasks()
 	// Cancels reach the tasks running here until the last has ended.
 	go p.stopRevoked(taskCtx)
+	sweepCtx, stopSweeping := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		p.runKeySweeper(sweepCtx)
+	}()
+	defer func() { stopSweeping(); <-swept }()
 
 	p.metrics.workerPoolSize.Set(float64(p.size))
 	defer p.metrics.workerPoolSize.Set(0)

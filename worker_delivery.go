@@ -33,7 +33,7 @@ func (j job) status(ctx context.Context, state string, now time.Time) taskStatus
 	created := msg.EnqueuedAt
 	st := taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: state, TaskType: msg.Type, Attempts: msg.Attempt,
 		UpdatedAt: now, Args: msg.Args, Priority: msg.Priority, CreatedAt: &created, StartedAt: j.started,
-		CallbackURL: msg.CallbackURL}
+		CallbackURL: msg.CallbackURL, ConcurrencyKey: msg.ConcurrencyKey}
 	if !msg.ETA.IsZero() {
 		eta := msg.ETA
 		st.ScheduledFor = &eta
@@ -48,7 +48,7 @@ func (j job) record(ctx context.Context, state string, now time.Time) taskRecord
 	_ = json.Unmarshal(msg.Args, &args) // best effort: a poison message may have none
 	rec := taskRecord{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), TaskType: msg.Type, Status: state,
 		Attempts: msg.Attempt + 1, CompletedAt: now, Args: args, Priority: msg.Priority, CreatedAt: msg.EnqueuedAt, StartedAt: j.started,
-		CallbackURL: msg.CallbackURL}
+		CallbackURL: msg.CallbackURL, ConcurrencyKey: msg.ConcurrencyKey}
 	if !msg.ETA.IsZero() {
 		eta := msg.ETA
 		rec.ScheduledFor = &eta
@@ -95,6 +95,13 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	}
 	if def.Policy.Rate.Limited() && msg.RateSlot.IsZero() && p.throttle(ctx, j, def.Policy.Rate) {
 		return
+	}
+	if limit := def.Policy.MaxRunningPerKey; limit > 0 && msg.ConcurrencyKey != "" {
+		settled, release := p.takeKeySlot(ctx, j, limit)
+		if settled {
+			return
+		}
+		defer release()
 	}
 	// The run is registered before the check for a cancel, so a cancel
 	// that comes between the two still stops it (see stopRevoked).

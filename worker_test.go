@@ -154,7 +154,7 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 	for _, d := range defs {
 		reg.Register(d)
 	}
-	pool := newWorkerPool(b.queue, reg, b.statuses, b.results, b.revoked, b.throttles,
+	pool := newWorkerPool(b.queue, reg, b.statuses, b.results, b.revoked, b.keyStores(),
 		workerConfig{size: workers, resultTTL: time.Hour, drainTimeout: 5 * time.Second}, log, m, disabledTracing())
 	pool.jitter = func() float64 { return 0 }
 	done := make(chan error, 1)

@@ -62,11 +62,21 @@ func (r Rate) String() string {
 // SetRate sets the rate limit of a registered type; the zero Rate lifts
 // it.
 func (r *Registry) SetRate(name string, rate Rate) error {
+	return r.updatePolicy(name, func(p *Policy) { p.Rate = rate })
+}
+
+// SetMaxRunningPerKey sets how many tasks of a registered type with the
+// same concurrency key may run at once; 0 lifts the limit.
+func (r *Registry) SetMaxRunningPerKey(name string, n int) error {
+	return r.updatePolicy(name, func(p *Policy) { p.MaxRunningPerKey = n })
+}
+
+func (r *Registry) updatePolicy(name string, change func(*Policy)) error {
 	d, ok := r.defs[name]
 	if !ok {
 		return fmt.Errorf("no task type %q", name)
 	}
-	d.Policy.Rate = rate
+	change(&d.Policy)
 	r.defs[name] = d
 	return nil
 }

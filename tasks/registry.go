@@ -106,6 +106,10 @@ type Policy struct {
 	// Rate limits how often tasks of the type start, across every worker
 	// process; the tasks over it wait on the delay queues.
 	Rate Rate
+	// MaxRunningPerKey limits how many tasks of the type with the same
+	// concurrency key run at once, across every worker process; 0 is no
+	// limit.
+	MaxRunningPerKey int
 }
 
 // Backoff is the wait before retry number attempt (1 for the first):

@@ -105,15 +105,16 @@ type ItemRequest struct {
 
 // Task defines model for Task.
 type Task struct {
-	Args        interface{} `json:"args,omitempty"`
-	Attempts    int         `json:"attempts"`
-	CallbackUrl *string     `json:"callback_url,omitempty"`
-	CreatedAt   *time.Time  `json:"created_at,omitempty"`
-	Error       *string     `json:"error,omitempty"`
-	FinishedAt  *time.Time  `json:"finished_at,omitempty"`
-	Owner       *string     `json:"owner,omitempty"`
-	Priority    *string     `json:"priority,omitempty"`
-	Progress    *struct {
+	Args           interface{} `json:"args,omitempty"`
+	Attempts       int         `json:"attempts"`
+	CallbackUrl    *string     `json:"callback_url,omitempty"`
+	ConcurrencyKey *string     `json:"concurrency_key,omitempty"`
+	CreatedAt      *time.Time  `json:"created_at,omitempty"`
+	Error          *string     `json:"error,omitempty"`
+	FinishedAt     *time.Time  `json:"finished_at,omitempty"`
+	Owner          *string     `json:"owner,omitempty"`
+	Priority       *string     `json:"priority,omitempty"`
+	Progress       *struct {
 		Current  *int   `json:"current,omitempty"`
 		Imported *int   `json:"imported,omitempty"`
 		Progress int    `json:"progress"`
@@ -159,6 +160,9 @@ type TaskRequest struct {
 
 	// CallbackUrl POST the task's final status here, signed (Errand-Signature); needs WEBHOOK_SECRET.
 	CallbackUrl *string `json:"callback_url,omitempty"`
+
+	// ConcurrencyKey Tasks with the same key share its type's MAX_RUNNING_PER_KEY: at most that many run at once.
+	ConcurrencyKey *string `json:"concurrency_key,omitempty"`
 
 	// Countdown Run this many seconds from now.
 	Countdown *float32 `json:"countdown,omitempty"`
@@ -315,6 +319,7 @@ type TaskType struct {
 	Name        string      `json:"name"`
 	Policy      struct {
 		MaxRetries             int      `json:"max_retries"`
+		MaxRunningPerKey       *int     `json:"max_running_per_key,omitempty"`
 		Priority               string   `json:"priority"`
 		RateLimit              *string  `json:"rate_limit,omitempty"`
 		RetryBackoffMaxSeconds *float32 `json:"retry_backoff_max_seconds,omitempty"`
@@ -486,6 +491,13 @@ func (t TaskRequest) MarshalJSON() ([]byte, error) {
 		}
 	}
 
+	if t.ConcurrencyKey != nil {
+		object["concurrency_key"], err = json.Marshal(t.ConcurrencyKey)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'concurrency_key': %w", err)
+		}
+	}
+
 	if t.Countdown != nil {
 		object["countdown"], err = json.Marshal(t.Countdown)
 		if err != nil {
@@ -545,6 +557,13 @@ func (t *TaskRequest) UnmarshalJSON(b []byte) error {
 		err = json.Unmarshal(raw, &t.CallbackUrl)
 		if err != nil {
 			return fmt.Errorf("error reading 'callback_url': %w", err)
+		}
+	}
+
+	if raw, found := object["concurrency_key"]; found {
+		err = json.Unmarshal(raw, &t.ConcurrencyKey)
+		if err != nil {
+			return fmt.Errorf("error reading 'concurrency_key': %w", err)
 		}
 	}
 
