@@ -103,7 +103,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	redisObs := newStoreObserver("redis", m, tracer, slices.Concat(statusOps, keyOps)...)
 	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
 	files := newGridFiles(mongoStore.client.Database(cfg.MongoDatabase))
-	parked := newDurableParkedTasks(mongoStore.client.Database(cfg.MongoDatabase), rdb, cfg.KeyPrefix, time.Now)
+	parked := newDurableParkedTasks(mongoStore.client.Database(cfg.MongoDatabase), rdb, cfg.KeyPrefix, log.With("component", "parked-tasks"))
 	b := &backends{
 		mode: "external", publisher: broker, queue: broker, queues: broker, dead: broker,
 		statuses:  measuredStatusStore{next: statuses, obs: redisObs},
@@ -131,7 +131,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		},
 	}
 	indexCtx, cancel := context.WithTimeout(ctx, cfg.HealthTimeout)
-	if err := errors.Join(mongoStore.ensureIndexes(indexCtx), files.ensureIndexes(indexCtx)); err != nil {
+	if err := errors.Join(mongoStore.ensureIndexes(indexCtx), files.ensureIndexes(indexCtx), parked.ensureIndexes(indexCtx)); err != nil {
 		log.Warn("indexes not created; listing tasks by status and items by owner scan their collections", "error", err)
 	}
 	cancel()

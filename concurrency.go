@@ -54,8 +54,8 @@ type keySlots interface {
 	// acquire takes a slot of scope for holder if fewer than limit are
 	// held, for lease, and reports whether it did.
 	acquire(ctx context.Context, scope, holder string, limit int, lease time.Duration) (bool, error)
-	// renew extends holder's lease.
-	renew(ctx context.Context, scope, holder string, lease time.Duration) error
+	// renew extends holder's lease, and reports false when it had ended.
+	renew(ctx context.Context, scope, holder string, lease time.Duration) (bool, error)
 	release(ctx context.Context, scope, holder string) error
 	// held counts the live slots of scope.
 	held(ctx context.Context, scope string) (int, error)
@@ -65,18 +65,38 @@ type keySlots interface {
 // implementations are durableParkedTasks and memoryParkedTasks.
 type parkedTasks interface {
 	park(ctx context.Context, scope string, m taskMessage) error
-	// claim claims up to n of scope's parked tasks that no one has
-	// claimed since before claimedBefore, highest priority first, then
+	// claim claims up to n of scope's parked tasks that no one claimed, or
+	// whose claim is older than stale, highest priority first, then
 	// oldest first.
-	claim(ctx context.Context, scope string, n int, claimedBefore time.Time) ([]taskMessage, error)
-	// remove forgets a parked task once it is back on the queue.
-	remove(ctx context.Context, scope, id string) error
+	claim(ctx context.Context, scope string, n int, stale time.Duration) ([]taskMessage, error)
+	// remove forgets a parked task (by its parkedID) once it is back on
+	// the queue.
+	remove(ctx context.Context, scope, parked string) error
 	// waiting counts the parked tasks of every scope that has some.
 	waiting(ctx context.Context) (map[string]int, error)
 	// restore repairs what a store of the order of the parked tasks lost,
 	// from the store of the tasks, for those parked before olderThan, and
 	// says how many it put back.
 	restore(ctx context.Context, olderThan time.Time) (int, error)
+}
+
+// parkedID identifies one park of a task: a task parked again after a
+// release is a new record.
+func parkedID(m taskMessage) string { return m.ID + "/" + strconv.Itoa(m.Parked) }
+
+// skipReleasedDone acks a task released from parking that has a result
+// already (a release that ran twice, or a task cancelled while it was
+// parked), and reports whether it did.
+func (p *workerPool) skipReleasedDone(ctx context.Context, j job) bool {
+	if j.msg.Parked == 0 {
+		return false
+	}
+	if _, err := p.results.getResult(ctx, j.msg.ID); err != nil {
+		return false
+	}
+	j.log.Info("released task has ended already; acking")
+	p.settle(j, settleAck)
+	return true
 }
 
 // keyScope is the scope of a task's slots: its type and its key. Type
@@ -102,14 +122,24 @@ func keyBucket(key string) string {
 // next parked task to the queue.
 func (p *workerPool) takeKeySlot(ctx context.Context, j job, limit int) (settled bool, release func()) {
 	scope := keyScope(j.msg.Type, j.msg.ConcurrencyKey)
-	// A slot is held by one delivery of one attempt: the redelivery of a
-	// task whose worker died waits, like any task, for a slot, which may
-	// be the dead worker's once its lease ends; a run the broker gave up
-	// on but which still goes on keeps counting until it ends.
-	holder := fmt.Sprintf("%s/%d/%d", j.msg.ID, j.msg.Attempt, j.msg.Deliveries)
+	// A slot is held by one delivery: the redelivery of a task whose
+	// worker died waits, like any task, for a slot, which may be the dead
+	// worker's once its lease ends, and a duplicate delivery takes a slot
+	// of its own, so the limit holds whatever the broker does.
+	holder := j.msg.ID + "/" + newRandomID(8)
 	ok, err := p.slots.acquire(ctx, scope, holder, limit, p.keySlotLease)
 	if err == nil && !ok {
-		err = p.parked.park(ctx, scope, j.msg)
+		parked := j.msg
+		// Each park is a record of its own (parkedID), so a task released
+		// and parked again before its release forgot it is not lost; it
+		// keeps its first place in line. Its rate slot is spent: once
+		// released, it reserves another.
+		parked.Parked++
+		if parked.ParkedAt.IsZero() {
+			parked.ParkedAt = p.now()
+		}
+		parked.RateSlot = time.Time{}
+		err = p.parked.park(ctx, scope, parked)
 		if err == nil {
 			p.metrics.taskParked(j.msg.Type)
 			j.log.Debug("concurrency key at its limit; task parked", "concurrency_key", j.msg.ConcurrencyKey, "limit", limit)
@@ -137,8 +167,14 @@ func (p *workerPool) takeKeySlot(ctx context.Context, j job, limit int) (settled
 			case <-renewCtx.Done():
 				return
 			case <-tick.C:
-				if err := p.slots.renew(renewCtx, scope, holder, p.keySlotLease); err != nil {
+				renewed, err := p.slots.renew(renewCtx, scope, holder, p.keySlotLease)
+				if err != nil {
 					j.log.Warn("concurrency key slot lease not renewed", "error", err)
+				} else if !renewed {
+					// The lease ended before this renewal (Redis was out
+					// of reach for a lease): the task runs on without a
+					// slot, and the key may run one over its limit.
+					j.log.Warn("concurrency key slot lost: its lease ended while the task ran")
 				}
 			}
 		}
@@ -163,7 +199,7 @@ func (p *workerPool) takeKeySlot(ctx context.Context, j job, limit int) (settled
 // leaves a claim that ends after parkClaimTimeout, and the sweep
 // releases the task again.
 func (p *workerPool) releaseParked(ctx context.Context, scope string, n int) int {
-	msgs, err := p.parked.claim(ctx, scope, n, p.now().Add(-parkClaimTimeout))
+	msgs, err := p.parked.claim(ctx, scope, n, parkClaimTimeout)
 	if err != nil {
 		p.log.Warn("parked tasks not claimed", "error", err)
 		return 0
@@ -174,9 +210,10 @@ func (p *workerPool) releaseParked(ctx context.Context, scope string, n int) int
 			p.log.Warn("parked task not released; the sweep will try again", "task_id", m.ID, "error", err)
 			continue
 		}
-		if err := p.parked.remove(ctx, scope, m.ID); err != nil {
-			// It is queued: at worst it is released twice, and a task
-			// that ran once skips its second delivery.
+		if err := p.parked.remove(ctx, scope, parkedID(m)); err != nil {
+			// It is queued: at worst it is released twice, and a worker
+			// that gets a released task which has a result skips it
+			// (skipReleasedDone).
 			p.log.Warn("released task not removed from the parked ones", "task_id", m.ID, "error", err)
 		}
 		released++
@@ -206,7 +243,7 @@ func (p *workerPool) sweepParked(ctx context.Context) {
 		held, err := p.slots.held(ctx, scope)
 		if err != nil {
 			p.log.Warn("concurrency key slots not counted", "error", err)
-			return
+			continue
 		}
 		if free := def.Policy.MaxRunningPerKey - held; free > 0 {
 			p.releaseParked(ctx, scope, min(free, n))

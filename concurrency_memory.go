@@ -47,14 +47,15 @@ func (s *memoryKeySlots) acquire(_ context.Context, scope, holder string, limit 
 	return true, nil
 }
 
-func (s *memoryKeySlots) renew(_ context.Context, scope, holder string, lease time.Duration) error {
+func (s *memoryKeySlots) renew(_ context.Context, scope, holder string, lease time.Duration) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	holders := s.live(scope)
-	if _, holds := holders[holder]; holds {
-		holders[holder] = s.now().Add(lease)
+	if _, holds := holders[holder]; !holds {
+		return false, nil
 	}
-	return nil
+	holders[holder] = s.now().Add(lease)
+	return true, nil
 }
 
 func (s *memoryKeySlots) release(_ context.Context, scope, holder string) error {
@@ -90,6 +91,7 @@ type memoryParked struct {
 	msg       taskMessage
 	priority  uint8
 	seq       int64
+	at        time.Time // when the task was first parked
 	claimedAt time.Time
 }
 
@@ -100,17 +102,19 @@ func newMemoryParkedTasks(now func() time.Time) *memoryParkedTasks {
 func (p *memoryParkedTasks) park(_ context.Context, scope string, m taskMessage) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, parked := p.tasks[m.ID]; parked {
-		return nil // a duplicate delivery of the same task
+	id := parkedID(m)
+	if _, parked := p.tasks[id]; parked {
+		return nil // a duplicate delivery of the same park
 	}
 	p.parked++
-	p.tasks[m.ID] = &memoryParked{scope: scope, msg: m, priority: priorityLevels[m.Priority], seq: p.parked}
+	p.tasks[id] = &memoryParked{scope: scope, msg: m, priority: priorityLevels[m.Priority], seq: p.parked, at: m.ParkedAt}
 	return nil
 }
 
-func (p *memoryParkedTasks) claim(_ context.Context, scope string, n int, claimedBefore time.Time) ([]taskMessage, error) {
+func (p *memoryParkedTasks) claim(_ context.Context, scope string, n int, stale time.Duration) ([]taskMessage, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	claimedBefore := p.now().Add(-stale)
 	var open []*memoryParked
 	for _, t := range p.tasks {
 		if t.scope == scope && t.claimedAt.Before(claimedBefore) {
@@ -118,7 +122,7 @@ func (p *memoryParkedTasks) claim(_ context.Context, scope string, n int, claime
 		}
 	}
 	slices.SortFunc(open, func(a, b *memoryParked) int {
-		return cmp.Or(cmp.Compare(b.priority, a.priority), cmp.Compare(a.seq, b.seq))
+		return cmp.Or(cmp.Compare(b.priority, a.priority), a.at.Compare(b.at), cmp.Compare(a.seq, b.seq))
 	})
 	var out []taskMessage
 	for _, t := range open[:min(n, len(open))] {
@@ -128,10 +132,10 @@ func (p *memoryParkedTasks) claim(_ context.Context, scope string, n int, claime
 	return out, nil
 }
 
-func (p *memoryParkedTasks) remove(_ context.Context, _, id string) error {
+func (p *memoryParkedTasks) remove(_ context.Context, _, parked string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.tasks, id)
+	delete(p.tasks, parked)
 	return nil
 }
 

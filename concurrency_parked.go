@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -13,30 +14,31 @@ import (
 )
 
 // durableParkedTasks keeps each parked task's message in MongoDB's
-// parked_tasks collection, one document by task id, as safe as a queued
-// one, and the order they leave in Redis: per scope a sorted set of
-// the parked (by priority, then time) and one of the claimed (by the time
-// of the claim). MongoDB is only ever asked by _id, and Redis's scripts
-// move a task from parked to claimed in one step, so two releases never
-// claim the same task. Should Redis lose its sets, the sweep puts back
-// what MongoDB still holds (restore).
+// parked_tasks collection, one document a park (parkedID), as safe as a
+// queued one, and their order in Redis: per scope a sorted set of the
+// parked (by priority, then time) and one of the claimed (by the time of
+// the claim, on Redis's clock). Releases ask MongoDB by _id only, and
+// Redis's scripts move a task from parked to claimed in one step, so two
+// releases never claim the same task. Should Redis lose its sets, the
+// sweep puts back what MongoDB still holds (restore, which reads the
+// collection by the time of the park).
 type durableParkedTasks struct {
 	coll   *mongo.Collection
 	client *redis.Client
 	prefix string
-	now    func() time.Time
+	log    *slog.Logger
 }
 
 type mongoParked struct {
-	ID       string    `bson:"_id"`
+	ID       string    `bson:"_id"` // parkedID
 	Scope    string    `bson:"scope"`
 	Priority int       `bson:"priority"`
 	ParkedAt time.Time `bson:"parked_at"`
 	Message  string    `bson:"message"` // the JSON of its taskMessage
 }
 
-func newDurableParkedTasks(db *mongo.Database, client *redis.Client, prefix string, now func() time.Time) durableParkedTasks {
-	return durableParkedTasks{coll: db.Collection("parked_tasks"), client: client, prefix: prefix, now: now}
+func newDurableParkedTasks(db *mongo.Database, client *redis.Client, prefix string, log *slog.Logger) durableParkedTasks {
+	return durableParkedTasks{coll: db.Collection("parked_tasks"), client: client, prefix: prefix, log: log}
 }
 
 func (p durableParkedTasks) parkedKey(scope string) string { return p.prefix + "parked:" + scope }
@@ -61,11 +63,13 @@ end
 return 1
 `)
 
-// claimParked: KEYS parked, claimed; ARGV n, claimed-before (ms), now (ms).
-// Claims whose release died come first, then the parked in order.
+// claimParked: KEYS parked, claimed; ARGV n, stale (ms). Claims whose
+// release died (older than stale) come first, then the parked in order.
 var claimParked = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
-local out = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2], 'LIMIT', 0, n)
+local out = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%.0f', now - tonumber(ARGV[2])), 'LIMIT', 0, n)
 if #out < n then
   local ids = redis.call('ZRANGE', KEYS[1], 0, n - #out - 1)
   for _, id in ipairs(ids) do
@@ -74,7 +78,7 @@ if #out < n then
   end
 end
 for _, id in ipairs(out) do
-  redis.call('ZADD', KEYS[2], ARGV[3], id)
+  redis.call('ZADD', KEYS[2], string.format('%.0f', now), id)
 end
 return out
 `)
@@ -92,13 +96,25 @@ func (p durableParkedTasks) park(ctx context.Context, scope string, m taskMessag
 	if err != nil {
 		return err
 	}
-	doc := mongoParked{ID: m.ID, Scope: scope, Priority: int(priorityLevels[m.Priority]), ParkedAt: mongoTime(p.now()), Message: string(body)}
-	if _, err := p.coll.InsertOne(ctx, doc); err != nil && !mongo.IsDuplicateKeyError(err) {
-		// A duplicate key is a duplicate delivery of a task parked
-		// already: it is indexed again, which changes nothing.
+	doc := mongoParked{ID: parkedID(m), Scope: scope, Priority: int(priorityLevels[m.Priority]), ParkedAt: mongoTime(m.ParkedAt), Message: string(body)}
+	_, err = p.coll.InsertOne(ctx, doc)
+	switch {
+	case mongo.IsDuplicateKeyError(err):
+		// A duplicate delivery of a park that was made: indexing it again
+		// changes nothing.
+		return p.index(ctx, doc)
+	case err != nil:
 		return fmt.Errorf("mongodb: park %s: %w", m.ID, err)
 	}
-	return p.index(ctx, doc)
+	if err := p.index(ctx, doc); err != nil {
+		// The task goes back to the queue instead: its record must not
+		// stay for restore to release a second copy.
+		if _, delErr := p.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: doc.ID}}); delErr != nil {
+			return errors.Join(err, fmt.Errorf("mongodb: undo park %s: %w", m.ID, delErr))
+		}
+		return err
+	}
+	return nil
 }
 
 func (p durableParkedTasks) index(ctx context.Context, doc mongoParked) error {
@@ -110,9 +126,8 @@ func (p durableParkedTasks) index(ctx context.Context, doc mongoParked) error {
 	return nil
 }
 
-func (p durableParkedTasks) claim(ctx context.Context, scope string, n int, claimedBefore time.Time) ([]taskMessage, error) {
-	ids, err := claimParked.Run(ctx, p.client, []string{p.parkedKey(scope), p.claimedKey(scope)},
-		n, claimedBefore.UnixMilli(), p.now().UnixMilli()).StringSlice()
+func (p durableParkedTasks) claim(ctx context.Context, scope string, n int, stale time.Duration) ([]taskMessage, error) {
+	ids, err := claimParked.Run(ctx, p.client, []string{p.parkedKey(scope), p.claimedKey(scope)}, n, stale.Milliseconds()).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("redis: claim parked tasks: %w", err)
 	}
@@ -131,19 +146,24 @@ func (p durableParkedTasks) claim(ctx context.Context, scope string, n int, clai
 		}
 		m, err := decodeTaskMessage([]byte(doc.Message))
 		if err != nil {
-			return out, fmt.Errorf("parked task %s: %w", id, err)
+			// errand wrote it, so this is damage: the record stays in
+			// MongoDB to be looked at, out of the line, so it does not
+			// hold up the key.
+			p.client.ZRem(ctx, p.claimedKey(scope), id)
+			p.log.Error("parked task unreadable; left in parked_tasks, out of its key's line", "parked_id", id, "error", err)
+			continue
 		}
 		out = append(out, m)
 	}
 	return out, nil
 }
 
-func (p durableParkedTasks) remove(ctx context.Context, scope, id string) error {
-	if _, err := p.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}}); err != nil {
-		return fmt.Errorf("mongodb: remove parked task %s: %w", id, err)
+func (p durableParkedTasks) remove(ctx context.Context, scope, parked string) error {
+	if _, err := p.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: parked}}); err != nil {
+		return fmt.Errorf("mongodb: remove parked task %s: %w", parked, err)
 	}
-	if err := p.client.ZRem(ctx, p.claimedKey(scope), id).Err(); err != nil {
-		return fmt.Errorf("redis: remove parked task %s: %w", id, err)
+	if err := p.client.ZRem(ctx, p.claimedKey(scope), parked).Err(); err != nil {
+		return fmt.Errorf("redis: remove parked task %s: %w", parked, err)
 	}
 	return nil
 }
@@ -166,34 +186,66 @@ func (p durableParkedTasks) waiting(ctx context.Context) (map[string]int, error)
 	return out, nil
 }
 
+// ensureIndexes makes the index restore reads by.
+func (p durableParkedTasks) ensureIndexes(ctx context.Context) error {
+	if _, err := p.coll.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "parked_at", Value: 1}}}); err != nil {
+		return fmt.Errorf("mongodb: create parked_tasks index: %w", err)
+	}
+	return nil
+}
+
+// restoreBatch is how many parked tasks restore looks up in Redis at once.
+const restoreBatch = 500
+
 // restore indexes again the parked tasks MongoDB holds that Redis lost
-// (parked before olderThan, so a park in flight is left alone).
+// (first parked before olderThan, so a park in flight is left alone).
 func (p durableParkedTasks) restore(ctx context.Context, olderThan time.Time) (int, error) {
 	cur, err := p.coll.Find(ctx, bson.D{{Key: "parked_at", Value: bson.D{{Key: "$lt", Value: mongoTime(olderThan)}}}},
-		options.Find().SetProjection(bson.D{{Key: "message", Value: 0}}))
+		options.Find().SetProjection(bson.D{{Key: "message", Value: 0}}).SetBatchSize(restoreBatch))
 	if err != nil {
 		return 0, fmt.Errorf("mongodb: find parked tasks: %w", err)
 	}
-	var docs []mongoParked
-	if err := cur.All(ctx, &docs); err != nil {
-		return 0, fmt.Errorf("mongodb: read parked tasks: %w", err)
-	}
+	defer cur.Close(ctx)
 	restored := 0
-	for _, doc := range docs {
+	var batch []mongoParked
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
 		pipe := p.client.Pipeline()
-		inParked := pipe.ZScore(ctx, p.parkedKey(doc.Scope), doc.ID)
-		inClaimed := pipe.ZScore(ctx, p.claimedKey(doc.Scope), doc.ID)
-		_, _ = pipe.Exec(ctx)
-		if inParked.Err() == nil || inClaimed.Err() == nil {
-			continue
+		parked, claimed := make([]*redis.FloatCmd, len(batch)), make([]*redis.FloatCmd, len(batch))
+		for i, doc := range batch {
+			parked[i] = pipe.ZScore(ctx, p.parkedKey(doc.Scope), doc.ID)
+			claimed[i] = pipe.ZScore(ctx, p.claimedKey(doc.Scope), doc.ID)
 		}
-		if !errors.Is(inParked.Err(), redis.Nil) || !errors.Is(inClaimed.Err(), redis.Nil) {
-			return restored, fmt.Errorf("redis: look up parked task %s: %w", doc.ID, errors.Join(inParked.Err(), inClaimed.Err()))
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("redis: look up parked tasks: %w", err)
 		}
-		if err := p.index(ctx, doc); err != nil {
-			return restored, err
+		for i, doc := range batch {
+			if parked[i].Err() == nil || claimed[i].Err() == nil {
+				continue
+			}
+			if err := p.index(ctx, doc); err != nil {
+				return err
+			}
+			restored++
 		}
-		restored++
+		batch = batch[:0]
+		return nil
 	}
-	return restored, nil
+	for cur.Next(ctx) {
+		var doc mongoParked
+		if err := cur.Decode(&doc); err != nil {
+			return restored, fmt.Errorf("mongodb: read parked task: %w", err)
+		}
+		if batch = append(batch, doc); len(batch) == restoreBatch {
+			if err := flush(); err != nil {
+				return restored, err
+			}
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return restored, fmt.Errorf("mongodb: read parked tasks: %w", err)
+	}
+	return restored, flush()
 }

@@ -26,14 +26,14 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 `
 
 // acquireSlot: ARGV holder, limit, lease (ms). A holder that has a slot
-// keeps it (a redelivered task whose first run's lease is live).
+// keeps it. The set lives as long as its longest lease, and more.
 var acquireSlot = redis.NewScript(slotsNow + `
 local lease = tonumber(ARGV[3])
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   return 0
 end
 redis.call('ZADD', KEYS[1], string.format('%.0f', now + lease), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], lease * 2)
+if redis.call('PTTL', KEYS[1]) < lease * 2 then redis.call('PEXPIRE', KEYS[1], lease * 2) end
 return 1
 `)
 
@@ -41,9 +41,9 @@ return 1
 // its slot may be someone else's by now.
 var renewSlot = redis.NewScript(slotsNow + `
 local lease = tonumber(ARGV[2])
-if redis.call('ZADD', KEYS[1], 'XX', 'CH', string.format('%.0f', now + lease), ARGV[1]) == 1 then
-  redis.call('PEXPIRE', KEYS[1], lease * 2)
-end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', string.format('%.0f', now + lease), ARGV[1])
+if redis.call('PTTL', KEYS[1]) < lease * 2 then redis.call('PEXPIRE', KEYS[1], lease * 2) end
 return 1
 `)
 
@@ -61,11 +61,12 @@ func (s redisKeySlots) acquire(ctx context.Context, scope, holder string, limit 
 	return got == 1, nil
 }
 
-func (s redisKeySlots) renew(ctx context.Context, scope, holder string, lease time.Duration) error {
-	if err := renewSlot.Run(ctx, s.client, []string{s.key(scope)}, holder, lease.Milliseconds()).Err(); err != nil {
-		return fmt.Errorf("redis: renew a slot of %q: %w", scope, err)
+func (s redisKeySlots) renew(ctx context.Context, scope, holder string, lease time.Duration) (bool, error) {
+	renewed, err := renewSlot.Run(ctx, s.client, []string{s.key(scope)}, holder, lease.Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("redis: renew a slot of %q: %w", scope, err)
 	}
-	return nil
+	return renewed == 1, nil
 }
 
 func (s redisKeySlots) release(ctx context.Context, scope, holder string) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"syscall"
@@ -56,8 +57,8 @@ func TestKeySlotsContract(t *testing.T) {
 			// t2 is renewed, t3 is not: after a lease, only t3's slot is free.
 			deadline := time.Now().Add(lease + 150*time.Millisecond)
 			for time.Now().Before(deadline) {
-				if err := s.renew(ctx, "a", "t2", lease); err != nil {
-					t.Fatal(err)
+				if renewed, err := s.renew(ctx, "a", "t2", lease); err != nil || !renewed {
+					t.Fatalf("renew t2: %v, %v; want renewed", renewed, err)
 				}
 				time.Sleep(lease / 4)
 			}
@@ -66,6 +67,9 @@ func TestKeySlotsContract(t *testing.T) {
 			}
 			if !take("a", "t4") || take("a", "t5") {
 				t.Error("want t4 in the slot t3's ended lease freed, and t5 out")
+			}
+			if renewed, err := s.renew(ctx, "a", "t3", lease); err != nil || renewed {
+				t.Errorf("renew of t3, whose lease ended: %v, %v; want not renewed", renewed, err)
 			}
 		})
 	}
@@ -80,24 +84,24 @@ func TestParkedTasksContract(t *testing.T) {
 		"redis and mongodb": func(t *testing.T) parkedTasks {
 			db := testMongo(t).Database("errand_test_" + newRandomID(6))
 			t.Cleanup(func() { _ = db.Drop(context.Background()) })
-			return newDurableParkedTasks(db, testRedis(t), "errand-test:"+newRandomID(6)+":", time.Now)
+			return newDurableParkedTasks(db, testRedis(t), "errand-test:"+newRandomID(6)+":", slog.New(slog.DiscardHandler))
 		},
 	}
 	for name, newParked := range stores {
 		t.Run(name, func(t *testing.T) {
 			p, ctx := newParked(t), context.Background()
 			for i, prio := range []string{"normal", "low", "high", "normal"} {
-				m := taskMessage{ID: fmt.Sprintf("t%d", i), Type: "x", Args: json.RawMessage(`{}`), Priority: prio, ConcurrencyKey: "k"}
+				m := taskMessage{ID: fmt.Sprintf("t%d", i), Type: "x", Args: json.RawMessage(`{}`), Priority: prio, ConcurrencyKey: "k", Parked: 1, ParkedAt: time.Now()}
 				if err := p.park(ctx, "x/k", m); err != nil {
 					t.Fatal(err)
 				}
 				time.Sleep(2 * time.Millisecond) // distinct parked_at, in milliseconds
 			}
-			if err := p.park(ctx, "x/other", taskMessage{ID: "o1", Type: "x", Priority: "normal"}); err != nil {
+			if err := p.park(ctx, "x/other", taskMessage{ID: "o1", Type: "x", Priority: "normal", Parked: 1, ParkedAt: time.Now()}); err != nil {
 				t.Fatal(err)
 			}
-			if err := p.park(ctx, "x/k", taskMessage{ID: "t0", Type: "x", Priority: "normal"}); err != nil {
-				t.Errorf("parking a task parked already: %v, want nil", err)
+			if err := p.park(ctx, "x/k", taskMessage{ID: "t0", Type: "x", Priority: "normal", Parked: 1, ParkedAt: time.Now()}); err != nil {
+				t.Errorf("parking again a park made already (a duplicate delivery): %v, want nil", err)
 			}
 			if w, err := p.waiting(ctx); err != nil || w["x/k"] != 4 || w["x/other"] != 1 {
 				t.Errorf("waiting: %v, %v; want 4 and 1", w, err)
@@ -109,29 +113,43 @@ func TestParkedTasksContract(t *testing.T) {
 				}
 				return out
 			}
-			now := time.Now()
-			first, err := p.claim(ctx, "x/k", 2, now.Add(-time.Minute))
+			first, err := p.claim(ctx, "x/k", 2, time.Minute)
 			if err != nil || !slices.Equal(ids(first), []string{"t2", "t0"}) {
 				t.Fatalf("first claim: %v, %v; want t2 (high) then t0 (normal, older)", ids(first), err)
 			}
 			if first[0].Priority != "high" || first[0].ConcurrencyKey != "k" {
 				t.Errorf("claimed message %+v, want it as parked", first[0])
 			}
-			second, err := p.claim(ctx, "x/k", 5, now.Add(-time.Minute))
+			second, err := p.claim(ctx, "x/k", 5, time.Minute)
 			if err != nil || !slices.Equal(ids(second), []string{"t3", "t1"}) {
 				t.Errorf("second claim: %v, %v; want the two not claimed, t3 then t1 (low)", ids(second), err)
 			}
-			for _, id := range []string{"t2", "t3", "t1"} {
-				if err := p.remove(ctx, "x/k", id); err != nil {
+			// t3 is released, and parked again (no slot free when it came)
+			// before its release forgot it: the new park must survive.
+			again := second[0]
+			again.Parked++
+			if err := p.park(ctx, "x/k", again); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range []taskMessage{first[0], second[0], second[1]} {
+				if err := p.remove(ctx, "x/k", parkedID(m)); err != nil {
 					t.Fatal(err)
 				}
 			}
+			if w, _ := p.waiting(ctx); w["x/k"] != 2 {
+				t.Errorf("waiting after three releases and a park again: %v, want 2 (t0 claimed, t3 parked again)", w)
+			}
+			if got, err := p.claim(ctx, "x/k", 5, time.Minute); err != nil || !slices.Equal(ids(got), []string{"t3"}) || got[0].Parked != 2 {
+				t.Fatalf("claim: %+v, %v; want t3's second park", got, err)
+			} else if err := p.remove(ctx, "x/k", parkedID(got[0])); err != nil {
+				t.Fatal(err)
+			}
 			// t0 was claimed and never removed: its release died. Once its
 			// claim is old it can be claimed again.
-			if again, _ := p.claim(ctx, "x/k", 5, now.Add(-time.Minute)); len(again) != 0 {
+			if again, _ := p.claim(ctx, "x/k", 5, time.Minute); len(again) != 0 {
 				t.Errorf("claim while t0's claim is fresh: %v, want none", ids(again))
 			}
-			if again, err := p.claim(ctx, "x/k", 5, time.Now().Add(time.Second)); err != nil || !slices.Equal(ids(again), []string{"t0"}) {
+			if again, err := p.claim(ctx, "x/k", 5, -time.Second); err != nil || !slices.Equal(ids(again), []string{"t0"}) {
 				t.Errorf("claim once t0's claim is old: %v, %v; want t0", ids(again), err)
 			}
 			if w, _ := p.waiting(ctx); w["x/k"] != 1 {
@@ -377,8 +395,8 @@ func TestParkedTasksSurviveRedisLosingThem(t *testing.T) {
 	db := testMongo(t).Database("errand_test_" + newRandomID(6))
 	t.Cleanup(func() { _ = db.Drop(context.Background()) })
 	rdb, prefix := testRedis(t), "errand-test:"+newRandomID(6)+":"
-	p := newDurableParkedTasks(db, rdb, prefix, time.Now)
-	for _, m := range []taskMessage{{ID: "low", Type: "x", Priority: "low"}, {ID: "high", Type: "x", Priority: "high"}} {
+	p := newDurableParkedTasks(db, rdb, prefix, slog.New(slog.DiscardHandler))
+	for _, m := range []taskMessage{{ID: "low", Type: "x", Priority: "low", Parked: 1, ParkedAt: time.Now()}, {ID: "high", Type: "x", Priority: "high", Parked: 1, ParkedAt: time.Now()}} {
 		if err := p.park(ctx, "x/k", m); err != nil {
 			t.Fatal(err)
 		}
@@ -399,8 +417,42 @@ func TestParkedTasksSurviveRedisLosingThem(t *testing.T) {
 	if n, err := p.restore(ctx, time.Now().Add(time.Second)); err != nil || n != 0 {
 		t.Errorf("restore again: %d, %v; want nothing more to restore", n, err)
 	}
-	got, err := p.claim(ctx, "x/k", 5, time.Now().Add(-time.Minute))
+	got, err := p.claim(ctx, "x/k", 5, time.Minute)
 	if err != nil || len(got) != 2 || got[0].ID != "high" || got[1].ID != "low" {
 		t.Errorf("claim after the restore: %+v, %v; want high then low", got, err)
+	}
+}
+
+// TestCancelledParkedTaskNeverRuns: a task cancelled while it is parked
+// ends REVOKED and never starts, although its key's slot comes free.
+func TestCancelledParkedTaskNeverRuns(t *testing.T) {
+	for name, env := range backendModes {
+		t.Run(name, func(t *testing.T) {
+			e := env(t)
+			e["MAX_RUNNING_PER_KEY"], e["HEAVY_TASK_DELAY"] = "1", "100ms"
+			base := startErrand(t, e)
+			long := submitGenericTask(t, base, `{"type": "process_heavy_task", "args": {"data": "long", "iterations": 10}, "concurrency_key": "k"}`)
+			waitFor(t, 20*time.Second, "the long task running", func() bool {
+				var task taskJSON
+				apiCall(t, "GET", base+"/api/tasks/"+long, "", nil, &task)
+				return task.Status == stateProgress
+			})
+			parked := submitGenericTask(t, base, `{"type": "process_heavy_task", "args": {"data": "parked", "iterations": 1}, "concurrency_key": "k"}`)
+			waitFor(t, 10*time.Second, "the second task parked", func() bool {
+				v, _ := sampleValue(scrape(t, base), "errand_tasks_parked_total", map[string]string{"task_type": tasks.HeavyTaskName})
+				return v >= 1
+			})
+			var cancelled taskJSON
+			if resp := apiCall(t, "POST", base+"/api/tasks/"+parked+"/cancel", "", nil, &cancelled); resp.StatusCode != 200 || cancelled.Status != stateRevoked {
+				t.Fatalf("cancel of the parked task: %d %+v", resp.StatusCode, cancelled)
+			}
+			waitForStatus(t, base, long, stateSuccess, 20*time.Second)
+			time.Sleep(2 * keySweepInterval) // a release and a sweep have come and gone
+			var task taskJSON
+			apiCall(t, "GET", base+"/api/tasks/"+parked, "", nil, &task)
+			if task.Status != stateRevoked || task.StartedAt != nil || task.Result != nil {
+				t.Errorf("the cancelled parked task: %+v, want REVOKED, never started", task)
+			}
+		})
 	}
 }

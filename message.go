@@ -22,6 +22,11 @@ type taskMessage struct {
 	// (see throttle.go); zero before it has one. Like ETA, a worker that
 	// gets the task earlier puts it back to wait.
 	RateSlot time.Time `json:"rate_slot,omitzero"`
+	// Parked counts the times the task was parked for a slot of its
+	// concurrency key, and ParkedAt is when it first was (its place in
+	// the key's line).
+	Parked   int       `json:"parked,omitempty"`
+	ParkedAt time.Time `json:"parked_at,omitzero"`
 	// Attempt counts the retries already made after failed runs.
 	Attempt   int    `json:"attempt,omitempty"`
 	LastError string `json:"last_error,omitempty"`

@@ -97,6 +97,15 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 		return
 	}
 	if limit := def.Policy.MaxRunningPerKey; limit > 0 && msg.ConcurrencyKey != "" {
+		if p.skipReleasedDone(ctx, j) {
+			return
+		}
+		// A task cancelled while it waited for a slot ends now rather than
+		// take one, or park again.
+		if rev := p.revocation(ctx, j); rev != nil {
+			p.finishRevoked(ctx, j, *rev)
+			return
+		}
 		settled, release := p.takeKeySlot(ctx, j, limit)
 		if settled {
 			return
