@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"time"
 
@@ -38,6 +39,25 @@ type backends struct {
 
 func (b *backends) keyStores() workerKeyStores {
 	return workerKeyStores{throttles: b.throttles, slots: b.slots, parked: b.parked}
+}
+
+// newRedisClient is the client of REDIS_URL: one server, or, with
+// master_name in its query, the primary Redis Sentinel names, followed
+// through failovers (the URL's host and its addr parameters are the
+// sentinels).
+func newRedisClient(rawURL string) (*redis.Client, error) {
+	if u, err := url.Parse(rawURL); err == nil && u.Query().Has("master_name") {
+		opts, err := redis.ParseFailoverURL(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		return redis.NewFailoverClient(opts), nil
+	}
+	opts, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	return redis.NewClient(opts), nil
 }
 
 // close releases the backends in reverse order of opening.
@@ -83,11 +103,10 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		}, nil
 	}
 
-	redisOpts, err := redis.ParseURL(cfg.RedisURL)
+	rdb, err := newRedisClient(cfg.RedisURL)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+		return nil, err
 	}
-	rdb := redis.NewClient(redisOpts)
 	mongoStore, err := connectMongo(mongoClientOptions(cfg.MongoURI), cfg.MongoDatabase)
 	if err != nil {
 		rdb.Close()

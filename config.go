@@ -113,7 +113,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&cfg.Addr, "addr", env("ADDR", ":8080"), "HTTP listen address (ADDR)")
 	fs.StringVar(&cfg.Role, "role", env("ROLE", roleAll), "all, api or worker (ROLE)")
 	fs.StringVar(&cfg.AMQPURL, "amqp-url", env("AMQP_URL", ""), "RabbitMQ URL, or the URLs of a cluster's nodes separated by commas; empty with REDIS_URL and MONGODB_URI empty selects the embedded backends (AMQP_URL)")
-	fs.StringVar(&cfg.RedisURL, "redis-url", env("REDIS_URL", ""), "Redis URL (REDIS_URL)")
+	fs.StringVar(&cfg.RedisURL, "redis-url", env("REDIS_URL", ""), "Redis URL; with master_name=NAME in its query, the URL's host and its addr=HOST:PORT parameters are Redis Sentinels, and errand follows the primary they name (REDIS_URL)")
 	fs.StringVar(&cfg.MongoURI, "mongodb-uri", env("MONGODB_URI", ""), "MongoDB URI (MONGODB_URI)")
 	fs.StringVar(&cfg.MongoDatabase, "mongodb-database", env("MONGODB_DATABASE", "myapp"), "MongoDB database (MONGODB_DATABASE)")
 	fs.IntVar(&cfg.Workers, "workers", envInt("WORKERS", 32), "worker goroutines (WORKERS)")
