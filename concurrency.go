@@ -149,11 +149,7 @@ func (p *workerPool) takeKeySlot(ctx context.Context, j job, limit int) (settled
 	}
 	if err != nil {
 		j.log.Warn("concurrency key slot not taken; trying again later", "error", err, "retry_in", throttleRetry.String())
-		if err := p.queue.publishDelayed(ctx, j.msg, throttleRetry); err != nil {
-			p.settle(j, settleRequeue)
-			return true, nil
-		}
-		p.settle(j, settleAck)
+		p.putOff(ctx, j, j.msg, throttleRetry)
 		return true, nil
 	}
 	bucket := keyBucket(j.msg.ConcurrencyKey)

@@ -431,7 +431,7 @@ func TestCancelledParkedTaskNeverRuns(t *testing.T) {
 			e := env(t)
 			e["MAX_RUNNING_PER_KEY"], e["HEAVY_TASK_DELAY"] = "1", "100ms"
 			base := startErrand(t, e)
-			long := submitGenericTask(t, base, `{"type": "process_heavy_task", "args": {"data": "long", "iterations": 10}, "concurrency_key": "k"}`)
+			long := submitGenericTask(t, base, `{"type": "process_heavy_task", "args": {"data": "long", "iterations": 50}, "concurrency_key": "k"}`)
 			waitFor(t, 20*time.Second, "the long task running", func() bool {
 				var task taskJSON
 				apiCall(t, "GET", base+"/api/tasks/"+long, "", nil, &task)
@@ -441,6 +441,18 @@ func TestCancelledParkedTaskNeverRuns(t *testing.T) {
 			waitFor(t, 10*time.Second, "the second task parked", func() bool {
 				v, _ := sampleValue(scrape(t, base), "errand_tasks_parked_total", map[string]string{"task_type": tasks.HeavyTaskName})
 				return v >= 1
+			})
+			// The overview's gauges: one running, one waiting, over all
+			// key buckets (waiting is counted by the sweep).
+			waitFor(t, 10*time.Second, "one task running and one waiting in the key gauges", func() bool {
+				families := scrape(t, base)
+				sum := func(name string) (total float64) {
+					for _, m := range families[name].GetMetric() {
+						total += m.GetGauge().GetValue()
+					}
+					return total
+				}
+				return sum("errand_key_tasks_running") == 1 && sum("errand_key_tasks_waiting") == 1
 			})
 			var cancelled taskJSON
 			if resp := apiCall(t, "POST", base+"/api/tasks/"+parked+"/cancel", "", nil, &cancelled); resp.StatusCode != 200 || cancelled.Status != stateRevoked {

@@ -43,14 +43,9 @@ func (p *workerPool) throttle(ctx context.Context, j job, rate tasks.Rate) bool 
 	default:
 		next.RateSlot = p.now().Add(wait)
 	}
-	if err := p.queue.publishDelayed(ctx, next, wait); err != nil {
-		j.log.Warn("could not put a throttled task off; requeueing it", "error", err)
-		p.settle(j, settleRequeue)
-		return true
-	}
 	p.metrics.taskThrottled(j.msg.Type)
 	j.log.Debug("task over its type's rate limit; waiting for its slot", "wait", wait.String(), "rate", rate.String())
-	p.settle(j, settleAck)
+	p.putOff(ctx, j, next, wait)
 	return true
 }
 

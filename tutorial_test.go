@@ -18,17 +18,17 @@ type codeBlock struct {
 	lang, text string
 }
 
-// readmeSection returns the fenced blocks of the README section headed
-// heading, in order.
-func readmeSection(t *testing.T, heading string) []codeBlock {
+// docSection returns the fenced blocks of the section of the markdown
+// file path headed heading, in order.
+func docSection(t *testing.T, path, heading string) []codeBlock {
 	t.Helper()
-	readme, err := os.ReadFile("README.md")
+	doc, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(readme), "\n"+heading+"\n")
+	_, section, ok := strings.Cut(string(doc), "\n"+heading+"\n")
 	if !ok {
-		t.Fatalf("README.md has no section %q", heading)
+		t.Fatalf("%s has no section %q", path, heading)
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 	var blocks []codeBlock
@@ -66,7 +66,7 @@ func copyModule(t *testing.T, dir string) {
 	}
 }
 
-// TestTutorialAddYourOwnTask follows the README's "Add your own task" as
+// TestTutorialAddYourOwnTask follows docs/tasks.md's "Add your own task" as
 // a reader would: it saves the section's Go file into a copy of errand,
 // adds the section's registration line to NewRegistry, builds and starts
 // that errand, runs the section's commands against it, and checks they
@@ -75,7 +75,7 @@ func TestTutorialAddYourOwnTask(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a copy of errand (the full suite: make test)")
 	}
-	blocks := readmeSection(t, "## Add your own task")
+	blocks := docSection(t, "docs/tasks.md", "## Add your own task")
 	if len(blocks) != 6 {
 		t.Fatalf("the section has %d code blocks, want 6: the file, the registration, and two commands with what they print", len(blocks))
 	}
@@ -141,7 +141,7 @@ func TestTutorialAddYourOwnTask(t *testing.T) {
 			t.Fatalf("the commands of block %d: %v\n%s", i+1, err, out)
 		}
 		if diff := cmp.Diff(tutorialJSON(t, shown.text), tutorialJSON(t, string(out))); diff != "" {
-			t.Errorf("block %d printed %s, not what the README shows (-shown +printed, ids and times left out):\n%s", i+1, out, diff)
+			t.Errorf("block %d printed %s, not what docs/tasks.md shows (-shown +printed, ids and times left out):\n%s", i+1, out, diff)
 		}
 	}
 }
@@ -152,7 +152,7 @@ func tutorialJSON(t *testing.T, printed string) map[string]any {
 	t.Helper()
 	var v map[string]any
 	if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(printed), "data: ")), &v); err != nil {
-		t.Fatalf("%q is not the JSON the README shows: %v", printed, err)
+		t.Fatalf("%q is not the JSON docs/tasks.md shows: %v", printed, err)
 	}
 	for _, k := range []string{"task_id", "request_id", "created_at", "started_at", "finished_at", "updated_at"} {
 		delete(v, k)
