@@ -29,6 +29,7 @@ type backends struct {
 	parked    parkedTasks
 	watcher   statusWatcher
 	schedules scheduleStore
+	workflows workflowStore
 	files     fileStore
 	items     itemStore
 	reports   reportSource
@@ -39,6 +40,13 @@ type backends struct {
 
 func (b *backends) keyStores() workerKeyStores {
 	return workerKeyStores{throttles: b.throttles, slots: b.slots, parked: b.parked}
+}
+
+// workflowEngine is the engine that moves workflows along on b, for the
+// API (submits, cancels) and the worker pool (steps that end) alike.
+func (b *backends) workflowEngine(resultTTL time.Duration, log *slog.Logger, tr *tracing) *workflowEngine {
+	return &workflowEngine{store: b.workflows, results: b.results, statuses: b.statuses, revocations: b.revoked, publisher: b.publisher,
+		tracing: tr, log: log, now: time.Now, resultTTL: resultTTL}
 }
 
 // newRedisClient is the client of REDIS_URL: one server, or, with
@@ -96,6 +104,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 			parked:    newMemoryParkedTasks(time.Now),
 			watcher:   statuses,
 			schedules: newMemorySchedules(),
+			workflows: newMemoryWorkflows(),
 			files:     newMemoryFiles(),
 			items:     measured, results: measured, reports: measured,
 			health:  map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": store},
@@ -122,6 +131,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 	redisObs := newStoreObserver("redis", m, tracer, slices.Concat(statusOps, keyOps)...)
 	measured := measuredDocumentStore{next: mongoStore, obs: newStoreObserver("mongodb", m, tracer, documentOps...)}
 	files := newGridFiles(mongoStore.client.Database(cfg.MongoDatabase))
+	workflows := newMongoWorkflows(mongoStore.client.Database(cfg.MongoDatabase))
 	parked := newDurableParkedTasks(mongoStore.client.Database(cfg.MongoDatabase), rdb, cfg.KeyPrefix, log.With("component", "parked-tasks"))
 	b := &backends{
 		mode: "external", publisher: broker, queue: broker, queues: broker, dead: broker,
@@ -133,6 +143,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		parked:    parked,
 		watcher:   watcher,
 		schedules: newMongoSchedules(mongoStore.client.Database(cfg.MongoDatabase)),
+		workflows: workflows,
 		files:     files,
 		items:     measured, results: measured, reports: measured,
 		health: map[string]pinger{"rabbitmq": broker, "redis": statuses, "mongodb": mongoStore},
@@ -150,7 +161,7 @@ func openBackends(ctx context.Context, cfg config, log *slog.Logger, m *metrics,
 		},
 	}
 	indexCtx, cancel := context.WithTimeout(ctx, cfg.HealthTimeout)
-	if err := errors.Join(mongoStore.ensureIndexes(indexCtx), files.ensureIndexes(indexCtx), parked.ensureIndexes(indexCtx)); err != nil {
+	if err := errors.Join(mongoStore.ensureIndexes(indexCtx), files.ensureIndexes(indexCtx), parked.ensureIndexes(indexCtx), workflows.ensureIndexes(indexCtx)); err != nil {
 		log.Warn("indexes not created; listing tasks by status and items by owner scan their collections", "error", err)
 	}
 	cancel()

@@ -126,7 +126,7 @@ func BenchmarkTaskPath(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			pool := newWorkerPool(bk.queue, tasks.NewRegistry(tasks.Config{}), bk.statuses, bk.results, bk.revoked, bk.keyStores(),
+			pool := newWorkerPool(bk.queue, tasks.NewRegistry(tasks.Config{}), bk.statuses, bk.results, bk.revoked, bk.keyStores(), nil,
 				workerConfig{size: cfg.Workers, resultTTL: time.Hour, drainTimeout: 5 * time.Second},
 				slog.New(slog.DiscardHandler), m, disabledTracing())
 			pool.jitter = func() float64 { return 0 }

@@ -52,6 +52,7 @@ type handlerFixture struct {
 	// revocations are the cancels the API recorded.
 	revocations *memoryRevocations
 	schedules   *memorySchedules
+	workflows   *memoryWorkflows
 }
 
 // apiParts are what newHandlerFixture builds the API from: the server's
@@ -74,7 +75,7 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 	t.Helper()
 	f := &handlerFixture{
 		items: newMemoryStore(), statuses: newMemoryStatusStore(), keys: newMemoryKeyStore(), broker: newMemoryBroker(),
-		revocations: newMemoryRevocations(time.Hour), schedules: newMemorySchedules(),
+		revocations: newMemoryRevocations(time.Hour), schedules: newMemorySchedules(), workflows: newMemoryWorkflows(),
 		clock: &handlerClock{t: handlerEpoch},
 	}
 	d := apiParts{
@@ -95,6 +96,9 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 	d.watcher = f.statuses
 	d.dead = deadLetterRoutes{queue: f.broker, specs: d.specs, submitter: d.submitter}
 	d.schedules = scheduleRoutes{store: f.schedules, specs: d.specs, maxBody: d.maxBody, now: d.now}
+	flows := &workflowEngine{store: f.workflows, results: f.items, statuses: d.statuses, revocations: f.revocations, publisher: d.publisher,
+		tracing: d.tracing, log: d.log, now: d.now}
+	d.workflows = workflowRoutes{engine: flows, specs: d.specs, submitter: d.submitter, reader: d.reader, maxBody: d.maxBody, now: d.now}
 	d.canceller = taskCanceller{reader: d.reader, revocations: f.revocations, results: f.items, statuses: d.statuses,
 		metrics: d.metrics, log: d.log, now: d.now}
 	f.server = newServer(d.serverDeps)

@@ -42,6 +42,11 @@ type taskMessage struct {
 	// ConcurrencyKey groups tasks that share a limit on how many of them
 	// run at once (concurrency.go); "" for none.
 	ConcurrencyKey string `json:"concurrency_key,omitempty"`
+	// Workflow places a step of a workflow; nil for a task of its own.
+	Workflow *workflowRef `json:"workflow,omitempty"`
+	// Previous is the result a workflow's step gets from the step (or
+	// group) before it: the handler's tasks.Task.Previous.
+	Previous json.RawMessage `json:"previous,omitempty"`
 	// Trace is the W3C trace context of the submit (traceparent,
 	// tracestate). It travels in the body so every broker carries it; the
 	// AMQP broker also sets it as message headers, where other tools look.

@@ -248,6 +248,8 @@ func (b *docBuilder) bodySchema(body any, registry *tasks.Registry, request bool
 			schema = map[string]any{"type": "object"}
 		case taskRequestDoc:
 			schema, err = taskRequestSchema(registry)
+		case workflowRequestDoc:
+			schema, err = b.workflowRequestSchema(registry)
 		case batchRequestDoc:
 			var task map[string]any
 			if task, err = b.bodySchema(taskRequestDoc{}, registry, true); err == nil {
@@ -371,4 +373,26 @@ func operationID(method, path string) string {
 		b.WriteString(strings.ToUpper(w[:1]) + w[1:])
 	}
 	return b.String()
+}
+
+// workflowRequestSchema is POST /api/workflows's body: a chain or a
+// group at the top, whose steps are tasks, chains or groups (the
+// WorkflowStep schema, which refers to itself).
+func (b *docBuilder) workflowRequestSchema(registry *tasks.Registry) (map[string]any, error) {
+	step := map[string]any{"$ref": "#/components/schemas/WorkflowStep"}
+	steps := map[string]any{"type": "array", "minItems": 1, "items": step}
+	chain := map[string]any{"type": "object", "required": []string{"chain"}, "additionalProperties": false,
+		"properties": map[string]any{"chain": steps}}
+	group := map[string]any{"type": "object", "required": []string{"group"}, "additionalProperties": false,
+		"properties": map[string]any{"group": steps, "then": step,
+			"then_on_failure": map[string]any{"type": "boolean", "description": "Run the then step even when a member failed (its result is then null in the list)."}}}
+	task := map[string]any{"type": "object", "required": []string{"type"}, "additionalProperties": false,
+		"properties": map[string]any{
+			"type":            map[string]any{"type": "string", "enum": registry.Names()},
+			"args":            map[string]any{"type": "object", "description": "The type's arguments, as GET /api/task-types describes them."},
+			"priority":        map[string]any{"type": "string", "enum": []string{"low", "normal", "high"}},
+			"concurrency_key": map[string]any{"type": "string", "minLength": 1, "maxLength": maxConcurrencyKey},
+		}}
+	b.schemas["WorkflowStep"] = map[string]any{"oneOf": []any{task, chain, group}}
+	return map[string]any{"oneOf": []any{chain, group}}, nil
 }

@@ -217,6 +217,21 @@ func TestOpenAPIDescribesRealAnswers(t *testing.T) {
 			c.call("DELETE", base+"/api/schedules/nightly", "", nil, nil)
 			c.call("GET", base+"/api/schedules/nightly", "", nil, nil)
 			c.call("POST", base+"/api/schedules", js, []byte(`{"name": "bad", "cron": "not cron", "task": {"type": "process_heavy_task", "args": {"data": "x"}}}`), nil)
+
+			var wf workflowAccepted
+			step := `{"type": "process_heavy_task", "args": {"data": "w", "iterations": 1}}`
+			decode(c.call("POST", base+"/api/workflows", js, []byte(`{"chain": [`+step+`, {"group": [`+step+`, `+step+`], "then": `+step+`, "then_on_failure": true}]}`), nil), &wf)
+			waitFor(t, 20*time.Second, "the workflow to end", func() bool {
+				var got workflowJSON
+				decode(c.call("GET", base+"/api/workflows/"+wf.WorkflowID, "", nil, nil), &got)
+				return got.Status == stateSuccess
+			})
+			c.call("POST", base+"/api/workflows/"+wf.WorkflowID+"/cancel", "", nil, nil) // 409: it has ended
+			var slow workflowAccepted
+			decode(c.call("POST", base+"/api/workflows", js, []byte(`{"group": [{"type": "send_welcome_email", "args": {"user_email": "a@example.com", "user_name": "A"}}]}`), nil), &slow)
+			c.call("POST", base+"/api/workflows/"+slow.WorkflowID+"/cancel", "", nil, nil)
+			c.call("POST", base+"/api/workflows", js, []byte(`{"chain": [{"type": "nope"}]}`), nil)
+			c.call("GET", base+"/api/workflows/no-such-workflow", "", nil, nil)
 		})
 	}
 }

@@ -29,6 +29,7 @@ type taskRecord struct {
 	Revoked        *revocation
 	CallbackURL    string
 	ConcurrencyKey string
+	WorkflowID     string
 }
 
 func (r taskRecord) status() taskStatus {
@@ -48,6 +49,7 @@ func (r taskRecord) status() taskStatus {
 		Revoked:        r.Revoked,
 		CallbackURL:    r.CallbackURL,
 		ConcurrencyKey: r.ConcurrencyKey,
+		WorkflowID:     r.WorkflowID,
 	}
 	if r.Args != nil {
 		st.Args, _ = json.Marshal(r.Args) // it decoded from JSON, so it encodes

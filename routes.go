@@ -25,6 +25,7 @@ func routeTable(d serverDeps) []route {
 		return route{pattern: pattern, handler: h(f), apiOnly: true, doc: doc}
 	}
 	taskID := "The task's id, as the submit answered it."
+	workflowID := "The workflow's id, as the submit answered it."
 	return []route{
 		{pattern: "GET /health", handler: h(handleHealth(d.health, d.backends, d.healthTimeout, d.log, d.now)), open: true, doc: operation{
 			tag: "Operations", summary: "Health of errand and of each service it uses",
@@ -122,6 +123,22 @@ func routeTable(d serverDeps) []route {
 		api("GET /api/webhook-secret", handleWebhookSecret(d.webhooks, d.apiKeys.enabled()), operation{
 			tag: "Tasks", summary: "The secret that signs the webhooks of this API key's tasks",
 			responses: []response{{200, webhookSecretJSON{}, "the key's secret"}, {404, errorBody{}, "webhooks are off (no WEBHOOK_SECRET), or there are no API keys and the secret is WEBHOOK_SECRET itself"}},
+		}),
+
+		api("POST /api/workflows", d.workflows.handleSubmitWorkflow(), operation{
+			tag: "Workflows", summary: "Submit a workflow: a chain, a group, or a group with a then step (a chord)", body: workflowRequestDoc{},
+			description: "Every task is validated before any is queued; the workflow is accepted once the broker has confirmed its start. " +
+				"A chain step starts after the step before it succeeded and gets its result (tasks.Task.Previous); a then step gets the results of the group's members, in order.",
+			responses: []response{{202, workflowAccepted{}, "accepted: the broker has confirmed the workflow's start"}, {400, errorBody{}, "not JSON"},
+				{422, errorBody{}, "a step breaks a rule: nothing is submitted"}, {503, errorBody{}, "not accepted: the broker or a store did not answer"}},
+		}),
+		api("GET /api/workflows/{workflow_id}", d.workflows.handleGetWorkflow(), operation{
+			tag: "Workflows", summary: "A workflow, with every step's task id, status and result", params: map[string]string{"workflow_id": workflowID},
+			responses: []response{{200, workflowJSON{}, "the workflow"}, {404, errorBody{}, "no such workflow"}},
+		}),
+		api("POST /api/workflows/{workflow_id}/cancel", d.workflows.handleCancelWorkflow(), operation{
+			tag: "Workflows", summary: "Cancel what has not finished of a workflow", params: map[string]string{"workflow_id": workflowID},
+			responses: []response{{200, workflowJSON{}, "the workflow, cancelled: steps not started end REVOKED at once, running ones when their workers stop them"}, {404, errorBody{}, "no such workflow"}, {409, errorBody{}, "every step has ended"}},
 		}),
 
 		api("GET /api/dead-letters", handleListDeadLetters(d.dead), operation{

@@ -88,12 +88,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	api := newTaskAPI(cfg, b, registry, log, m, tr)
+	flows := b.workflowEngine(cfg.ResultTTL, log.With("component", "workflows"), tr)
 	shuttingDown := make(chan struct{})
 	srv := &http.Server{
 		Handler: newServer(serverDeps{
 			log: log, metrics: m, tracing: tr, now: time.Now, serveAPI: cfg.runsAPI(), maxBody: cfg.MaxBodyBytes,
 			items: b.items, registry: registry, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller, watcher: b.watcher, shutdown: shuttingDown,
 			schedules: scheduleRoutes{store: b.schedules, specs: api.specs, maxBody: cfg.MaxBodyBytes, now: time.Now},
+			workflows: workflowRoutes{engine: flows, specs: api.specs, submitter: api.submitter, reader: api.reader, maxBody: cfg.MaxBodyBytes, now: time.Now},
 			files:     fileRoutes{store: b.files, maxBytes: cfg.FileMaxBytes, now: time.Now}, queues: b.queues,
 			dead:   deadLetterRoutes{queue: b.dead, specs: api.specs, submitter: api.submitter},
 			health: b.health, backends: b.mode, healthTimeout: cfg.HealthTimeout,
@@ -137,7 +139,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}()
 	}
 	if cfg.runsWorker() {
-		pool := newWorkerPool(b.queue, registry, b.statuses, b.results, b.revoked, b.keyStores(),
+		pool := newWorkerPool(b.queue, registry, b.statuses, b.results, b.revoked, b.keyStores(), flows,
 			workerConfig{size: cfg.Workers, resultTTL: cfg.ResultTTL, drainTimeout: cfg.DrainTimeout, webhooks: cfg.webhooks(),
 				keySlotLease: cfg.KeySlotLease},
 			log.With("component", "worker"), m, tr)

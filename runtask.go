@@ -40,7 +40,7 @@ func runTask(ctx context.Context, log *slog.Logger, def tasks.Definition, msg ta
 				done <- outcome{err: fmt.Errorf("task panicked: %v", r)}
 			}
 		}()
-		v, err := def.Run(ctx, tasks.Task{ID: msg.ID, Owner: msg.Owner, Report: report}, msg.Args)
+		v, err := def.Run(ctx, tasks.Task{ID: msg.ID, Owner: msg.Owner, Report: report, Previous: msg.Previous}, msg.Args)
 		done <- outcome{v, err}
 	}()
 	var o outcome

@@ -31,6 +31,7 @@ type serverDeps struct {
 	// requests (event streams) end then.
 	shutdown  <-chan struct{}
 	schedules scheduleRoutes
+	workflows workflowRoutes
 	files     fileRoutes
 	queues    queueDepthReader // for the console's overview
 	dead      deadLetterRoutes

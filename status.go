@@ -69,6 +69,8 @@ type taskStatus struct {
 	// ConcurrencyKey groups tasks that share a limit on how many run at
 	// once.
 	ConcurrencyKey string `json:"concurrency_key,omitempty"`
+	// WorkflowID is the workflow the task is a step of, if any.
+	WorkflowID string `json:"workflow_id,omitempty"`
 }
 
 // revocation is a cancel: who asked (the API key's owner id, "" without

@@ -36,6 +36,7 @@ type mongoTaskRecord struct {
 	Revoked        *mongoRevocation `bson:"revoked,omitempty"`
 	CallbackURL    string           `bson:"callback_url,omitempty"`
 	ConcurrencyKey string           `bson:"concurrency_key,omitempty"`
+	WorkflowID     string           `bson:"workflow_id,omitempty"`
 }
 
 type mongoRevocation struct {
@@ -47,7 +48,7 @@ func newMongoTaskRecord(r taskRecord) mongoTaskRecord {
 	doc := mongoTaskRecord{ID: r.TaskID, TaskID: r.TaskID, TaskType: r.TaskType, Status: r.Status, Result: r.Result, Error: r.Error,
 		Attempts: r.Attempts, CompletedAt: mongoTime(r.CompletedAt), Args: r.Args, Priority: r.Priority, Owner: r.Owner, TraceID: r.TraceID,
 		CreatedAt: mongoTime(r.CreatedAt), ScheduledFor: mongoTimePtr(r.ScheduledFor), StartedAt: mongoTimePtr(r.StartedAt),
-		CallbackURL: r.CallbackURL, ConcurrencyKey: r.ConcurrencyKey}
+		CallbackURL: r.CallbackURL, ConcurrencyKey: r.ConcurrencyKey, WorkflowID: r.WorkflowID}
 	if r.CreatedAt.IsZero() {
 		doc.CreatedAt = time.Time{}
 	}
@@ -61,7 +62,7 @@ func (m mongoTaskRecord) record() taskRecord {
 	r := taskRecord{TaskID: m.TaskID, TaskType: m.TaskType, Status: m.Status, Result: m.Result, Error: m.Error,
 		Attempts: m.Attempts, CompletedAt: m.CompletedAt.UTC(), Args: m.Args, Priority: m.Priority, Owner: m.Owner, TraceID: m.TraceID,
 		CreatedAt: m.CreatedAt.UTC(), ScheduledFor: utcPtr(m.ScheduledFor), StartedAt: utcPtr(m.StartedAt),
-		CallbackURL: m.CallbackURL, ConcurrencyKey: m.ConcurrencyKey}
+		CallbackURL: m.CallbackURL, ConcurrencyKey: m.ConcurrencyKey, WorkflowID: m.WorkflowID}
 	if m.CreatedAt.IsZero() {
 		r.CreatedAt = time.Time{}
 	}

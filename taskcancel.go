@@ -82,7 +82,7 @@ func alreadyFinished(state string) error {
 func revokedRecord(st taskStatus, rev revocation) taskRecord {
 	rec := taskRecord{TaskID: st.TaskID, TaskType: st.TaskType, Status: stateRevoked, Attempts: st.Attempts, CompletedAt: rev.At,
 		Priority: st.Priority, Owner: st.Owner, TraceID: st.TraceID, ScheduledFor: st.ScheduledFor, StartedAt: st.StartedAt, Revoked: &rev,
-		CallbackURL: st.CallbackURL, ConcurrencyKey: st.ConcurrencyKey}
+		CallbackURL: st.CallbackURL, ConcurrencyKey: st.ConcurrencyKey, WorkflowID: st.WorkflowID}
 	if st.CreatedAt != nil {
 		rec.CreatedAt = *st.CreatedAt
 	}

@@ -134,6 +134,8 @@ type taskJSON struct {
 	CallbackURL string `json:"callback_url,omitempty"`
 	// ConcurrencyKey groups tasks whose running is limited together.
 	ConcurrencyKey string `json:"concurrency_key,omitempty"`
+	// WorkflowID is the workflow the task is a step of.
+	WorkflowID string `json:"workflow_id,omitempty"`
 	// Webhook is the delivery of the task's final status to CallbackURL.
 	Webhook *webhookJSON `json:"webhook,omitempty"`
 }
@@ -142,7 +144,7 @@ func newTaskJSON(st taskStatus) taskJSON {
 	out := taskJSON{TaskID: st.TaskID, Type: st.TaskType, Status: st.Status, Args: st.Args, Priority: st.Priority, Progress: st.Progress,
 		Result: st.Result, Error: st.Error, Attempts: st.Attempts, CreatedAt: st.CreatedAt, ScheduledFor: st.ScheduledFor,
 		StartedAt: st.StartedAt, RetryAt: st.RetryAt, UpdatedAt: st.UpdatedAt, Revoked: st.Revoked, TraceID: st.TraceID, Owner: st.Owner,
-		CallbackURL: st.CallbackURL, ConcurrencyKey: st.ConcurrencyKey}
+		CallbackURL: st.CallbackURL, ConcurrencyKey: st.ConcurrencyKey, WorkflowID: st.WorkflowID}
 	if st.final() {
 		finished := st.UpdatedAt
 		out.FinishedAt = &finished

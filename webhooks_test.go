@@ -392,7 +392,7 @@ func TestFinishedRedeliveryQueuesItsWebhook(t *testing.T) {
 		if publishFails {
 			queue = failingPublishes{broker}
 		}
-		pool := newWorkerPool(queue, tasks.NewRegistry(tasks.Config{}), newMemoryStatusStore(), results, newMemoryRevocations(time.Hour), memoryKeyStores(),
+		pool := newWorkerPool(queue, tasks.NewRegistry(tasks.Config{}), newMemoryStatusStore(), results, newMemoryRevocations(time.Hour), memoryKeyStores(), nil,
 			workerConfig{size: 1, resultTTL: time.Hour, webhooks: webhookConfig{secret: "s"}}, slog.New(slog.DiscardHandler), testMetrics(), disabledTracing())
 		var settled []string
 		pool.process(ctx, delivery{body: body, redelivered: true,
@@ -429,7 +429,7 @@ func TestFailedWebhookIsNotDeadLettered(t *testing.T) {
 	t.Cleanup(broker.close)
 	statuses := newMemoryStatusStore()
 	m := testMetrics()
-	pool := newWorkerPool(broker, tasks.NewRegistry(tasks.Config{}), statuses, results, newMemoryRevocations(time.Hour), memoryKeyStores(),
+	pool := newWorkerPool(broker, tasks.NewRegistry(tasks.Config{}), statuses, results, newMemoryRevocations(time.Hour), memoryKeyStores(), nil,
 		workerConfig{size: 1, resultTTL: time.Hour, webhooks: webhookConfig{secret: "s", timeout: time.Second}}, slog.New(slog.DiscardHandler), m, disabledTracing())
 	// The task it reports on has no result: a permanent failure.
 	args, _ := json.Marshal(webhookArgs{URL: "https://example.com/h", TaskID: "gone"})

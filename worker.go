@@ -66,6 +66,8 @@ type workerPool struct {
 	slots        keySlots
 	parked       parkedTasks
 	keySlotLease time.Duration
+	// workflows starts what follows a workflow's step when it ends.
+	workflows *workflowEngine
 }
 
 // workerConfig is what a worker pool takes from errand's settings.
@@ -81,10 +83,10 @@ type workerConfig struct {
 }
 
 func newWorkerPool(queue workQueue, registry *tasks.Registry, statuses statusWriter, results resultSaver, revocations revocationStore,
-	keys workerKeyStores, cfg workerConfig, log *slog.Logger, m *metrics, tr *tracing) *workerPool {
+	keys workerKeyStores, workflows *workflowEngine, cfg workerConfig, log *slog.Logger, m *metrics, tr *tracing) *workerPool {
 	return &workerPool{
 		size: cfg.size, queue: queue, registry: registry, statuses: statuses, results: results, revocations: revocations,
-		throttles: keys.throttles, slots: keys.slots, parked: keys.parked,
+		throttles: keys.throttles, slots: keys.slots, parked: keys.parked, workflows: workflows,
 		resultTTL: cfg.resultTTL, drainTimeout: cfg.drainTimeout,
 		log: log, now: time.Now, metrics: m, jitter: rand.Float64, tracing: tr,
 		webhooks: newWebhookSender(cfg.webhooks, results, time.Now), keySlotLease: cmp.Or(cfg.keySlotLease, 30*time.Second),

@@ -34,6 +34,9 @@ func (j job) status(ctx context.Context, state string, now time.Time) taskStatus
 	st := taskStatus{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), Status: state, TaskType: msg.Type, Attempts: msg.Attempt,
 		UpdatedAt: now, Args: msg.Args, Priority: msg.Priority, CreatedAt: &created, StartedAt: j.started,
 		CallbackURL: msg.CallbackURL, ConcurrencyKey: msg.ConcurrencyKey}
+	if msg.Workflow != nil {
+		st.WorkflowID = msg.Workflow.ID
+	}
 	if !msg.ETA.IsZero() {
 		eta := msg.ETA
 		st.ScheduledFor = &eta
@@ -49,6 +52,9 @@ func (j job) record(ctx context.Context, state string, now time.Time) taskRecord
 	rec := taskRecord{TaskID: msg.ID, Owner: msg.Owner, TraceID: traceID(ctx), TaskType: msg.Type, Status: state,
 		Attempts: msg.Attempt + 1, CompletedAt: now, Args: args, Priority: msg.Priority, CreatedAt: msg.EnqueuedAt, StartedAt: j.started,
 		CallbackURL: msg.CallbackURL, ConcurrencyKey: msg.ConcurrencyKey}
+	if msg.Workflow != nil {
+		rec.WorkflowID = msg.Workflow.ID
+	}
 	if !msg.ETA.IsZero() {
 		eta := msg.ETA
 		rec.ScheduledFor = &eta
@@ -81,6 +87,10 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	}
 	ctx, j, endSpan := p.startJob(ctx, d, msg)
 	defer endSpan()
+	if msg.Type == workflowStartType {
+		p.startWorkflow(ctx, j)
+		return
+	}
 	if early := msg.due().Sub(p.now()); early > etaTolerance {
 		p.waitForETA(ctx, j, early)
 		return
@@ -215,6 +225,10 @@ func (p *workerPool) settleRedelivery(ctx context.Context, j job) bool {
 		p.putStatus(ctx, j, rec.status(), p.resultTTL)
 		if err := p.queueWebhook(ctx, j, rec); err != nil {
 			j.log.Warn("webhook not queued; requeueing the finished task", "error", err)
+			p.settle(j, settleRequeue)
+			return true
+		}
+		if err := p.workflowStepEnded(ctx, j, rec); err != nil {
 			p.settle(j, settleRequeue)
 			return true
 		}

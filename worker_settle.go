@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -43,6 +44,10 @@ func (p *workerPool) finish(ctx context.Context, j job, rec taskRecord, deadReas
 		p.settle(j, settleRequeue)
 		return
 	}
+	if err := p.workflowStepEnded(ctx, j, saved); err != nil {
+		p.settle(j, settleRequeue)
+		return
+	}
 	if deadReason == "" {
 		p.settle(j, settleAck)
 		return
@@ -53,20 +58,74 @@ func (p *workerPool) finish(ctx context.Context, j job, rec taskRecord, deadReas
 // storeResult retries until the result is stored or ctx ends: a result
 // store outage delays tasks but loses none.
 func (p *workerPool) storeResult(ctx context.Context, j job, rec taskRecord) (taskRecord, error) {
+	var saved taskRecord
+	err := untilDone(ctx, j, "storing result", func() error {
+		var err error
+		saved, err = p.results.saveResult(ctx, rec)
+		return err
+	})
+	if err != nil {
+		return taskRecord{}, fmt.Errorf("store result of %s: %w", rec.TaskID, err)
+	}
+	return saved, nil
+}
+
+// untilDone calls f until it succeeds or ctx ends, waiting longer after
+// each failure, and logs each failure as what failing.
+func untilDone(ctx context.Context, j job, what string, f func() error) error {
 	backoff := 100 * time.Millisecond
 	for {
-		saved, err := p.results.saveResult(ctx, rec)
+		err := f()
 		if err == nil {
-			return saved, nil
+			return nil
 		}
-		j.log.Warn("storing result failed; retrying", "error", err, "retry_in", backoff.String())
+		j.log.Warn(what+" failed; retrying", "error", err, "retry_in", backoff.String())
 		select {
 		case <-ctx.Done():
-			return taskRecord{}, fmt.Errorf("store result of %s: %w", rec.TaskID, errors.Join(err, ctx.Err()))
+			return errors.Join(err, ctx.Err())
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// workflowStepEnded starts what the end of a workflow's step makes due,
+// before the step is acked. The error is shutdown's: the step goes back
+// to the queue, and its redelivery, finding its result, does it then.
+func (p *workerPool) workflowStepEnded(ctx context.Context, j job, rec taskRecord) error {
+	if j.msg.Workflow == nil {
+		return nil
+	}
+	err := untilDone(ctx, j, "advancing the workflow", func() error {
+		return p.workflows.stepEnded(ctx, j.msg, rec, j.d.redelivered)
+	})
+	if err != nil {
+		j.log.Warn("workflow not advanced; requeueing the step", "workflow_id", j.msg.Workflow.ID, "error", err)
+	}
+	return err
+}
+
+// startWorkflow starts a submitted workflow's first steps and acks its
+// start message; if shutdown comes first, the message goes back.
+func (p *workerPool) startWorkflow(ctx context.Context, j job) {
+	var args struct {
+		WorkflowID string `json:"workflow_id"`
+	}
+	if err := json.Unmarshal(j.msg.Args, &args); err != nil || args.WorkflowID == "" {
+		j.log.Error("workflow start names no workflow; dead-lettering it")
+		p.deadLetter(ctx, j, "workflow start names no workflow")
+		return
+	}
+	err := untilDone(ctx, j, "starting the workflow", func() error {
+		return p.workflows.advance(ctx, args.WorkflowID, j.msg.ID, j.d.redelivered)
+	})
+	if err != nil {
+		j.log.Warn("workflow not started; requeueing its start", "workflow_id", args.WorkflowID, "error", err)
+		p.settle(j, settleRequeue)
+		return
+	}
+	j.log.Info("workflow started", "workflow_id", args.WorkflowID)
+	p.settle(j, settleAck)
 }
 
 // putStatus writes a task's status; a status that cannot be written is

@@ -154,7 +154,8 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 	for _, d := range defs {
 		reg.Register(d)
 	}
-	pool := newWorkerPool(b.queue, reg, b.statuses, b.results, b.revoked, b.keyStores(),
+	flows := b.workflowEngine(time.Hour, log, disabledTracing())
+	pool := newWorkerPool(b.queue, reg, b.statuses, b.results, b.revoked, b.keyStores(), flows,
 		workerConfig{size: workers, resultTTL: time.Hour, drainTimeout: 5 * time.Second}, log, m, disabledTracing())
 	pool.jitter = func() float64 { return 0 }
 	done := make(chan error, 1)
@@ -162,6 +163,7 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 	api := newTaskAPI(cfg, b, reg, log, m, disabledTracing())
 	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, registry: reg, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller, watcher: b.watcher,
 		schedules: scheduleRoutes{store: b.schedules, specs: api.specs, maxBody: 1 << 20, now: time.Now},
+		workflows: workflowRoutes{engine: flows, specs: api.specs, submitter: api.submitter, reader: api.reader, maxBody: 1 << 20, now: time.Now},
 		health:    b.health, backends: b.mode, maxBody: 1 << 20, healthTimeout: time.Second,
 		now: time.Now, serveAPI: true, metrics: m, tracing: disabledTracing()}))
 	t.Cleanup(func() {

@@ -47,6 +47,13 @@ type Task struct {
 	Owner string
 	// Report records the task's progress; see ReportFunc.
 	Report ReportFunc
+	// Previous is what a step of a workflow gets from the step before
+	// it: that task's result (a JSON object) after a task; after a group,
+	// a JSON array of its members' results in order (null for a member
+	// that did not succeed, which only a then step run with
+	// then_on_failure sees). It is nil outside workflows and for a
+	// workflow's first steps.
+	Previous json.RawMessage
 }
 
 // Definition is a registered task type, as the registry keeps it. Declare

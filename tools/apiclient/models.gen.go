@@ -14,19 +14,19 @@ import (
 
 // Defines values for TaskRequestPriority.
 const (
-	High   TaskRequestPriority = "high"
-	Low    TaskRequestPriority = "low"
-	Normal TaskRequestPriority = "normal"
+	TaskRequestPriorityHigh   TaskRequestPriority = "high"
+	TaskRequestPriorityLow    TaskRequestPriority = "low"
+	TaskRequestPriorityNormal TaskRequestPriority = "normal"
 )
 
 // Valid indicates whether the value is a known member of the TaskRequestPriority enum.
 func (e TaskRequestPriority) Valid() bool {
 	switch e {
-	case High:
+	case TaskRequestPriorityHigh:
 		return true
-	case Low:
+	case TaskRequestPriorityLow:
 		return true
-	case Normal:
+	case TaskRequestPriorityNormal:
 		return true
 	default:
 		return false
@@ -35,25 +35,25 @@ func (e TaskRequestPriority) Valid() bool {
 
 // Defines values for TaskRequestType.
 const (
-	GenerateMonthlyReport TaskRequestType = "generate_monthly_report"
-	ImportCsvData         TaskRequestType = "import_csv_data"
-	ProcessHeavyTask      TaskRequestType = "process_heavy_task"
-	ProcessImage          TaskRequestType = "process_image"
-	SendWelcomeEmail      TaskRequestType = "send_welcome_email"
+	TaskRequestTypeGenerateMonthlyReport TaskRequestType = "generate_monthly_report"
+	TaskRequestTypeImportCsvData         TaskRequestType = "import_csv_data"
+	TaskRequestTypeProcessHeavyTask      TaskRequestType = "process_heavy_task"
+	TaskRequestTypeProcessImage          TaskRequestType = "process_image"
+	TaskRequestTypeSendWelcomeEmail      TaskRequestType = "send_welcome_email"
 )
 
 // Valid indicates whether the value is a known member of the TaskRequestType enum.
 func (e TaskRequestType) Valid() bool {
 	switch e {
-	case GenerateMonthlyReport:
+	case TaskRequestTypeGenerateMonthlyReport:
 		return true
-	case ImportCsvData:
+	case TaskRequestTypeImportCsvData:
 		return true
-	case ProcessHeavyTask:
+	case TaskRequestTypeProcessHeavyTask:
 		return true
-	case ProcessImage:
+	case TaskRequestTypeProcessImage:
 		return true
-	case SendWelcomeEmail:
+	case TaskRequestTypeSendWelcomeEmail:
 		return true
 	default:
 		return false
@@ -72,6 +72,54 @@ func (e TaskRequest3ArgsFormat) Valid() bool {
 	case Jpeg:
 		return true
 	case Png:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WorkflowStep0Priority.
+const (
+	WorkflowStep0PriorityHigh   WorkflowStep0Priority = "high"
+	WorkflowStep0PriorityLow    WorkflowStep0Priority = "low"
+	WorkflowStep0PriorityNormal WorkflowStep0Priority = "normal"
+)
+
+// Valid indicates whether the value is a known member of the WorkflowStep0Priority enum.
+func (e WorkflowStep0Priority) Valid() bool {
+	switch e {
+	case WorkflowStep0PriorityHigh:
+		return true
+	case WorkflowStep0PriorityLow:
+		return true
+	case WorkflowStep0PriorityNormal:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for WorkflowStep0Type.
+const (
+	WorkflowStep0TypeGenerateMonthlyReport WorkflowStep0Type = "generate_monthly_report"
+	WorkflowStep0TypeImportCsvData         WorkflowStep0Type = "import_csv_data"
+	WorkflowStep0TypeProcessHeavyTask      WorkflowStep0Type = "process_heavy_task"
+	WorkflowStep0TypeProcessImage          WorkflowStep0Type = "process_image"
+	WorkflowStep0TypeSendWelcomeEmail      WorkflowStep0Type = "send_welcome_email"
+)
+
+// Valid indicates whether the value is a known member of the WorkflowStep0Type enum.
+func (e WorkflowStep0Type) Valid() bool {
+	switch e {
+	case WorkflowStep0TypeGenerateMonthlyReport:
+		return true
+	case WorkflowStep0TypeImportCsvData:
+		return true
+	case WorkflowStep0TypeProcessHeavyTask:
+		return true
+	case WorkflowStep0TypeProcessImage:
+		return true
+	case WorkflowStep0TypeSendWelcomeEmail:
 		return true
 	default:
 		return false
@@ -144,6 +192,7 @@ type Task struct {
 		StatusCode *int       `json:"status_code,omitempty"`
 		Url        string     `json:"url"`
 	} `json:"webhook,omitempty"`
+	WorkflowId *string `json:"workflow_id,omitempty"`
 }
 
 // TaskAccepted defines model for TaskAccepted.
@@ -326,6 +375,40 @@ type TaskType struct {
 		RetryBackoffSeconds    *float32 `json:"retry_backoff_seconds,omitempty"`
 		TimeLimitSeconds       *float32 `json:"time_limit_seconds,omitempty"`
 	} `json:"policy"`
+}
+
+// WorkflowStep defines model for WorkflowStep.
+type WorkflowStep struct {
+	union json.RawMessage
+}
+
+// WorkflowStep0 defines model for WorkflowStep.0.
+type WorkflowStep0 struct {
+	// Args The type's arguments, as GET /api/task-types describes them.
+	Args           *map[string]interface{} `json:"args,omitempty"`
+	ConcurrencyKey *string                 `json:"concurrency_key,omitempty"`
+	Priority       *WorkflowStep0Priority  `json:"priority,omitempty"`
+	Type           WorkflowStep0Type       `json:"type"`
+}
+
+// WorkflowStep0Priority defines model for WorkflowStep.0.Priority.
+type WorkflowStep0Priority string
+
+// WorkflowStep0Type defines model for WorkflowStep.0.Type.
+type WorkflowStep0Type string
+
+// WorkflowStep1 defines model for WorkflowStep.1.
+type WorkflowStep1 struct {
+	Chain []WorkflowStep `json:"chain"`
+}
+
+// WorkflowStep2 defines model for WorkflowStep.2.
+type WorkflowStep2 struct {
+	Group []WorkflowStep `json:"group"`
+	Then  *WorkflowStep  `json:"then,omitempty"`
+
+	// ThenOnFailure Run the then step even when a member failed (its result is then null in the list).
+	ThenOnFailure *bool `json:"then_on_failure,omitempty"`
 }
 
 // PostApiItemsJSONRequestBody defines body for PostApiItems for application/json ContentType.
@@ -787,6 +870,94 @@ func (t TaskRequest_3_Args_UserId) MarshalJSON() ([]byte, error) {
 }
 
 func (t *TaskRequest_3_Args_UserId) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
+// AsWorkflowStep0 returns the union data inside the WorkflowStep as a WorkflowStep0
+func (t WorkflowStep) AsWorkflowStep0() (WorkflowStep0, error) {
+	var body WorkflowStep0
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromWorkflowStep0 overwrites any union data inside the WorkflowStep as the provided WorkflowStep0
+func (t *WorkflowStep) FromWorkflowStep0(v WorkflowStep0) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeWorkflowStep0 performs a merge with any union data inside the WorkflowStep, using the provided WorkflowStep0
+func (t *WorkflowStep) MergeWorkflowStep0(v WorkflowStep0) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsWorkflowStep1 returns the union data inside the WorkflowStep as a WorkflowStep1
+func (t WorkflowStep) AsWorkflowStep1() (WorkflowStep1, error) {
+	var body WorkflowStep1
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromWorkflowStep1 overwrites any union data inside the WorkflowStep as the provided WorkflowStep1
+func (t *WorkflowStep) FromWorkflowStep1(v WorkflowStep1) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeWorkflowStep1 performs a merge with any union data inside the WorkflowStep, using the provided WorkflowStep1
+func (t *WorkflowStep) MergeWorkflowStep1(v WorkflowStep1) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsWorkflowStep2 returns the union data inside the WorkflowStep as a WorkflowStep2
+func (t WorkflowStep) AsWorkflowStep2() (WorkflowStep2, error) {
+	var body WorkflowStep2
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromWorkflowStep2 overwrites any union data inside the WorkflowStep as the provided WorkflowStep2
+func (t *WorkflowStep) FromWorkflowStep2(v WorkflowStep2) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeWorkflowStep2 performs a merge with any union data inside the WorkflowStep, using the provided WorkflowStep2
+func (t *WorkflowStep) MergeWorkflowStep2(v WorkflowStep2) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t WorkflowStep) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *WorkflowStep) UnmarshalJSON(b []byte) error {
 	err := t.union.UnmarshalJSON(b)
 	return err
 }

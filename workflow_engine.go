@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+)
+
+// workflowStartType is the internal task that starts a submitted
+// workflow. A submit publishes this one message, so the broker's confirm
+// of it is the workflow's acceptance: all of it, or nothing.
+const workflowStartType = "errand.workflow"
+
+// workflowRef places a task in its workflow.
+type workflowRef struct {
+	ID   string `json:"id"`
+	Step int    `json:"step"`
+}
+
+// workflowEngine moves workflows along. Every step that ends records its
+// state and then asks the engine what is due; the first to claim a due
+// step starts it, so a step starts once however many workers see it due
+// at the same instant. Each delivery does this before it is acked: a
+// worker that dies half-way leaves its message to be redelivered, and
+// the redelivery finishes what its claims began.
+type workflowEngine struct {
+	store       workflowStore
+	results     resultSaver
+	statuses    statusStore
+	revocations revocationStore
+	publisher   taskPublisher
+	tracing     *tracing
+	log         *slog.Logger
+	now         func() time.Time
+	resultTTL   time.Duration
+}
+
+// workflowPublishers bounds the steps one advance publishes at once: a
+// group's members share envelopes and confirms.
+const workflowPublishers = 64
+
+// submit stores w, records its steps PENDING and publishes its start,
+// and returns the workflow as stored. When the start is not confirmed,
+// it undoes the rest. A workflow stored already under w's id (a request
+// that took over the Idempotency-Key of one that died) is started as it
+// was stored.
+func (e *workflowEngine) submit(ctx context.Context, w workflow) (workflow, error) {
+	err := e.store.createWorkflow(ctx, w)
+	if errors.Is(err, errWorkflowExists) {
+		w, err = e.store.getWorkflow(ctx, w.ID)
+	}
+	if err != nil {
+		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
+	}
+	trace := traceID(ctx)
+	err = forEachLimit(len(w.Steps), workflowPublishers, func(i int) error {
+		if err := e.statuses.put(ctx, e.pendingStatus(w, i, trace), 0); err != nil {
+			return fmt.Errorf("%w: record step %s PENDING: %w", errStatusUnavailable, w.Steps[i].Path, err)
+		}
+		return nil
+	})
+	if err == nil {
+		err = e.publishStart(ctx, w)
+	}
+	if err != nil {
+		e.undoSubmit(ctx, w)
+		return workflow{}, err
+	}
+	return w, nil
+}
+
+func (e *workflowEngine) pendingStatus(w workflow, i int, trace string) taskStatus {
+	s := w.Steps[i]
+	created := w.CreatedAt
+	return taskStatus{TaskID: s.TaskID, Status: statePending, TaskType: s.Type, Owner: w.Owner, TraceID: trace, UpdatedAt: w.CreatedAt,
+		Args: s.Args, Priority: s.Priority, CreatedAt: &created, ConcurrencyKey: s.ConcurrencyKey, WorkflowID: w.ID}
+}
+
+func (e *workflowEngine) publishStart(ctx context.Context, w workflow) error {
+	args, err := json.Marshal(map[string]string{"workflow_id": w.ID})
+	if err != nil {
+		return fmt.Errorf("encode start of workflow %s: %w", w.ID, err)
+	}
+	msg := taskMessage{ID: w.ID + ".start", Type: workflowStartType, Args: args, Priority: w.Steps[0].Priority, Owner: w.Owner,
+		EnqueuedAt: e.now(), Trace: propagation.MapCarrier{}}
+	e.tracing.propagator.Inject(ctx, propagation.MapCarrier(msg.Trace))
+	if err := e.publisher.publish(ctx, msg); err != nil {
+		return fmt.Errorf("queue workflow %s: %w", w.ID, err)
+	}
+	return nil
+}
+
+// undoSubmit removes what a submit that failed wrote, so no status
+// claims a task that will never run.
+func (e *workflowEngine) undoSubmit(ctx context.Context, w workflow) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*statusOpTimeout)
+	defer cancel()
+	for _, s := range w.Steps {
+		if err := e.statuses.deletePending(ctx, s.TaskID, w.Owner); err != nil {
+			e.log.Error("pending status of a step of an unqueued workflow not removed", "task_id", s.TaskID, "workflow_id", w.ID, "error", err)
+		}
+	}
+	if err := e.store.deleteWorkflow(ctx, w.ID); err != nil {
+		e.log.Error("unqueued workflow not deleted", "workflow_id", w.ID, "error", err)
+	}
+}
+
+// stepEnded records how the step msg ran ended (rec) and starts what
+// that makes due. again is true for a delivery that came back.
+func (e *workflowEngine) stepEnded(ctx context.Context, msg taskMessage, rec taskRecord, again bool) error {
+	if msg.Workflow == nil {
+		return nil
+	}
+	if err := e.store.recordEnd(ctx, msg.Workflow.ID, msg.Workflow.Step, rec.Status); err != nil {
+		return err
+	}
+	return e.advance(ctx, msg.Workflow.ID, msg.ID, again)
+}
+
+// advance starts the steps of workflow id that are due, and ends REVOKED
+// the ones that will never run, each of those by claims are by's.
+func (e *workflowEngine) advance(ctx context.Context, id, by string, again bool) error {
+	w, err := e.store.getWorkflow(ctx, id)
+	if errors.Is(err, errNotFound) {
+		e.log.Warn("a step's workflow is gone; nothing follows it", "workflow_id", id, "by", by)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ended, err := e.store.ended(ctx, id)
+	if err != nil {
+		return err
+	}
+	plan := w.plan(ended)
+	due := make([]int, 0, len(plan.start)+len(plan.skip))
+	for _, s := range plan.start {
+		due = append(due, s.step)
+	}
+	for s := range plan.skip {
+		due = append(due, s)
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	mine, err := e.store.claimSteps(ctx, id, due, by, again)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range mine {
+		if why, ok := plan.skip[s]; ok {
+			errs = append(errs, e.skipStep(ctx, w, s, why, nil))
+		}
+	}
+	starts := slices.DeleteFunc(plan.start, func(s stepStart) bool { _, ok := slices.BinarySearch(mine, s.step); return !ok })
+	errs = append(errs, forEachLimit(len(starts), workflowPublishers, func(i int) error { return e.startStep(ctx, w, starts[i]) }))
+	return errors.Join(errs...)
+}
+
+// startStep publishes a step, with the result it gets from the step (or
+// steps) before it.
+func (e *workflowEngine) startStep(ctx context.Context, w workflow, st stepStart) error {
+	previous, err := e.resultOf(ctx, w, st.input)
+	if err != nil {
+		return err
+	}
+	s := w.Steps[st.step]
+	msg := taskMessage{ID: s.TaskID, Type: s.Type, Args: s.Args, Priority: s.Priority, Owner: w.Owner, ConcurrencyKey: s.ConcurrencyKey,
+		EnqueuedAt: e.now(), Workflow: &workflowRef{ID: w.ID, Step: st.step}, Previous: previous, Trace: propagation.MapCarrier{}}
+	// The step continues the trace of the one that made it due.
+	e.tracing.propagator.Inject(ctx, propagation.MapCarrier(msg.Trace))
+	if err := e.publisher.publish(ctx, msg); err != nil {
+		return fmt.Errorf("queue step %s of workflow %s: %w", s.Path, w.ID, err)
+	}
+	return nil
+}
+
+// resultOf is the result node n hands on: a task's result (null if it
+// did not succeed), a chain's last step's, a group's then step's, or,
+// for a group without one, its members' results in order.
+func (e *workflowEngine) resultOf(ctx context.Context, w workflow, n *workflowNode) (json.RawMessage, error) {
+	switch {
+	case n == nil:
+		return nil, nil
+	case n.Kind == nodeTask:
+		rec, err := e.results.getResult(ctx, w.Steps[n.Step].TaskID)
+		if errors.Is(err, errNotFound) || (err == nil && rec.Status != stateSuccess) {
+			return json.RawMessage("null"), nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("result of step %s of workflow %s: %w", w.Steps[n.Step].Path, w.ID, err)
+		}
+		return json.Marshal(rec.Result)
+	case n.Kind == nodeChain:
+		return e.resultOf(ctx, w, n.Children[len(n.Children)-1])
+	case n.Then != nil:
+		return e.resultOf(ctx, w, n.Then)
+	}
+	out := make([]json.RawMessage, len(n.Children))
+	for i, c := range n.Children {
+		r, err := e.resultOf(ctx, w, c)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = r
+	}
+	return json.Marshal(out)
+}
+
+// skipStep ends a step that will not run REVOKED with why: cancelled by
+// rev, or (rev nil) left out because a step before it failed.
+func (e *workflowEngine) skipStep(ctx context.Context, w workflow, step int, why string, rev *revocation) error {
+	s := w.Steps[step]
+	var args map[string]any
+	_ = json.Unmarshal(s.Args, &args) // the submit checked them: they are an object
+	rec := taskRecord{TaskID: s.TaskID, TaskType: s.Type, Status: stateRevoked, Error: why, CompletedAt: e.now(), Args: args,
+		Priority: s.Priority, Owner: w.Owner, CreatedAt: w.CreatedAt, ConcurrencyKey: s.ConcurrencyKey, WorkflowID: w.ID, Revoked: rev}
+	saved, err := e.results.saveResult(ctx, rec)
+	if err != nil {
+		return fmt.Errorf("record step %s of workflow %s REVOKED: %w", s.Path, w.ID, err)
+	}
+	putCtx, cancel := context.WithTimeout(ctx, statusOpTimeout)
+	defer cancel()
+	if err := e.statuses.put(putCtx, saved.status(), e.resultTTL); err != nil {
+		e.log.Warn("status of a step that will not run not stored; its record is", "task_id", s.TaskID, "error", err)
+	}
+	return e.store.recordEnd(ctx, w.ID, step, saved.Status)
+}
+
+// errWorkflowEnded refuses to cancel a workflow whose steps have all
+// ended.
+var errWorkflowEnded = &apiError{status: 409, code: "already_finished", message: "every step of the workflow has ended; only an unfinished workflow can be cancelled"}
+
+// cancel cancels workflow w for rev: a step not started yet ends REVOKED
+// at once and never starts; one queued or running is cancelled as POST
+// /api/tasks/{id}/cancel cancels a task.
+func (e *workflowEngine) cancel(ctx context.Context, w workflow, rev revocation) (workflow, error) {
+	ended, err := e.store.ended(ctx, w.ID)
+	if err != nil {
+		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
+	}
+	if len(ended) == len(w.Steps) {
+		return workflow{}, errWorkflowEnded
+	}
+	if w, err = e.store.cancelWorkflow(ctx, w.ID, rev); err != nil {
+		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
+	}
+	var open []int
+	for i := range w.Steps {
+		if ended[i] == "" {
+			open = append(open, i)
+		}
+	}
+	// A cancel that failed half-way is finished by the next one: the
+	// claims it made are found again.
+	mine, err := e.store.claimSteps(ctx, w.ID, open, workflowCancelClaim, true)
+	if err != nil {
+		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
+	}
+	var errs []error
+	for _, s := range open {
+		if _, ok := slices.BinarySearch(mine, s); ok {
+			errs = append(errs, e.skipStep(ctx, w, s, "cancelled with its workflow", &rev))
+		} else {
+			errs = append(errs, e.cancelStarted(ctx, w, s, rev))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
+	}
+	return w, nil
+}
+
+// workflowCancelClaim is the holder of the steps a cancel claimed.
+const workflowCancelClaim = "cancel"
+
+// cancelStarted cancels a step already started: the cancel is recorded
+// first, so no worker runs it from then on; one waiting in the queue
+// ends REVOKED at once, one running when its worker stops it.
+func (e *workflowEngine) cancelStarted(ctx context.Context, w workflow, step int, rev revocation) error {
+	s := w.Steps[step]
+	if err := e.revocations.revoke(ctx, s.TaskID, rev); err != nil {
+		return fmt.Errorf("record the cancel of %s: %w", s.TaskID, err)
+	}
+	st, err := e.statuses.get(ctx, s.TaskID)
+	if err != nil || st.final() || st.Status == stateProgress {
+		return nil // its worker ends it
+	}
+	rec := revokedRecord(st, rev)
+	rec.Error = "cancelled with its workflow"
+	saved, err := e.results.saveResult(ctx, rec)
+	if err != nil {
+		return fmt.Errorf("record %s REVOKED: %w", s.TaskID, err)
+	}
+	if err := e.statuses.put(ctx, saved.status(), e.resultTTL); err != nil {
+		e.log.Warn("status of a cancelled step not stored; its record is", "task_id", s.TaskID, "error", err)
+	}
+	return nil
+}
+
+// forEachLimit calls f(0) to f(n-1), at most limit at once, and joins
+// their errors.
+func forEachLimit(n, limit int, f func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, limit)
+	for i := range n {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

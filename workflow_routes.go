@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"errand/tasks"
+)
+
+// workflowRoutes serve /api/workflows.
+type workflowRoutes struct {
+	engine    *workflowEngine
+	specs     taskSpecs
+	submitter taskSubmitter
+	reader    taskStatusReader
+	maxBody   int64
+	now       func() time.Time
+}
+
+// workflowJSON is a workflow as its routes show it.
+type workflowJSON struct {
+	WorkflowID string `json:"workflow_id"`
+	// Status is PENDING until a step starts, PROGRESS until every step has
+	// ended, then SUCCESS, FAILURE or (cancelled) REVOKED.
+	Status     string      `json:"status"`
+	CreatedAt  time.Time   `json:"created_at"`
+	StartedAt  *time.Time  `json:"started_at,omitempty"`
+	FinishedAt *time.Time  `json:"finished_at,omitempty"`
+	Cancelled  *revocation `json:"cancelled,omitempty"`
+	// Steps are the workflow's tasks in the order of the request.
+	Steps []workflowStepJSON `json:"steps"`
+	// Flow is the workflow's shape as submitted, each task replaced by
+	// its step's path, task_id and status: {"chain": [...]},
+	// {"group": [...], "then": {...}}, {"path", "task_id", "status"}.
+	Flow any `json:"flow"`
+}
+
+type workflowStepJSON struct {
+	// Path names the step as the request placed it: "chain[1].group[0]".
+	Path       string          `json:"path"`
+	TaskID     string          `json:"task_id"`
+	Type       string          `json:"type"`
+	Status     string          `json:"status"`
+	Progress   *tasks.Progress `json:"progress,omitempty"`
+	Result     map[string]any  `json:"result,omitempty"`
+	Error      string          `json:"error,omitempty"`
+	StartedAt  *time.Time      `json:"started_at,omitempty"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+}
+
+// workflowAccepted is the answer to a submit.
+type workflowAccepted struct {
+	WorkflowID string             `json:"workflow_id"`
+	Status     string             `json:"status"`
+	Steps      []workflowStepJSON `json:"steps"`
+	Message    string             `json:"message"`
+}
+
+// workflowRequestDoc stands for the body of POST /api/workflows in the
+// OpenAPI document (see workflowRequestSchema).
+type workflowRequestDoc struct{}
+
+// handleSubmitWorkflow is POST /api/workflows: a chain or a group, every
+// task of it validated, accepted once the broker has confirmed its start.
+func (wr workflowRoutes) handleSubmitWorkflow() handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		ctx := r.Context()
+		var body json.RawMessage
+		if err := decodeJSON(w, r, wr.maxBody, &body); err != nil {
+			return err
+		}
+		root, steps, err := wr.specs.parseWorkflow(body)
+		if err != nil {
+			return err
+		}
+		key, err := idempotencyKey(r)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(append([]byte("workflow\x00"), body...))
+		claim, err := wr.submitter.claimKey(ctx, taskOwner(ctx), key, hex.EncodeToString(sum[:16]))
+		if err != nil {
+			return err
+		}
+		if claim.replay {
+			wf, err := wr.own(ctx, claim.taskID)
+			if err != nil {
+				return err
+			}
+			w.Header().Set("Idempotent-Replayed", "true")
+			return wr.writeAccepted(w, wf, "Workflow already submitted with this Idempotency-Key.")
+		}
+		wf := workflow{ID: claim.taskID, Owner: taskOwner(ctx), CreatedAt: wr.now().UTC(), Root: root, Steps: steps}
+		wf, err = wr.engine.submit(ctx, wf)
+		wr.submitter.settleKey(ctx, claim, err == nil)
+		if err != nil {
+			return err
+		}
+		addAccessLogAttrs(ctx, "workflow_id", wf.ID, "workflow_steps", len(wf.Steps))
+		return wr.writeAccepted(w, wf, "Workflow submitted. Use /api/workflows/{workflow_id} to follow it.")
+	}
+}
+
+func (wr workflowRoutes) writeAccepted(w http.ResponseWriter, wf workflow, message string) error {
+	out := workflowAccepted{WorkflowID: wf.ID, Status: statePending, Message: message}
+	for _, s := range wf.Steps {
+		out.Steps = append(out.Steps, workflowStepJSON{Path: s.Path, TaskID: s.TaskID, Type: s.Type, Status: statePending})
+	}
+	w.Header().Set("Location", "/api/workflows/"+wf.ID)
+	writeJSON(w, http.StatusAccepted, out)
+	return nil
+}
+
+// own is the workflow id of the request's API key; another key's
+// workflow, as far as this client knows, does not exist.
+func (wr workflowRoutes) own(ctx context.Context, id string) (workflow, error) {
+	if !taskIDPattern.MatchString(id) {
+		return workflow{}, badRequest("invalid_id", "invalid workflow id")
+	}
+	wf, err := wr.engine.store.getWorkflow(ctx, id)
+	if errors.Is(err, errNotFound) || (err == nil && wf.Owner != taskOwner(ctx)) {
+		return workflow{}, &apiError{status: http.StatusNotFound, code: "not_found", message: "no such workflow"}
+	}
+	if err != nil {
+		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
+	}
+	return wf, nil
+}
+
+// handleGetWorkflow is GET /api/workflows/{workflow_id}.
+func (wr workflowRoutes) handleGetWorkflow() handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		wf, err := wr.own(r.Context(), r.PathValue("workflow_id"))
+		if err != nil {
+			return err
+		}
+		out, err := wr.describe(r.Context(), wf)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+// handleCancelWorkflow is POST /api/workflows/{workflow_id}/cancel.
+func (wr workflowRoutes) handleCancelWorkflow() handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		ctx := r.Context()
+		wf, err := wr.own(ctx, r.PathValue("workflow_id"))
+		if err != nil {
+			return err
+		}
+		if wf, err = wr.engine.cancel(ctx, wf, revocation{By: taskOwner(ctx), At: wr.now()}); err != nil {
+			return err
+		}
+		addAccessLogAttrs(ctx, "workflow_id", wf.ID)
+		out, err := wr.describe(ctx, wf)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+}
+
+// workflowReaders bounds the step statuses one answer reads at once.
+const workflowReaders = 16
+
+// describe is wf with the status of each of its steps.
+func (wr workflowRoutes) describe(ctx context.Context, wf workflow) (workflowJSON, error) {
+	statuses := make([]taskStatus, len(wf.Steps))
+	err := forEachLimit(len(wf.Steps), workflowReaders, func(i int) error {
+		st, err := wr.reader.status(ctx, wf.Steps[i].TaskID)
+		if errors.Is(err, errStatusNotFound) || errors.Is(err, errNotFound) {
+			// Expired with the results of finished tasks.
+			st, err = taskStatus{TaskID: wf.Steps[i].TaskID, Status: statePending}, nil
+		}
+		statuses[i] = st
+		return err
+	})
+	if err != nil {
+		return workflowJSON{}, err
+	}
+	out := workflowJSON{WorkflowID: wf.ID, CreatedAt: wf.CreatedAt, Cancelled: wf.Cancelled, Steps: make([]workflowStepJSON, len(wf.Steps))}
+	states := make(map[int]string, len(wf.Steps))
+	for i, s := range wf.Steps {
+		st := statuses[i]
+		step := workflowStepJSON{Path: s.Path, TaskID: s.TaskID, Type: s.Type, Status: st.Status, Progress: st.Progress, Result: st.Result,
+			Error: st.Error, StartedAt: st.StartedAt}
+		if st.final() {
+			finished := st.UpdatedAt
+			step.FinishedAt = &finished
+			if out.FinishedAt == nil || finished.After(*out.FinishedAt) {
+				out.FinishedAt = &finished
+			}
+		}
+		if st.StartedAt != nil && (out.StartedAt == nil || st.StartedAt.Before(*out.StartedAt)) {
+			out.StartedAt = st.StartedAt
+		}
+		out.Steps[i] = step
+		states[i] = st.Status
+	}
+	out.Status = wf.state(states)
+	if stateRank(out.Status) < 2 {
+		out.FinishedAt = nil
+	}
+	out.Flow = flowJSON(wf, wf.Root, out.Steps)
+	return out, nil
+}
+
+// flowJSON is n's part of a workflow's flow.
+func flowJSON(wf workflow, n *workflowNode, steps []workflowStepJSON) map[string]any {
+	switch n.Kind {
+	case nodeTask:
+		s := steps[n.Step]
+		return map[string]any{"path": s.Path, "task_id": s.TaskID, "type": s.Type, "status": s.Status}
+	}
+	children := make([]any, len(n.Children))
+	for i, c := range n.Children {
+		children[i] = flowJSON(wf, c, steps)
+	}
+	out := map[string]any{n.Kind: children}
+	if n.Then != nil {
+		out["then"] = flowJSON(wf, n.Then, steps)
+		if n.ThenOnFailure {
+			out["then_on_failure"] = true
+		}
+	}
+	return out
+}
