@@ -98,6 +98,9 @@ func (p *workerPool) process(ctx context.Context, d delivery) {
 	if d.redelivered && p.settleRedelivery(ctx, j) {
 		return
 	}
+	if msg.Workflow != nil && p.skipDuplicateStep(ctx, j) {
+		return
+	}
 	def, ok := p.definition(msg.Type)
 	if !ok {
 		p.failUnknownType(ctx, j)

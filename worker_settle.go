@@ -105,6 +105,29 @@ func (p *workerPool) workflowStepEnded(ctx context.Context, j job, rec taskRecor
 	return err
 }
 
+// skipDuplicateStep acks a second copy of a workflow's step (see
+// workflowRef.Copy) and reports whether it did; if shutdown comes before
+// the store answers, the delivery goes back to the queue.
+func (p *workerPool) skipDuplicateStep(ctx context.Context, j job) bool {
+	ref := j.msg.Workflow
+	var runs bool
+	err := untilDone(ctx, j, "claiming the workflow step's run", func() error {
+		var err error
+		runs, err = p.workflows.store.claimRun(ctx, ref.ID, ref.Step, ref.Copy)
+		return err
+	})
+	switch {
+	case err != nil:
+		p.settle(j, settleRequeue)
+		return true
+	case !runs:
+		j.log.Info("another copy of this workflow step runs; dropping this one", "workflow_id", ref.ID)
+		p.settle(j, settleAck)
+		return true
+	}
+	return false
+}
+
 // startWorkflow starts a submitted workflow's first steps and acks its
 // start message; if shutdown comes first, the message goes back.
 func (p *workerPool) startWorkflow(ctx context.Context, j job) {

@@ -22,6 +22,12 @@ const workflowStartType = "errand.workflow"
 type workflowRef struct {
 	ID   string `json:"id"`
 	Step int    `json:"step"`
+	// Copy tells apart the messages of one step: a worker that dies
+	// after publishing a step but before the broker confirmed it leaves
+	// the step to be published again by its redelivery, so two copies may
+	// be queued. The first copy a worker takes up runs (see
+	// workflowStore.claimRun); any other is dropped.
+	Copy string `json:"copy"`
 }
 
 // workflowEngine moves workflows along. Every step that ends records its
@@ -174,7 +180,7 @@ func (e *workflowEngine) startStep(ctx context.Context, w workflow, st stepStart
 	}
 	s := w.Steps[st.step]
 	msg := taskMessage{ID: s.TaskID, Type: s.Type, Args: s.Args, Priority: s.Priority, Owner: w.Owner, ConcurrencyKey: s.ConcurrencyKey,
-		EnqueuedAt: e.now(), Workflow: &workflowRef{ID: w.ID, Step: st.step}, Previous: previous, Trace: propagation.MapCarrier{}}
+		EnqueuedAt: e.now(), Workflow: &workflowRef{ID: w.ID, Step: st.step, Copy: newRandomID(8)}, Previous: previous, Trace: propagation.MapCarrier{}}
 	// The step continues the trace of the one that made it due.
 	e.tracing.propagator.Inject(ctx, propagation.MapCarrier(msg.Trace))
 	if err := e.publisher.publish(ctx, msg); err != nil {

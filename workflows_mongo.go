@@ -194,6 +194,22 @@ func (m mongoWorkflows) claimSteps(ctx context.Context, id string, steps []int, 
 	return mine, nil
 }
 
+func (m mongoWorkflows) claimRun(ctx context.Context, id string, step int, copy string) (bool, error) {
+	claim := mongoStepClaim{ID: workflowStepID(id, step) + "/run", WorkflowID: id, Step: step, By: copy, At: mongoTime(time.Now())}
+	_, err := m.claims.InsertOne(ctx, claim)
+	if err == nil {
+		return true, nil
+	}
+	if !mongo.IsDuplicateKeyError(err) {
+		return false, fmt.Errorf("mongodb: claim the run of step %d of workflow %s: %w", step, id, err)
+	}
+	var held mongoStepClaim
+	if err := m.claims.FindOne(ctx, bson.D{{Key: "_id", Value: claim.ID}}).Decode(&held); err != nil {
+		return false, fmt.Errorf("mongodb: read the run claim of step %d of workflow %s: %w", step, id, err)
+	}
+	return held.By == copy, nil
+}
+
 func (m mongoWorkflows) recordEnd(ctx context.Context, id string, step int, state string) error {
 	_, err := m.ends.InsertOne(ctx, mongoStepEnd{ID: workflowStepID(id, step), WorkflowID: id, Step: step, State: state})
 	if err != nil && !mongo.IsDuplicateKeyError(err) {

@@ -25,6 +25,9 @@ type workflowStore interface {
 	// claimed before (by is a delivery that came back, or a cancel tried
 	// again, finishing what it began).
 	claimSteps(ctx context.Context, id string, steps []int, by string, again bool) ([]int, error)
+	// claimRun makes copy the message of the step that runs, unless
+	// another copy is, and reports whether copy is.
+	claimRun(ctx context.Context, id string, step int, copy string) (bool, error)
 	// recordEnd records the final state of a step; the first one stands.
 	recordEnd(ctx context.Context, id string, step int, state string) error
 	// ended returns the final states of the steps that have ended.
@@ -38,6 +41,7 @@ type memoryWorkflows struct {
 	mu     sync.Mutex
 	byID   map[string]workflow
 	claims map[workflowStepKey]string // by
+	runs   map[workflowStepKey]string // copy
 	ends   map[string]map[int]string
 }
 
@@ -47,7 +51,7 @@ type workflowStepKey struct {
 }
 
 func newMemoryWorkflows() *memoryWorkflows {
-	return &memoryWorkflows{byID: map[string]workflow{}, claims: map[workflowStepKey]string{}, ends: map[string]map[int]string{}}
+	return &memoryWorkflows{byID: map[string]workflow{}, claims: map[workflowStepKey]string{}, runs: map[workflowStepKey]string{}, ends: map[string]map[int]string{}}
 }
 
 func (m *memoryWorkflows) createWorkflow(_ context.Context, w workflow) error {
@@ -107,6 +111,17 @@ func (m *memoryWorkflows) claimSteps(_ context.Context, id string, steps []int, 
 	}
 	slices.Sort(mine)
 	return mine, nil
+}
+
+func (m *memoryWorkflows) claimRun(_ context.Context, id string, step int, copy string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := workflowStepKey{id, step}
+	if holder, ok := m.runs[k]; ok {
+		return holder == copy, nil
+	}
+	m.runs[k] = copy
+	return true, nil
 }
 
 func (m *memoryWorkflows) recordEnd(_ context.Context, id string, step int, state string) error {
