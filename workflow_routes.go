@@ -96,7 +96,7 @@ func (wr workflowRoutes) handleSubmitWorkflow() handlerFunc {
 			w.Header().Set("Idempotent-Replayed", "true")
 			return wr.writeAccepted(w, wf, "Workflow already submitted with this Idempotency-Key.")
 		}
-		wf := workflow{ID: claim.taskID, Owner: taskOwner(ctx), CreatedAt: wr.now().UTC(), Root: root, Steps: steps}
+		wf := workflow{ID: claim.taskID, Owner: taskOwner(ctx), CreatedAt: wr.now().UTC().Truncate(time.Millisecond), Root: root, Steps: steps}
 		wf, err = wr.engine.submit(ctx, wf)
 		wr.submitter.settleKey(ctx, claim, err == nil)
 		if err != nil {
