@@ -534,3 +534,66 @@ func BenchmarkCSVImport(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWorkflowStep measures what a step of a chain costs over a
+// plain task, one at a time on one worker pool: "plain" submits a
+// process_heavy_task (one iteration, no delay) and waits for its end,
+// b.N times; "chain" runs chains of the same task (100 steps each) until
+// b.N steps have ended, each step started by the end of the one before.
+// ns/op is the time from one task's end to the next one's.
+func BenchmarkWorkflowStep(b *testing.B) {
+	for name, env := range backendModes {
+		b.Run(name, func(b *testing.B) {
+			e := env(b)
+			bk, m := benchStackWithMetrics(b, e)
+			log := slog.New(slog.DiscardHandler)
+			flows := bk.workflowEngine(time.Hour, log, disabledTracing())
+			registry := tasks.NewRegistry(tasks.Config{})
+			pool := newWorkerPool(bk.queue, registry, bk.statuses, bk.results, bk.revoked, bk.keyStores(), flows,
+				workerConfig{size: 4, resultTTL: time.Hour, drainTimeout: 5 * time.Second}, log, m, disabledTracing())
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- pool.run(ctx) }()
+			b.Cleanup(func() {
+				stop()
+				if err := <-done; err != nil {
+					b.Error(err)
+				}
+			})
+			succeeded := m.tasksSucceeded.WithLabelValues(tasks.HeavyTaskName)
+			waitUntil := func(n float64) {
+				for counterValue(succeeded) < n {
+					time.Sleep(50 * time.Microsecond)
+				}
+			}
+			spec := specOf(b, tasks.HeavyTaskName, tasks.HeavyArgs{Data: "bench", Iterations: 1})
+			sub := quietSubmitter(bk)
+			b.Run("plain", func(b *testing.B) {
+				base := counterValue(succeeded)
+				for i := range b.N {
+					if _, err := sub.submit(context.Background(), spec, ""); err != nil {
+						b.Fatal(err)
+					}
+					waitUntil(base + float64(i+1))
+				}
+			})
+			b.Run("chain", func(b *testing.B) {
+				base := counterValue(succeeded)
+				for started := 0; started < b.N; {
+					n := min(100, b.N-started)
+					steps := make([]workflowStep, n)
+					root := &workflowNode{Kind: nodeChain}
+					for i := range steps {
+						steps[i] = workflowStep{TaskID: newUUID(), Type: spec.Type, Args: spec.Args, Priority: spec.Priority, Path: fmt.Sprintf("chain[%d]", i)}
+						root.Children = append(root.Children, &workflowNode{Kind: nodeTask, Step: i})
+					}
+					if _, err := flows.submit(context.Background(), workflow{ID: newUUID(), CreatedAt: time.Now(), Root: root, Steps: steps}); err != nil {
+						b.Fatal(err)
+					}
+					started += n
+					waitUntil(base + float64(started))
+				}
+			})
+		})
+	}
+}

@@ -91,10 +91,15 @@ func (p *workerPool) skipReleasedDone(ctx context.Context, j job) bool {
 	if j.msg.Parked == 0 {
 		return false
 	}
-	if _, err := p.results.getResult(ctx, j.msg.ID); err != nil {
+	rec, err := p.results.getResult(ctx, j.msg.ID)
+	if err != nil {
 		return false
 	}
 	j.log.Info("released task has ended already; acking")
+	if err := p.workflowStepEnded(ctx, j, rec); err != nil {
+		p.settle(j, settleRequeue)
+		return true
+	}
 	p.settle(j, settleAck)
 	return true
 }

@@ -145,6 +145,9 @@ func handleRequeueDeadLetter(dl deadLetterRoutes) handlerFunc {
 			if requeued != nil || !ok || msg.ID != id || msg.Owner != taskOwner(ctx) {
 				return false, nil
 			}
+			if msg.Workflow != nil {
+				return false, workflowStepNotAlone(msg.Workflow.ID)
+			}
 			priority := msg.Priority
 			spec, err := dl.specs.check(msg.Type, msg.Args, &priority, "type", "args", "priority")
 			if err != nil {

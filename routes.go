@@ -114,7 +114,7 @@ func routeTable(d serverDeps) []route {
 		}),
 		api("POST /api/tasks/{task_id}/retry", handleRetryTask(d.reader, d.submitter), operation{
 			tag: "Tasks", summary: "Run a failed or cancelled task again, as a new task", params: map[string]string{"task_id": taskID},
-			responses: []response{{202, retryAccepted{}, "the new task"}, {404, errorBody{}, "no such task"}, {409, errorBody{}, "the task has not failed"}},
+			responses: []response{{202, retryAccepted{}, "the new task"}, {404, errorBody{}, "no such task"}, {409, errorBody{}, "the task has not failed, or is a step of a workflow"}},
 		}),
 		api("POST /api/tasks/{task_id}/cancel", handleCancelTask(d.canceller), operation{
 			tag: "Tasks", summary: "Cancel a queued, scheduled or running task", params: map[string]string{"task_id": taskID},
@@ -134,11 +134,11 @@ func routeTable(d serverDeps) []route {
 		}),
 		api("GET /api/workflows/{workflow_id}", d.workflows.handleGetWorkflow(), operation{
 			tag: "Workflows", summary: "A workflow, with every step's task id, status and result", params: map[string]string{"workflow_id": workflowID},
-			responses: []response{{200, workflowJSON{}, "the workflow"}, {404, errorBody{}, "no such workflow"}},
+			responses: []response{{200, workflowJSON{}, "the workflow"}, {404, errorBody{}, "no such workflow"}, {503, errorBody{}, "a store did not answer"}},
 		}),
 		api("POST /api/workflows/{workflow_id}/cancel", d.workflows.handleCancelWorkflow(), operation{
 			tag: "Workflows", summary: "Cancel what has not finished of a workflow", params: map[string]string{"workflow_id": workflowID},
-			responses: []response{{200, workflowJSON{}, "the workflow, cancelled: steps not started end REVOKED at once, running ones when their workers stop them"}, {404, errorBody{}, "no such workflow"}, {409, errorBody{}, "every step has ended"}},
+			responses: []response{{200, workflowJSON{}, "the workflow, cancelled: steps not started end REVOKED at once, running ones when their workers stop them"}, {404, errorBody{}, "no such workflow"}, {409, errorBody{}, "every step has ended"}, {503, errorBody{}, "a store did not answer"}},
 		}),
 
 		api("GET /api/dead-letters", handleListDeadLetters(d.dead), operation{
@@ -148,7 +148,7 @@ func routeTable(d serverDeps) []route {
 		}),
 		api("POST /api/dead-letters/{task_id}/requeue", handleRequeueDeadLetter(d.dead), operation{
 			tag: "Dead letters", summary: "Run a dead letter's task again, as a new task, and take it off the queue", params: map[string]string{"task_id": taskID},
-			responses: []response{{202, retryAccepted{}, "the new task"}, {404, errorBody{}, "no dead letter of that task"}, {422, errorBody{}, "its arguments no longer pass its type's schema"}, {503, errorBody{}, "the broker did not answer"}},
+			responses: []response{{202, retryAccepted{}, "the new task"}, {404, errorBody{}, "no dead letter of that task"}, {409, errorBody{}, "the task is a step of a workflow, which runs only within it"}, {422, errorBody{}, "its arguments no longer pass its type's schema"}, {503, errorBody{}, "the broker did not answer"}},
 		}),
 		api("DELETE /api/dead-letters", handlePurgeDeadLetters(d.dead), operation{
 			tag: "Dead letters", summary: "Purge the dead-letter queue of the key's dead letters",

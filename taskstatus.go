@@ -219,6 +219,9 @@ func handleRetryTask(reader taskStatusReader, sub taskSubmitter) handlerFunc {
 		if rec.Args == nil {
 			return &apiError{status: http.StatusConflict, code: "not_retryable", message: "this task's arguments were not recorded (an undecodable message)"}
 		}
+		if rec.WorkflowID != "" {
+			return workflowStepNotAlone(rec.WorkflowID)
+		}
 		if _, ok := priorityLevels[rec.Priority]; !ok {
 			rec.Priority = "normal"
 		}

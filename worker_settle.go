@@ -97,7 +97,7 @@ func (p *workerPool) workflowStepEnded(ctx context.Context, j job, rec taskRecor
 		return nil
 	}
 	err := untilDone(ctx, j, "advancing the workflow", func() error {
-		return p.workflows.stepEnded(ctx, j.msg, rec, j.d.redelivered)
+		return p.workflows.stepEnded(ctx, j.msg, rec)
 	})
 	if err != nil {
 		j.log.Warn("workflow not advanced; requeueing the step", "workflow_id", j.msg.Workflow.ID, "error", err)
@@ -140,7 +140,7 @@ func (p *workerPool) startWorkflow(ctx context.Context, j job) {
 		return
 	}
 	err := untilDone(ctx, j, "starting the workflow", func() error {
-		return p.workflows.advance(ctx, args.WorkflowID, j.msg.ID, j.d.redelivered)
+		return p.workflows.advance(ctx, args.WorkflowID, j.msg.ID)
 	})
 	if err != nil {
 		j.log.Warn("workflow not started; requeueing its start", "workflow_id", args.WorkflowID, "error", err)

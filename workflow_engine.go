@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -59,12 +60,15 @@ const workflowPublishers = 64
 // was stored.
 func (e *workflowEngine) submit(ctx context.Context, w workflow) (workflow, error) {
 	err := e.store.createWorkflow(ctx, w)
-	if errors.Is(err, errWorkflowExists) {
+	existed := errors.Is(err, errWorkflowExists)
+	if existed {
 		w, err = e.store.getWorkflow(ctx, w.ID)
 	}
 	if err != nil {
-		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
+		return workflow{}, fmt.Errorf("%w: store workflow %s: %v", errStoreUnavailable, w.ID, err)
 	}
+	// PENDING never overwrites a later state (see stateRank), so a
+	// workflow an earlier request started keeps its steps' states.
 	trace := traceID(ctx)
 	err = forEachLimit(len(w.Steps), workflowPublishers, func(i int) error {
 		if err := e.statuses.put(ctx, e.pendingStatus(w, i, trace), 0); err != nil {
@@ -76,7 +80,11 @@ func (e *workflowEngine) submit(ctx context.Context, w workflow) (workflow, erro
 		err = e.publishStart(ctx, w)
 	}
 	if err != nil {
-		e.undoSubmit(ctx, w)
+		// A workflow stored by an earlier request may be running: only
+		// what this request made is undone.
+		if !existed {
+			e.undoSubmit(ctx, w)
+		}
 		return workflow{}, err
 	}
 	return w, nil
@@ -119,20 +127,23 @@ func (e *workflowEngine) undoSubmit(ctx context.Context, w workflow) {
 }
 
 // stepEnded records how the step msg ran ended (rec) and starts what
-// that makes due. again is true for a delivery that came back.
-func (e *workflowEngine) stepEnded(ctx context.Context, msg taskMessage, rec taskRecord, again bool) error {
+// that makes due.
+func (e *workflowEngine) stepEnded(ctx context.Context, msg taskMessage, rec taskRecord) error {
 	if msg.Workflow == nil {
 		return nil
 	}
 	if err := e.store.recordEnd(ctx, msg.Workflow.ID, msg.Workflow.Step, rec.Status); err != nil {
 		return err
 	}
-	return e.advance(ctx, msg.Workflow.ID, msg.ID, again)
+	return e.advance(ctx, msg.Workflow.ID, msg.ID)
 }
 
 // advance starts the steps of workflow id that are due, and ends REVOKED
-// the ones that will never run, each of those by claims are by's.
-func (e *workflowEngine) advance(ctx context.Context, id, by string, again bool) error {
+// the ones that will never run: those by claims now, and those by
+// claimed before but may not have finished (by is the message that
+// ended a step, or a workflow's start: a delivery of it that came back,
+// or a try that failed half-way, finishes what the earlier one began).
+func (e *workflowEngine) advance(ctx context.Context, id, by string) error {
 	w, err := e.store.getWorkflow(ctx, id)
 	if errors.Is(err, errNotFound) {
 		e.log.Warn("a step's workflow is gone; nothing follows it", "workflow_id", id, "by", by)
@@ -156,10 +167,26 @@ func (e *workflowEngine) advance(ctx context.Context, id, by string, again bool)
 	if len(due) == 0 {
 		return nil
 	}
-	mine, err := e.store.claimSteps(ctx, id, due, by, again)
+	fresh, held, err := e.store.claimSteps(ctx, id, due, by)
 	if err != nil {
 		return err
 	}
+	mine := slices.Clone(fresh)
+	for _, s := range held {
+		// A step held from before was published unless its run has been
+		// claimed already; publishing it again at worst queues a copy
+		// that is dropped.
+		if _, skip := plan.skip[s]; !skip {
+			if ran, err := e.store.runClaimed(ctx, id, s); err != nil || ran {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		mine = append(mine, s)
+	}
+	slices.Sort(mine)
 	var errs []error
 	for _, s := range mine {
 		if why, ok := plan.skip[s]; ok {
@@ -241,6 +268,14 @@ func (e *workflowEngine) skipStep(ctx context.Context, w workflow, step int, why
 	return e.store.recordEnd(ctx, w.ID, step, saved.Status)
 }
 
+// workflowStepNotAlone refuses to run a step of a workflow again as a
+// task of its own: it would run without what the step before handed it,
+// and its workflow would not follow.
+func workflowStepNotAlone(workflowID string) error {
+	return &apiError{status: http.StatusConflict, code: "workflow_step",
+		message: fmt.Sprintf("this task is a step of workflow %s, and runs only within it: submit the workflow again", workflowID)}
+}
+
 // errWorkflowEnded refuses to cancel a workflow whose steps have all
 // ended.
 var errWorkflowEnded = &apiError{status: 409, code: "already_finished", message: "every step of the workflow has ended; only an unfinished workflow can be cancelled"}
@@ -267,10 +302,11 @@ func (e *workflowEngine) cancel(ctx context.Context, w workflow, rev revocation)
 	}
 	// A cancel that failed half-way is finished by the next one: the
 	// claims it made are found again.
-	mine, err := e.store.claimSteps(ctx, w.ID, open, workflowCancelClaim, true)
+	fresh, held, err := e.store.claimSteps(ctx, w.ID, open, workflowCancelClaim)
 	if err != nil {
 		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
 	}
+	mine := slices.Sorted(slices.Values(append(fresh, held...)))
 	var errs []error
 	for _, s := range open {
 		if _, ok := slices.BinarySearch(mine, s); ok {
@@ -309,7 +345,9 @@ func (e *workflowEngine) cancelStarted(ctx context.Context, w workflow, step int
 	if err := e.statuses.put(ctx, saved.status(), e.resultTTL); err != nil {
 		e.log.Warn("status of a cancelled step not stored; its record is", "task_id", s.TaskID, "error", err)
 	}
-	return nil
+	// Its message, when a worker takes it, records the same end; this one
+	// does not wait for that (or for a message a dead claimer never sent).
+	return e.store.recordEnd(ctx, w.ID, step, saved.Status)
 }
 
 // forEachLimit calls f(0) to f(n-1), at most limit at once, and joins

@@ -43,9 +43,12 @@ func TestWorkflowClaimsHaveOneHolder(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					mine, err := store.claimSteps(ctx, "wf-race", all, fmt.Sprintf("claimer-%d", c), false)
+					mine, before, err := store.claimSteps(ctx, "wf-race", all, fmt.Sprintf("claimer-%d", c))
 					if err != nil {
 						t.Errorf("claimer %d: %v", c, err)
+					}
+					if len(before) != 0 {
+						t.Errorf("claimer %d held %v before it claimed anything", c, before)
 					}
 					held[c] = mine
 				}()
@@ -64,15 +67,12 @@ func TestWorkflowClaimsHaveOneHolder(t *testing.T) {
 				t.Errorf("%d of %d steps claimed", len(owner), steps)
 			}
 			for c, mine := range held {
-				again, err := store.claimSteps(ctx, "wf-race", all, fmt.Sprintf("claimer-%d", c), true)
+				fresh, again, err := store.claimSteps(ctx, "wf-race", all, fmt.Sprintf("claimer-%d", c))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !slices.Equal(again, mine) {
-					t.Errorf("claimer %d asking again holds %v, it claimed %v", c, again, mine)
-				}
-				if none, _ := store.claimSteps(ctx, "wf-race", all, fmt.Sprintf("claimer-%d", c), false); len(none) != 0 {
-					t.Errorf("claimer %d claiming anew got %v, which were claimed already", c, none)
+				if len(fresh) != 0 || !slices.Equal(again, mine) {
+					t.Errorf("claimer %d asking again: fresh %v, held %v; it claimed %v", c, fresh, again, mine)
 				}
 			}
 			runs := make([]bool, claimers)

@@ -157,41 +157,51 @@ func (m mongoWorkflows) cancelWorkflow(ctx context.Context, id string, rev revoc
 	return m.getWorkflow(ctx, id)
 }
 
-func (m mongoWorkflows) claimSteps(ctx context.Context, id string, steps []int, by string, again bool) ([]int, error) {
+func (m mongoWorkflows) claimSteps(ctx context.Context, id string, steps []int, by string) (fresh, held []int, err error) {
 	if len(steps) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	now := mongoTime(time.Now())
 	docs := make([]mongoStepClaim, len(steps))
 	for i, s := range steps {
 		docs[i] = mongoStepClaim{ID: workflowStepID(id, s), WorkflowID: id, Step: s, By: by, At: now}
 	}
-	var mine []int
 	taken := false
 	for i, err := range insertEach(ctx, m.claims, docs) {
 		switch {
 		case err == nil:
-			mine = append(mine, steps[i])
+			fresh = append(fresh, steps[i])
 		case mongo.IsDuplicateKeyError(err):
 			taken = true
 		default:
-			return nil, fmt.Errorf("mongodb: claim steps of workflow %s: %w", id, err)
+			// An insert that failed may still have been applied: the
+			// claims are then found as held by the next try.
+			return nil, nil, fmt.Errorf("mongodb: claim steps of workflow %s: %w", id, err)
 		}
 	}
-	if again && taken {
-		held, err := findAll(ctx, m.claims, bson.D{{Key: "workflow_id", Value: id}, {Key: "by", Value: by}}, options.Find(),
+	if taken {
+		claims, err := findAll(ctx, m.claims, bson.D{{Key: "workflow_id", Value: id}, {Key: "by", Value: by}}, options.Find(),
 			func(c mongoStepClaim) mongoStepClaim { return c })
 		if err != nil {
-			return nil, fmt.Errorf("mongodb: claims of workflow %s: %w", id, err)
+			return nil, nil, fmt.Errorf("mongodb: claims of workflow %s: %w", id, err)
 		}
-		for _, c := range held {
-			if slices.Contains(steps, c.Step) && !slices.Contains(mine, c.Step) {
-				mine = append(mine, c.Step)
+		for _, c := range claims {
+			if c.ID == workflowStepID(id, c.Step) && slices.Contains(steps, c.Step) && !slices.Contains(fresh, c.Step) {
+				held = append(held, c.Step)
 			}
 		}
 	}
-	slices.Sort(mine)
-	return mine, nil
+	slices.Sort(fresh)
+	slices.Sort(held)
+	return fresh, held, nil
+}
+
+func (m mongoWorkflows) runClaimed(ctx context.Context, id string, step int) (bool, error) {
+	n, err := m.claims.CountDocuments(ctx, bson.D{{Key: "_id", Value: workflowStepID(id, step) + "/run"}})
+	if err != nil {
+		return false, fmt.Errorf("mongodb: run claim of step %d of workflow %s: %w", step, id, err)
+	}
+	return n > 0, nil
 }
 
 func (m mongoWorkflows) claimRun(ctx context.Context, id string, step int, copy string) (bool, error) {

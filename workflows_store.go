@@ -21,10 +21,12 @@ type workflowStore interface {
 	cancelWorkflow(ctx context.Context, id string, rev revocation) (workflow, error)
 	// claimSteps claims steps of workflow id for by, which is then the
 	// only one to start them (or record that they never run). It returns
-	// the steps by holds: those it claimed now and, with again, those it
-	// claimed before (by is a delivery that came back, or a cancel tried
-	// again, finishing what it began).
-	claimSteps(ctx context.Context, id string, steps []int, by string, again bool) ([]int, error)
+	// the steps by claimed now (fresh) and those of steps by had claimed
+	// before (held: by is a delivery that came back, or a try that failed
+	// half-way, finishing what it began).
+	claimSteps(ctx context.Context, id string, steps []int, by string) (fresh, held []int, err error)
+	// runClaimed reports whether a copy of the step has claimed its run.
+	runClaimed(ctx context.Context, id string, step int) (bool, error)
 	// claimRun makes copy the message of the step that runs, unless
 	// another copy is, and reports whether copy is.
 	claimRun(ctx context.Context, id string, step int, copy string) (bool, error)
@@ -95,22 +97,29 @@ func (m *memoryWorkflows) cancelWorkflow(_ context.Context, id string, rev revoc
 	return w, nil
 }
 
-func (m *memoryWorkflows) claimSteps(_ context.Context, id string, steps []int, by string, again bool) ([]int, error) {
+func (m *memoryWorkflows) claimSteps(_ context.Context, id string, steps []int, by string) (fresh, held []int, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var mine []int
 	for _, s := range steps {
 		k := workflowStepKey{id, s}
 		holder, taken := m.claims[k]
 		if !taken {
 			m.claims[k] = by
-			mine = append(mine, s)
-		} else if again && holder == by {
-			mine = append(mine, s)
+			fresh = append(fresh, s)
+		} else if holder == by {
+			held = append(held, s)
 		}
 	}
-	slices.Sort(mine)
-	return mine, nil
+	slices.Sort(fresh)
+	slices.Sort(held)
+	return fresh, held, nil
+}
+
+func (m *memoryWorkflows) runClaimed(_ context.Context, id string, step int) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.runs[workflowStepKey{id, step}]
+	return ok, nil
 }
 
 func (m *memoryWorkflows) claimRun(_ context.Context, id string, step int, copy string) (bool, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -522,5 +523,128 @@ func TestSubmitWorkflowIsIdempotent(t *testing.T) {
 		if runs.count(step.TaskID) != 1 {
 			t.Errorf("step %s ran %d times", step.Path, runs.count(step.TaskID))
 		}
+	}
+}
+
+// failingOnce fails its first publish, as a broker that did not confirm
+// in time does.
+type failingOnce struct {
+	taskPublisher
+	mu     sync.Mutex
+	failed bool
+	sent   []taskMessage
+}
+
+func (f *failingOnce) publish(ctx context.Context, m taskMessage) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.failed {
+		f.failed = true
+		return errors.New("no confirm in time")
+	}
+	f.sent = append(f.sent, m)
+	return nil
+}
+
+// TestWorkflowAdvanceTriedAgainStartsWhatItClaimed: an advance whose
+// publish failed after it claimed the step, tried again by the same
+// delivery, publishes the step; a try after that publishes nothing more
+// once the step's run is claimed.
+func TestWorkflowAdvanceTriedAgainStartsWhatItClaimed(t *testing.T) {
+	ctx := context.Background()
+	store := newMemoryWorkflows()
+	pub := &failingOnce{}
+	e := &workflowEngine{store: store, results: newMemoryStore(), statuses: newMemoryStatusStore(), revocations: newMemoryRevocations(time.Hour),
+		publisher: pub, tracing: disabledTracing(), log: slog.New(slog.DiscardHandler), now: time.Now}
+	w := parsedWorkflow(t, `{"chain": [`+heavy+`, `+heavy+`]}`)
+	if err := store.createWorkflow(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.advance(ctx, w.ID, "wf.start"); err == nil {
+		t.Fatal("the first try's publish failed, yet advance reports none")
+	}
+	if err := e.advance(ctx, w.ID, "wf.start"); err != nil {
+		t.Fatal(err)
+	}
+	if len(pub.sent) != 1 || pub.sent[0].ID != w.Steps[0].TaskID {
+		t.Fatalf("published %d messages after the second try, want the first step once", len(pub.sent))
+	}
+	if ok, err := store.claimRun(ctx, w.ID, 0, pub.sent[0].Workflow.Copy); err != nil || !ok {
+		t.Fatal("the published copy may not run")
+	}
+	if err := e.advance(ctx, w.ID, "wf.start"); err != nil || len(pub.sent) != 1 {
+		t.Errorf("a third try published again (%d messages, %v) although the step runs", len(pub.sent), err)
+	}
+}
+
+// TestWorkflowStepCancelledWhileParkedEndsTheChain: a step parked for its
+// concurrency key's slot and cancelled there ends REVOKED when released,
+// and the chain ends with it instead of waiting for ever.
+func TestWorkflowStepCancelledWhileParkedEndsTheChain(t *testing.T) {
+	for name, env := range backendModes {
+		t.Run(name, func(t *testing.T) {
+			runs := newStepRuns()
+			hold := make(chan struct{})
+			held := make(chan struct{}, 1)
+			gate := tasks.Definition{Name: "wf_gate", Policy: tasks.Policy{MaxRunningPerKey: 1},
+				Run: func(ctx context.Context, task tasks.Task, raw json.RawMessage) (any, error) {
+					runs.ran(task)
+					if strings.Contains(string(raw), "hold") {
+						held <- struct{}{}
+						select {
+						case <-hold:
+						case <-ctx.Done():
+						}
+					}
+					return map[string]any{}, nil
+				}}
+			s := startPoolStack(t, env(t), 4, append(workflowTestTypes(runs), gate)...)
+			submitGenericTask(t, s.base, `{"type": "wf_gate", "args": {"hold": true}, "concurrency_key": "k"}`)
+			<-held
+			acc := submitWorkflow(t, s.base, `{"chain": [{"type": "wf_gate", "concurrency_key": "k"}, {"type": "wf_add"}]}`)
+			waitFor(t, 10*time.Second, "the first step to be parked", func() bool {
+				var task taskJSON
+				apiCall(t, "GET", s.base+"/api/tasks/"+acc.Steps[0].TaskID, "", nil, &task)
+				return task.Status == statePending && runs.count(acc.Steps[0].TaskID) == 0 && parkedCount(t, s) > 0
+			})
+			if code := apiCall(t, "POST", s.base+"/api/tasks/"+acc.Steps[0].TaskID+"/cancel", "", nil, nil).StatusCode; code != http.StatusOK {
+				t.Fatalf("cancel of the parked step: %d", code)
+			}
+			close(hold)
+			wf := waitForWorkflow(t, s.base, acc.WorkflowID, 20*time.Second)
+			if wf.Status != stateFailure || wf.Steps[0].Status != stateRevoked || wf.Steps[1].Status != stateRevoked {
+				t.Errorf("workflow %s, steps %s and %s; want FAILURE, both REVOKED", wf.Status, wf.Steps[0].Status, wf.Steps[1].Status)
+			}
+			if runs.count(acc.Steps[0].TaskID)+runs.count(acc.Steps[1].TaskID) != 0 {
+				t.Error("a step ran after the cancel")
+			}
+		})
+	}
+}
+
+// parkedCount is how many wf_gate tasks the stack has parked.
+func parkedCount(t *testing.T, s *poolStack) float64 {
+	v, _ := sampleValue(scrape(t, s.base), "errand_tasks_parked_total", map[string]string{"task_type": "wf_gate"})
+	return v
+}
+
+// TestFailedWorkflowStepIsNotRunAlone: a failed step is not run again as
+// a task of its own, by a retry or a requeue of its dead letter: it would
+// run without what the step before handed it.
+func TestFailedWorkflowStepIsNotRunAlone(t *testing.T) {
+	runs := newStepRuns()
+	s := startPoolStack(t, map[string]string{}, 2, workflowTestTypes(runs)...)
+	acc := submitWorkflow(t, s.base, `{"chain": [{"type": "wf_add"}, {"type": "wf_fail"}]}`)
+	waitForWorkflow(t, s.base, acc.WorkflowID, 10*time.Second)
+	failed := acc.Steps[1].TaskID
+	for _, path := range []string{"/api/tasks/" + failed + "/retry", "/api/dead-letters/" + failed + "/requeue"} {
+		var e errorBody
+		ans := apiCall(t, "POST", s.base+path, "", nil, &e)
+		if ans.StatusCode != http.StatusConflict || e.Error != "workflow_step" || !strings.Contains(e.Detail, acc.WorkflowID) {
+			t.Errorf("POST %s: %d %s, want 409 naming the workflow", path, ans.StatusCode, ans.body)
+		}
+	}
+	if runs.count(failed) != 1 {
+		t.Errorf("the failed step ran %d times", runs.count(failed))
 	}
 }
