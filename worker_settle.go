@@ -140,7 +140,7 @@ func (p *workerPool) startWorkflow(ctx context.Context, j job) {
 		return
 	}
 	err := untilDone(ctx, j, "starting the workflow", func() error {
-		return p.workflows.advance(ctx, args.WorkflowID, j.msg.ID)
+		return p.workflows.advance(ctx, args.WorkflowID, j.msg.ID, nil)
 	})
 	if err != nil {
 		j.log.Warn("workflow not started; requeueing its start", "workflow_id", args.WorkflowID, "error", err)

@@ -47,6 +47,57 @@ type workflowEngine struct {
 	log         *slog.Logger
 	now         func() time.Time
 	resultTTL   time.Duration
+	// shapes keeps the workflows this process has read: what a plan
+	// needs of one (its steps and tree) never changes once stored.
+	shapes workflowShapes
+}
+
+// workflowShapes is a bounded cache of workflows by id.
+type workflowShapes struct {
+	mu    sync.Mutex
+	byID  map[string]workflow
+	order []string // ids, oldest first
+}
+
+// maxCachedWorkflows bounds the workflows one process keeps in memory.
+const maxCachedWorkflows = 1024
+
+func (c *workflowShapes) get(id string) (workflow, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w, ok := c.byID[id]
+	return w, ok
+}
+
+func (c *workflowShapes) put(w workflow) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byID == nil {
+		c.byID = map[string]workflow{}
+	}
+	if _, ok := c.byID[w.ID]; ok {
+		return
+	}
+	if len(c.order) == maxCachedWorkflows {
+		delete(c.byID, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.byID[w.ID] = w
+	c.order = append(c.order, w.ID)
+}
+
+// shape is workflow id as far as plans go: from the cache, or the store.
+// Its Cancelled may be out of date.
+func (e *workflowEngine) shape(ctx context.Context, id string) (workflow, error) {
+	if w, ok := e.shapes.get(id); ok {
+		return w, nil
+	}
+	w, err := e.store.getWorkflow(ctx, id)
+	if err != nil {
+		return workflow{}, err
+	}
+	e.shapes.put(w)
+	return w, nil
 }
 
 // workflowPublishers bounds the steps one advance publishes at once: a
@@ -135,7 +186,7 @@ func (e *workflowEngine) stepEnded(ctx context.Context, msg taskMessage, rec tas
 	if err := e.store.recordEnd(ctx, msg.Workflow.ID, msg.Workflow.Step, rec.Status); err != nil {
 		return err
 	}
-	return e.advance(ctx, msg.Workflow.ID, msg.ID)
+	return e.advance(ctx, msg.Workflow.ID, msg.ID, &rec)
 }
 
 // advance starts the steps of workflow id that are due, and ends REVOKED
@@ -143,8 +194,8 @@ func (e *workflowEngine) stepEnded(ctx context.Context, msg taskMessage, rec tas
 // claimed before but may not have finished (by is the message that
 // ended a step, or a workflow's start: a delivery of it that came back,
 // or a try that failed half-way, finishes what the earlier one began).
-func (e *workflowEngine) advance(ctx context.Context, id, by string) error {
-	w, err := e.store.getWorkflow(ctx, id)
+func (e *workflowEngine) advance(ctx context.Context, id, by string, just *taskRecord) error {
+	w, err := e.shape(ctx, id)
 	if errors.Is(err, errNotFound) {
 		e.log.Warn("a step's workflow is gone; nothing follows it", "workflow_id", id, "by", by)
 		return nil
@@ -194,14 +245,15 @@ func (e *workflowEngine) advance(ctx context.Context, id, by string) error {
 		}
 	}
 	starts := slices.DeleteFunc(plan.start, func(s stepStart) bool { _, ok := slices.BinarySearch(mine, s.step); return !ok })
-	errs = append(errs, forEachLimit(len(starts), workflowPublishers, func(i int) error { return e.startStep(ctx, w, starts[i]) }))
+	errs = append(errs, forEachLimit(len(starts), workflowPublishers, func(i int) error { return e.startStep(ctx, w, starts[i], just) }))
 	return errors.Join(errs...)
 }
 
 // startStep publishes a step, with the result it gets from the step (or
-// steps) before it.
-func (e *workflowEngine) startStep(ctx context.Context, w workflow, st stepStart) error {
-	previous, err := e.resultOf(ctx, w, st.input)
+// steps) before it; ended is the record of the step that just ended, if
+// one did, which need not be read again.
+func (e *workflowEngine) startStep(ctx context.Context, w workflow, st stepStart, ended *taskRecord) error {
+	previous, err := e.resultOf(ctx, w, st.input, ended)
 	if err != nil {
 		return err
 	}
@@ -219,10 +271,12 @@ func (e *workflowEngine) startStep(ctx context.Context, w workflow, st stepStart
 // resultOf is the result node n hands on: a task's result (null if it
 // did not succeed), a chain's last step's, a group's then step's, or,
 // for a group without one, its members' results in order.
-func (e *workflowEngine) resultOf(ctx context.Context, w workflow, n *workflowNode) (json.RawMessage, error) {
+func (e *workflowEngine) resultOf(ctx context.Context, w workflow, n *workflowNode, ended *taskRecord) (json.RawMessage, error) {
 	switch {
 	case n == nil:
 		return nil, nil
+	case n.Kind == nodeTask && ended != nil && ended.TaskID == w.Steps[n.Step].TaskID && ended.Status == stateSuccess:
+		return json.Marshal(ended.Result)
 	case n.Kind == nodeTask:
 		rec, err := e.results.getResult(ctx, w.Steps[n.Step].TaskID)
 		if errors.Is(err, errNotFound) || (err == nil && rec.Status != stateSuccess) {
@@ -233,13 +287,13 @@ func (e *workflowEngine) resultOf(ctx context.Context, w workflow, n *workflowNo
 		}
 		return json.Marshal(rec.Result)
 	case n.Kind == nodeChain:
-		return e.resultOf(ctx, w, n.Children[len(n.Children)-1])
+		return e.resultOf(ctx, w, n.Children[len(n.Children)-1], ended)
 	case n.Then != nil:
-		return e.resultOf(ctx, w, n.Then)
+		return e.resultOf(ctx, w, n.Then, ended)
 	}
 	out := make([]json.RawMessage, len(n.Children))
 	for i, c := range n.Children {
-		r, err := e.resultOf(ctx, w, c)
+		r, err := e.resultOf(ctx, w, c, ended)
 		if err != nil {
 			return nil, err
 		}

@@ -560,10 +560,10 @@ func TestWorkflowAdvanceTriedAgainStartsWhatItClaimed(t *testing.T) {
 	if err := store.createWorkflow(ctx, w); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.advance(ctx, w.ID, "wf.start"); err == nil {
+	if err := e.advance(ctx, w.ID, "wf.start", nil); err == nil {
 		t.Fatal("the first try's publish failed, yet advance reports none")
 	}
-	if err := e.advance(ctx, w.ID, "wf.start"); err != nil {
+	if err := e.advance(ctx, w.ID, "wf.start", nil); err != nil {
 		t.Fatal(err)
 	}
 	if len(pub.sent) != 1 || pub.sent[0].ID != w.Steps[0].TaskID {
@@ -572,7 +572,7 @@ func TestWorkflowAdvanceTriedAgainStartsWhatItClaimed(t *testing.T) {
 	if ok, err := store.claimRun(ctx, w.ID, 0, pub.sent[0].Workflow.Copy); err != nil || !ok {
 		t.Fatal("the published copy may not run")
 	}
-	if err := e.advance(ctx, w.ID, "wf.start"); err != nil || len(pub.sent) != 1 {
+	if err := e.advance(ctx, w.ID, "wf.start", nil); err != nil || len(pub.sent) != 1 {
 		t.Errorf("a third try published again (%d messages, %v) although the step runs", len(pub.sent), err)
 	}
 }
