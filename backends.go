@@ -46,6 +46,7 @@ func (b *backends) keyStores() workerKeyStores {
 // API (submits, cancels) and the worker pool (steps that end) alike.
 func (b *backends) workflowEngine(resultTTL time.Duration, log *slog.Logger, tr *tracing) *workflowEngine {
 	return &workflowEngine{store: b.workflows, results: b.results, statuses: b.statuses, revocations: b.revoked, publisher: b.publisher,
+		reader:  taskStatusReader{statuses: b.statuses, results: b.results, resultTTL: resultTTL, log: log, now: time.Now},
 		tracing: tr, log: log, now: time.Now, resultTTL: resultTTL}
 }
 

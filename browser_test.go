@@ -115,8 +115,18 @@ func TestConsoleInABrowser(t *testing.T) {
 		Overview struct {
 			Failures int `json:"failures"`
 		} `json:"overview"`
+		Workflow struct {
+			ID       string   `json:"id"`
+			State    string   `json:"state"`
+			Steps    []string `json:"steps"`
+			States   []string `json:"states"`
+			Groups   int      `json:"groups"`
+			StepPage string   `json:"stepPage"`
+			Back     string   `json:"back"`
+		} `json:"workflow"`
 		Phone struct {
-			ScrollWidth int `json:"scrollWidth"`
+			ScrollWidth         int `json:"scrollWidth"`
+			WorkflowScrollWidth int `json:"workflowScrollWidth"`
 		} `json:"phone"`
 		Outside []string `json:"outside"`
 		Errors  []string `json:"errors"`
@@ -192,8 +202,18 @@ func TestConsoleInABrowser(t *testing.T) {
 	if got.Overview.Failures < 2 {
 		t.Errorf("overview lists %d recent failures, want at least 2", got.Overview.Failures)
 	}
-	if got.Phone.ScrollWidth > 390 {
-		t.Errorf("task page on a 390 px phone is %d px wide, want no sideways scrolling", got.Phone.ScrollWidth)
+	wf := got.Workflow
+	if wf.State != stateSuccess || !slices.Equal(wf.Steps, []string{"chain[0]", "chain[1].group[0]", "chain[1].group[1]", "chain[1].then"}) ||
+		!slices.Equal(wf.States, []string{stateSuccess, stateSuccess, stateSuccess, stateSuccess}) || wf.Groups != 1 {
+		t.Errorf("workflow page: %+v, want its four steps drawn SUCCESS, the two members as one group", wf)
+	}
+	var wfDoc workflowJSON
+	apiCall(t, "GET", base+"/api/workflows/"+wf.ID, "", nil, &wfDoc)
+	if len(wfDoc.Steps) == 0 || !strings.HasSuffix(wf.StepPage, "/ui/tasks/"+wfDoc.Steps[0].TaskID) || wf.Back != "/ui/workflows/"+wf.ID {
+		t.Errorf("the first step's card led to %s and its page back to %s; want its task's page and back to the workflow", wf.StepPage, wf.Back)
+	}
+	if got.Phone.ScrollWidth > 390 || got.Phone.WorkflowScrollWidth > 390 {
+		t.Errorf("task and workflow pages on a 390 px phone are %d and %d px wide, want no sideways scrolling", got.Phone.ScrollWidth, got.Phone.WorkflowScrollWidth)
 	}
 	if len(got.Outside) > 0 || len(got.Errors) > 0 {
 		t.Errorf("the console asked for %v outside errand and logged errors %v; want neither", got.Outside, got.Errors)

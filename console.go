@@ -28,7 +28,7 @@ const consolePolicy = "default-src 'self'; img-src 'self' data:; style-src 'self
 
 // consolePages are the console's page templates, each drawn inside
 // web/console/layout.html.
-var consolePages = []string{"overview", "tasks", "task", "submit", "schedules", "deadletters", "login", "error"}
+var consolePages = []string{"overview", "tasks", "task", "workflow", "submit", "schedules", "deadletters", "login", "error"}
 
 // console is errand's web console at /ui/: server-rendered pages over
 // errand's own API.
@@ -70,6 +70,8 @@ func (c *console) routes() map[string]http.Handler {
 		"GET /ui/tasks/{task_id}/events":          signedIn(c.taskEvents),
 		"POST /ui/tasks/{task_id}/cancel":         signedIn(c.cancelTask),
 		"POST /ui/tasks/{task_id}/retry":          signedIn(c.retryTask),
+		"GET /ui/workflows/{workflow_id}":         signedIn(c.showWorkflow),
+		"POST /ui/workflows/{workflow_id}/cancel": signedIn(c.cancelWorkflow),
 		"GET /ui/submit":                          signedIn(c.submitForm),
 		"POST /ui/submit":                         signedIn(c.submitTask),
 		"GET /ui/schedules":                       signedIn(c.scheduleList),

@@ -424,3 +424,50 @@ func TestConsoleFormReadsSchemaTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleWorkflowPage: a workflow's page draws its steps, each linked
+// to its task, shows only the key's own workflows, and cancels with the
+// session's CSRF token.
+func TestConsoleWorkflowPage(t *testing.T) {
+	f := newConsoleFixture(t, "key-a,key-b")
+	submit := func(key string) workflowAccepted {
+		var acc workflowAccepted
+		decodeAnswer(t, f.serve(t, "POST", "/api/workflows", `{"chain": [`+heavy+`, {"group": [`+heavy+`, `+heavy+`], "then": `+heavy+`}]}`,
+			map[string]string{"X-API-Key": key}), http.StatusAccepted, &acc)
+		return acc
+	}
+	own, other := submit("key-a"), submit("key-b")
+	f.signIn(t, "key-a")
+	rec := f.browse(t, "GET", "/ui/workflows/"+own.WorkflowID, nil, nil)
+	body := rec.Body.String()
+	if rec.Code != http.StatusOK {
+		t.Fatalf("workflow page: %d", rec.Code)
+	}
+	for _, s := range own.Steps {
+		if !strings.Contains(body, `href="/ui/tasks/`+s.TaskID+`"`) || !strings.Contains(body, s.Path) {
+			t.Errorf("the page does not draw step %s linked to its task", s.Path)
+		}
+	}
+	if !strings.Contains(body, `class="flow-group"`) || !strings.Contains(body, "flow-then") || !strings.Contains(body, "data-reload") {
+		t.Error("the page does not draw the group and its then step, or does not follow the running workflow")
+	}
+	if rec := f.browse(t, "GET", "/ui/workflows/"+other.WorkflowID, nil, nil); rec.Code != http.StatusNotFound {
+		t.Errorf("key b's workflow seen by key a: %d, want 404", rec.Code)
+	}
+	if rec := f.browse(t, "POST", "/ui/workflows/"+own.WorkflowID+"/cancel", url.Values{"csrf": {"forged"}}, nil); rec.Code != http.StatusForbidden {
+		t.Errorf("cancel with a forged token: %d, want 403", rec.Code)
+	}
+	rec = f.browse(t, "POST", "/ui/workflows/"+own.WorkflowID+"/cancel", url.Values{"csrf": {f.csrf(t)}}, nil)
+	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/ui/workflows/"+own.WorkflowID+"?done=cancel" {
+		t.Fatalf("cancel: %d to %q", rec.Code, rec.Header().Get("Location"))
+	}
+	body = f.browse(t, "GET", "/ui/workflows/"+own.WorkflowID+"?done=cancel", nil, nil).Body.String()
+	if strings.Count(body, ">REVOKED<") != len(own.Steps)+1 || strings.Contains(body, "data-reload") {
+		t.Errorf("after the cancel the page shows %d REVOKED (want the workflow and its %d steps) and follows it still: %v",
+			strings.Count(body, ">REVOKED<"), len(own.Steps), strings.Contains(body, "data-reload"))
+	}
+	task := f.browse(t, "GET", "/ui/tasks/"+own.Steps[0].TaskID, nil, nil).Body.String()
+	if !strings.Contains(task, `href="/ui/workflows/`+own.WorkflowID+`"`) {
+		t.Error("a step's task page does not link to its workflow")
+	}
+}

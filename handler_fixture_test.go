@@ -97,8 +97,8 @@ func newHandlerFixture(t testing.TB, adjust ...func(*apiParts)) *handlerFixture 
 	d.dead = deadLetterRoutes{queue: f.broker, specs: d.specs, submitter: d.submitter}
 	d.schedules = scheduleRoutes{store: f.schedules, specs: d.specs, maxBody: d.maxBody, now: d.now}
 	flows := &workflowEngine{store: f.workflows, results: f.items, statuses: d.statuses, revocations: f.revocations, publisher: d.publisher,
-		tracing: d.tracing, log: d.log, now: d.now}
-	d.workflows = workflowRoutes{engine: flows, specs: d.specs, submitter: d.submitter, reader: d.reader, maxBody: d.maxBody, now: d.now}
+		reader: d.reader, tracing: d.tracing, log: d.log, now: d.now}
+	d.workflows = workflowRoutes{engine: flows, specs: d.specs, submitter: d.submitter, maxBody: d.maxBody, now: d.now}
 	d.canceller = taskCanceller{reader: d.reader, revocations: f.revocations, results: f.items, statuses: d.statuses,
 		metrics: d.metrics, log: d.log, now: d.now}
 	f.server = newServer(d.serverDeps)

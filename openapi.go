@@ -381,11 +381,20 @@ func operationID(method, path string) string {
 func (b *docBuilder) workflowRequestSchema(registry *tasks.Registry) (map[string]any, error) {
 	step := map[string]any{"$ref": "#/components/schemas/WorkflowStep"}
 	steps := map[string]any{"type": "array", "minItems": 1, "items": step}
-	chain := map[string]any{"type": "object", "required": []string{"chain"}, "additionalProperties": false,
-		"properties": map[string]any{"chain": steps}}
-	group := map[string]any{"type": "object", "required": []string{"group"}, "additionalProperties": false,
-		"properties": map[string]any{"group": steps, "then": step,
-			"then_on_failure": map[string]any{"type": "boolean", "description": "Run the then step even when a member failed (its result is then null in the list)."}}}
+	// The top may also name a callback_url; a step may not.
+	node := func(top bool, kind string, props map[string]any) map[string]any {
+		props[kind] = steps
+		if top {
+			props["callback_url"] = map[string]any{"type": "string", "format": "uri", "maxLength": maxCallbackURL,
+				"description": "Where the workflow's final state is POSTed, signed (needs WEBHOOK_SECRET)."}
+		}
+		return map[string]any{"type": "object", "required": []string{kind}, "additionalProperties": false, "properties": props}
+	}
+	chain := func(top bool) map[string]any { return node(top, "chain", map[string]any{}) }
+	group := func(top bool) map[string]any {
+		return node(top, "group", map[string]any{"then": step,
+			"then_on_failure": map[string]any{"type": "boolean", "description": "Run the then step even when a member failed (its result is then null in the list)."}})
+	}
 	task := map[string]any{"type": "object", "required": []string{"type"}, "additionalProperties": false,
 		"properties": map[string]any{
 			"type":            map[string]any{"type": "string", "enum": registry.Names()},
@@ -393,6 +402,6 @@ func (b *docBuilder) workflowRequestSchema(registry *tasks.Registry) (map[string
 			"priority":        map[string]any{"type": "string", "enum": []string{"low", "normal", "high"}},
 			"concurrency_key": map[string]any{"type": "string", "minLength": 1, "maxLength": maxConcurrencyKey},
 		}}
-	b.schemas["WorkflowStep"] = map[string]any{"oneOf": []any{task, chain, group}}
-	return map[string]any{"oneOf": []any{chain, group}}, nil
+	b.schemas["WorkflowStep"] = map[string]any{"oneOf": []any{task, chain(false), group(false)}}
+	return map[string]any{"oneOf": []any{chain(true), group(true)}}, nil
 }

@@ -145,7 +145,9 @@ func webhookDeliveryID(id string) string { return id + ".webhook" }
 // webhookArgs are a delivery task's arguments.
 type webhookArgs struct {
 	URL    string `json:"url"`
-	TaskID string `json:"task_id"`
+	TaskID string `json:"task_id,omitempty"`
+	// WorkflowID is set, instead of TaskID, for a workflow's webhook.
+	WorkflowID string `json:"workflow_id,omitempty"`
 }
 
 // webhookSender delivers webhooks: the handler of webhookTaskType.
@@ -154,10 +156,13 @@ type webhookSender struct {
 	results resultSaver
 	client  *http.Client
 	now     func() time.Time
+	// workflows describes the workflows whose webhooks are sent; nil
+	// where there are none.
+	workflows *workflowEngine
 }
 
-func newWebhookSender(cfg webhookConfig, results resultSaver, now func() time.Time) *webhookSender {
-	return &webhookSender{cfg: cfg, results: results, now: now, client: &http.Client{
+func newWebhookSender(cfg webhookConfig, results resultSaver, now func() time.Time, workflows *workflowEngine) *webhookSender {
+	return &webhookSender{cfg: cfg, results: results, now: now, workflows: workflows, client: &http.Client{
 		Transport: tasks.GuardedTransport(cfg.allowHosts, "WEBHOOK_ALLOW_HOSTS"),
 		Timeout:   cfg.timeout,
 		// A redirect is an answer that is not 2xx: the delivery failed.
@@ -175,8 +180,8 @@ func (s *webhookSender) definition() tasks.Definition {
 // secret. Any answer but a 2xx is a failure, retried under webhookPolicy.
 func (s *webhookSender) deliver(ctx context.Context, task tasks.Task, raw json.RawMessage) (any, error) {
 	var args webhookArgs
-	if err := json.Unmarshal(raw, &args); err != nil || args.URL == "" || args.TaskID == "" {
-		return nil, fmt.Errorf("%w: a delivery needs url and task_id", tasks.ErrInvalidArgs)
+	if err := json.Unmarshal(raw, &args); err != nil || args.URL == "" || (args.TaskID == "") == (args.WorkflowID == "") {
+		return nil, fmt.Errorf("%w: a delivery needs url and task_id or workflow_id", tasks.ErrInvalidArgs)
 	}
 	if _, err := s.results.getResult(ctx, task.ID); err == nil {
 		// A duplicate of a delivery that has ended (its task was
@@ -186,16 +191,9 @@ func (s *webhookSender) deliver(ctx context.Context, task tasks.Task, raw json.R
 	if !s.cfg.enabled() {
 		return nil, errors.New("this worker has no WEBHOOK_SECRET to sign with")
 	}
-	rec, err := s.results.getResult(ctx, args.TaskID)
-	if errors.Is(err, errNotFound) {
-		return nil, tasks.Permanent(fmt.Errorf("task %s has no result to report", args.TaskID))
-	}
+	body, owner, event, err := s.report(ctx, args)
 	if err != nil {
-		return nil, fmt.Errorf("read the result of %s: %w", args.TaskID, err)
-	}
-	body, err := json.Marshal(newTaskJSON(rec.status()))
-	if err != nil {
-		return nil, fmt.Errorf("encode the status of %s: %w", args.TaskID, err)
+		return nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, args.URL, bytes.NewReader(body))
 	if err != nil {
@@ -207,8 +205,8 @@ func (s *webhookSender) deliver(ctx context.Context, task tasks.Task, raw json.R
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "errand-webhooks/1")
 	req.Header.Set(webhookDeliveryHeader, task.ID)
-	req.Header.Set(webhookEventHeader, "task."+strings.ToLower(rec.Status))
-	req.Header.Set(webhookSignatureHeader, signWebhook(s.cfg.secretOf(rec.Owner), s.now(), body))
+	req.Header.Set(webhookEventHeader, event)
+	req.Header.Set(webhookSignatureHeader, signWebhook(s.cfg.secretOf(owner), s.now(), body))
 	resp, err := s.client.Do(req)
 	if err != nil {
 		var urlErr *url.Error
@@ -227,6 +225,42 @@ func (s *webhookSender) deliver(ctx context.Context, task tasks.Task, raw json.R
 		return nil, fmt.Errorf("POST %s: answered %s", endpoint, resp.Status)
 	}
 	return map[string]any{"url": args.URL, "status_code": resp.StatusCode}, nil
+}
+
+// report is what a delivery sends: the body GET /api/tasks/{id} (or GET
+// /api/workflows/{id}) answers, its owner, whose secret signs it, and its
+// event ("task.success", "workflow.failure").
+func (s *webhookSender) report(ctx context.Context, args webhookArgs) (body []byte, owner, event string, err error) {
+	if args.WorkflowID != "" {
+		if s.workflows == nil {
+			return nil, "", "", errors.New("this worker has no workflow store")
+		}
+		w, err := s.workflows.store.getWorkflow(ctx, args.WorkflowID)
+		if errors.Is(err, errNotFound) {
+			return nil, "", "", tasks.Permanent(fmt.Errorf("workflow %s is gone", args.WorkflowID))
+		}
+		if err != nil {
+			return nil, "", "", fmt.Errorf("read workflow %s: %w", args.WorkflowID, err)
+		}
+		doc, err := s.workflows.describe(ctx, w)
+		if err != nil {
+			return nil, "", "", fmt.Errorf("describe workflow %s: %w", args.WorkflowID, err)
+		}
+		body, err = json.Marshal(doc)
+		return body, w.Owner, "workflow." + strings.ToLower(doc.Status), err
+	}
+	rec, err := s.results.getResult(ctx, args.TaskID)
+	if errors.Is(err, errNotFound) {
+		return nil, "", "", tasks.Permanent(fmt.Errorf("task %s has no result to report", args.TaskID))
+	}
+	if err != nil {
+		return nil, "", "", fmt.Errorf("read the result of %s: %w", args.TaskID, err)
+	}
+	body, err = json.Marshal(newTaskJSON(rec.status()))
+	if err != nil {
+		return nil, "", "", fmt.Errorf("encode the status of %s: %w", args.TaskID, err)
+	}
+	return body, rec.Owner, "task." + strings.ToLower(rec.Status), nil
 }
 
 // queueWebhook queues the delivery of a finished task's webhook, if it has

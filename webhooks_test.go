@@ -353,7 +353,7 @@ func TestWebhookRefusesInternalAddressesWhenItDials(t *testing.T) {
 	}
 	port := rcv.URL[strings.LastIndex(rcv.URL, ":"):]
 	for _, target := range []string{rcv.URL, "http://localhost" + port} {
-		s := newWebhookSender(webhookConfig{secret: "s", timeout: time.Second}, results, time.Now)
+		s := newWebhookSender(webhookConfig{secret: "s", timeout: time.Second}, results, time.Now, nil)
 		args, _ := json.Marshal(webhookArgs{URL: target, TaskID: "t1"})
 		_, err := s.deliver(context.Background(), tasks.Task{ID: "t1.webhook"}, args)
 		if !errors.Is(err, tasks.ErrForbiddenAddress) || tasks.Retryable(err) {

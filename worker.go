@@ -89,7 +89,7 @@ func newWorkerPool(queue workQueue, registry *tasks.Registry, statuses statusWri
 		throttles: keys.throttles, slots: keys.slots, parked: keys.parked, workflows: workflows,
 		resultTTL: cfg.resultTTL, drainTimeout: cfg.drainTimeout,
 		log: log, now: time.Now, metrics: m, jitter: rand.Float64, tracing: tr,
-		webhooks: newWebhookSender(cfg.webhooks, results, time.Now), keySlotLease: cmp.Or(cfg.keySlotLease, 30*time.Second),
+		webhooks: newWebhookSender(cfg.webhooks, results, time.Now, workflows), keySlotLease: cmp.Or(cfg.keySlotLease, 30*time.Second),
 	}
 }
 

@@ -163,7 +163,7 @@ func startPoolStack(t *testing.T, env map[string]string, workers int, defs ...ta
 	api := newTaskAPI(cfg, b, reg, log, m, disabledTracing())
 	srv := httptest.NewServer(newServer(serverDeps{log: log, items: b.items, registry: reg, specs: api.specs, submitter: api.submitter, reader: api.reader, canceller: api.canceller, watcher: b.watcher,
 		schedules: scheduleRoutes{store: b.schedules, specs: api.specs, maxBody: 1 << 20, now: time.Now},
-		workflows: workflowRoutes{engine: flows, specs: api.specs, submitter: api.submitter, reader: api.reader, maxBody: 1 << 20, now: time.Now},
+		workflows: workflowRoutes{engine: flows, specs: api.specs, submitter: api.submitter, maxBody: 1 << 20, now: time.Now},
 		dead:      deadLetterRoutes{queue: b.dead, specs: api.specs, submitter: api.submitter},
 		health:    b.health, backends: b.mode, maxBody: 1 << 20, healthTimeout: time.Second,
 		now: time.Now, serveAPI: true, metrics: m, tracing: disabledTracing()}))

@@ -43,10 +43,12 @@ type workflowEngine struct {
 	statuses    statusStore
 	revocations revocationStore
 	publisher   taskPublisher
-	tracing     *tracing
-	log         *slog.Logger
-	now         func() time.Time
-	resultTTL   time.Duration
+	// reader reads the steps' statuses, for answers and webhooks.
+	reader    taskStatusReader
+	tracing   *tracing
+	log       *slog.Logger
+	now       func() time.Time
+	resultTTL time.Duration
 	// shapes keeps the workflows this process has read: what a plan
 	// needs of one (its steps and tree) never changes once stored.
 	shapes workflowShapes
@@ -216,7 +218,7 @@ func (e *workflowEngine) advance(ctx context.Context, id, by string, just *taskR
 		due = append(due, s)
 	}
 	if len(due) == 0 {
-		return nil
+		return e.endIfComplete(ctx, w, by, ended)
 	}
 	fresh, held, err := e.store.claimSteps(ctx, id, due, by)
 	if err != nil {
@@ -239,14 +241,64 @@ func (e *workflowEngine) advance(ctx context.Context, id, by string, just *taskR
 	}
 	slices.Sort(mine)
 	var errs []error
+	skipped := false
 	for _, s := range mine {
 		if why, ok := plan.skip[s]; ok {
 			errs = append(errs, e.skipStep(ctx, w, s, why, nil))
+			skipped = true
 		}
 	}
 	starts := slices.DeleteFunc(plan.start, func(s stepStart) bool { _, ok := slices.BinarySearch(mine, s.step); return !ok })
 	errs = append(errs, forEachLimit(len(starts), workflowPublishers, func(i int) error { return e.startStep(ctx, w, starts[i], just) }))
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil || !skipped {
+		return err
+	}
+	// The steps skipped may have been the last to end.
+	return e.endIfComplete(ctx, w, by, nil)
+}
+
+// workflowEndStep is the pseudo-step whose claim queues a workflow's
+// webhook once.
+const workflowEndStep = -1
+
+// endIfComplete queues the webhook of w, if it has a callback URL and
+// every step has ended (ended, or read again when nil). Of those who see
+// it complete, the one that claims its end queues it.
+func (e *workflowEngine) endIfComplete(ctx context.Context, w workflow, by string, ended map[int]string) error {
+	if w.CallbackURL == "" {
+		return nil
+	}
+	if ended == nil {
+		var err error
+		if ended, err = e.store.ended(ctx, w.ID); err != nil {
+			return err
+		}
+	}
+	if len(ended) < len(w.Steps) {
+		return nil
+	}
+	fresh, held, err := e.store.claimSteps(ctx, w.ID, []int{workflowEndStep}, by)
+	if err != nil || len(fresh)+len(held) == 0 {
+		return err
+	}
+	args, err := json.Marshal(webhookArgs{URL: w.CallbackURL, WorkflowID: w.ID})
+	if err != nil {
+		return fmt.Errorf("encode webhook of workflow %s: %w", w.ID, err)
+	}
+	now := e.now()
+	msg := taskMessage{ID: webhookDeliveryID(w.ID), Type: webhookTaskType, Args: args, Priority: "normal", EnqueuedAt: now,
+		Owner: webhookOwner, Trace: propagation.MapCarrier{}}
+	e.tracing.propagator.Inject(ctx, propagation.MapCarrier(msg.Trace))
+	putCtx, cancel := context.WithTimeout(ctx, statusOpTimeout)
+	defer cancel()
+	if err := e.statuses.put(putCtx, taskStatus{TaskID: msg.ID, Status: statePending, TaskType: msg.Type, Owner: msg.Owner,
+		TraceID: traceID(ctx), UpdatedAt: now, Args: args, Priority: msg.Priority, CreatedAt: &now}, 0); err != nil {
+		e.log.Warn("status of a workflow's webhook not stored", "workflow_id", w.ID, "error", err)
+	}
+	if err := e.publisher.publish(ctx, msg); err != nil {
+		return fmt.Errorf("queue webhook of workflow %s: %w", w.ID, err)
+	}
+	return nil
 }
 
 // startStep publishes a step, with the result it gets from the step (or
@@ -369,7 +421,7 @@ func (e *workflowEngine) cancel(ctx context.Context, w workflow, rev revocation)
 			errs = append(errs, e.cancelStarted(ctx, w, s, rev))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(errs, e.endIfComplete(ctx, w, workflowCancelClaim, nil))...); err != nil {
 		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
 	}
 	return w, nil
@@ -402,6 +454,55 @@ func (e *workflowEngine) cancelStarted(ctx context.Context, w workflow, step int
 	// Its message, when a worker takes it, records the same end; this one
 	// does not wait for that (or for a message a dead claimer never sent).
 	return e.store.recordEnd(ctx, w.ID, step, saved.Status)
+}
+
+// workflowReaders bounds the step statuses one answer reads at once.
+const workflowReaders = 16
+
+// describe is wf with the status of each of its steps.
+func (e *workflowEngine) describe(ctx context.Context, wf workflow) (workflowJSON, error) {
+	statuses := make([]taskStatus, len(wf.Steps))
+	err := forEachLimit(len(wf.Steps), workflowReaders, func(i int) error {
+		st, err := e.reader.status(ctx, wf.Steps[i].TaskID)
+		if errors.Is(err, errStatusNotFound) || errors.Is(err, errNotFound) {
+			// Expired with the results of finished tasks.
+			st, err = taskStatus{TaskID: wf.Steps[i].TaskID, Status: statePending}, nil
+		}
+		statuses[i] = st
+		return err
+	})
+	if err != nil {
+		return workflowJSON{}, err
+	}
+	out := workflowJSON{WorkflowID: wf.ID, CreatedAt: wf.CreatedAt, Cancelled: wf.Cancelled, Steps: make([]workflowStepJSON, len(wf.Steps))}
+	states := make(map[int]string, len(wf.Steps))
+	for i, s := range wf.Steps {
+		st := statuses[i]
+		step := workflowStepJSON{Path: s.Path, TaskID: s.TaskID, Type: s.Type, Status: st.Status, Progress: st.Progress, Result: st.Result,
+			Error: st.Error, StartedAt: st.StartedAt}
+		if st.final() {
+			finished := st.UpdatedAt
+			step.FinishedAt = &finished
+			if out.FinishedAt == nil || finished.After(*out.FinishedAt) {
+				out.FinishedAt = &finished
+			}
+		}
+		if st.StartedAt != nil && (out.StartedAt == nil || st.StartedAt.Before(*out.StartedAt)) {
+			out.StartedAt = st.StartedAt
+		}
+		out.Steps[i] = step
+		states[i] = st.Status
+	}
+	out.Status = wf.state(states)
+	if stateRank(out.Status) < 2 {
+		out.FinishedAt = nil
+	}
+	out.Flow = flowJSON(wf, wf.Root, out.Steps)
+	if wf.CallbackURL != "" {
+		out.CallbackURL = wf.CallbackURL
+		out.Webhook = e.reader.webhookOf(ctx, taskStatus{TaskID: wf.ID, CallbackURL: wf.CallbackURL, Status: out.Status})
+	}
+	return out, nil
 }
 
 // forEachLimit calls f(0) to f(n-1), at most limit at once, and joins

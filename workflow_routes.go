@@ -18,7 +18,6 @@ type workflowRoutes struct {
 	engine    *workflowEngine
 	specs     taskSpecs
 	submitter taskSubmitter
-	reader    taskStatusReader
 	maxBody   int64
 	now       func() time.Time
 }
@@ -33,6 +32,10 @@ type workflowJSON struct {
 	StartedAt  *time.Time  `json:"started_at,omitempty"`
 	FinishedAt *time.Time  `json:"finished_at,omitempty"`
 	Cancelled  *revocation `json:"cancelled,omitempty"`
+	// CallbackURL is where the workflow's final state is POSTed, and
+	// Webhook how that delivery went.
+	CallbackURL string       `json:"callback_url,omitempty"`
+	Webhook     *webhookJSON `json:"webhook,omitempty"`
 	// Steps are the workflow's tasks in the order of the request.
 	Steps []workflowStepJSON `json:"steps"`
 	// Flow is the workflow's shape as submitted, each task replaced by
@@ -75,7 +78,7 @@ func (wr workflowRoutes) handleSubmitWorkflow() handlerFunc {
 		if err := decodeJSON(w, r, wr.maxBody, &body); err != nil {
 			return err
 		}
-		root, steps, err := wr.specs.parseWorkflow(body)
+		wf, err := wr.specs.parseWorkflow(body)
 		if err != nil {
 			return err
 		}
@@ -96,7 +99,7 @@ func (wr workflowRoutes) handleSubmitWorkflow() handlerFunc {
 			w.Header().Set("Idempotent-Replayed", "true")
 			return wr.writeAccepted(w, wf, "Workflow already submitted with this Idempotency-Key.")
 		}
-		wf := workflow{ID: claim.taskID, Owner: taskOwner(ctx), CreatedAt: wr.now().UTC().Truncate(time.Millisecond), Root: root, Steps: steps}
+		wf.ID, wf.Owner, wf.CreatedAt = claim.taskID, taskOwner(ctx), wr.now().UTC().Truncate(time.Millisecond)
 		wf, err = wr.engine.submit(ctx, wf)
 		wr.submitter.settleKey(ctx, claim, err == nil)
 		if err != nil {
@@ -140,7 +143,7 @@ func (wr workflowRoutes) handleGetWorkflow() handlerFunc {
 		if err != nil {
 			return err
 		}
-		out, err := wr.describe(r.Context(), wf)
+		out, err := wr.engine.describe(r.Context(), wf)
 		if err != nil {
 			return err
 		}
@@ -161,58 +164,13 @@ func (wr workflowRoutes) handleCancelWorkflow() handlerFunc {
 			return err
 		}
 		addAccessLogAttrs(ctx, "workflow_id", wf.ID)
-		out, err := wr.describe(ctx, wf)
+		out, err := wr.engine.describe(ctx, wf)
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, out)
 		return nil
 	}
-}
-
-// workflowReaders bounds the step statuses one answer reads at once.
-const workflowReaders = 16
-
-// describe is wf with the status of each of its steps.
-func (wr workflowRoutes) describe(ctx context.Context, wf workflow) (workflowJSON, error) {
-	statuses := make([]taskStatus, len(wf.Steps))
-	err := forEachLimit(len(wf.Steps), workflowReaders, func(i int) error {
-		st, err := wr.reader.status(ctx, wf.Steps[i].TaskID)
-		if errors.Is(err, errStatusNotFound) || errors.Is(err, errNotFound) {
-			// Expired with the results of finished tasks.
-			st, err = taskStatus{TaskID: wf.Steps[i].TaskID, Status: statePending}, nil
-		}
-		statuses[i] = st
-		return err
-	})
-	if err != nil {
-		return workflowJSON{}, err
-	}
-	out := workflowJSON{WorkflowID: wf.ID, CreatedAt: wf.CreatedAt, Cancelled: wf.Cancelled, Steps: make([]workflowStepJSON, len(wf.Steps))}
-	states := make(map[int]string, len(wf.Steps))
-	for i, s := range wf.Steps {
-		st := statuses[i]
-		step := workflowStepJSON{Path: s.Path, TaskID: s.TaskID, Type: s.Type, Status: st.Status, Progress: st.Progress, Result: st.Result,
-			Error: st.Error, StartedAt: st.StartedAt}
-		if st.final() {
-			finished := st.UpdatedAt
-			step.FinishedAt = &finished
-			if out.FinishedAt == nil || finished.After(*out.FinishedAt) {
-				out.FinishedAt = &finished
-			}
-		}
-		if st.StartedAt != nil && (out.StartedAt == nil || st.StartedAt.Before(*out.StartedAt)) {
-			out.StartedAt = st.StartedAt
-		}
-		out.Steps[i] = step
-		states[i] = st.Status
-	}
-	out.Status = wf.state(states)
-	if stateRank(out.Status) < 2 {
-		out.FinishedAt = nil
-	}
-	out.Flow = flowJSON(wf, wf.Root, out.Steps)
-	return out, nil
 }
 
 // flowJSON is n's part of a workflow's flow.

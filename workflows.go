@@ -64,6 +64,9 @@ type workflow struct {
 	// Cancelled says who cancelled the workflow, and when; nil if no one
 	// did.
 	Cancelled *revocation
+	// CallbackURL is where the workflow's final state is POSTed; "" for
+	// none.
+	CallbackURL string
 }
 
 // workflowParser reads a workflow request, each of its tasks checked as
@@ -74,23 +77,33 @@ type workflowParser struct {
 }
 
 // parseWorkflow reads the body of POST /api/workflows: a chain or a
-// group (with or without a then step) at the top.
-func (c taskSpecs) parseWorkflow(body json.RawMessage) (*workflowNode, []workflowStep, error) {
+// group (with or without a then step) at the top, with an optional
+// callback_url.
+func (c taskSpecs) parseWorkflow(body json.RawMessage) (w workflow, err error) {
 	p := &workflowParser{specs: c}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil || top == nil {
-		return nil, nil, invalidField("body", "must be a JSON object: a chain {\"chain\": [...]} or a group {\"group\": [...]}")
+		return workflow{}, invalidField("body", "must be a JSON object: a chain {\"chain\": [...]} or a group {\"group\": [...]}")
+	}
+	if raw, ok := top["callback_url"]; ok {
+		if err := json.Unmarshal(raw, &w.CallbackURL); err != nil {
+			return workflow{}, invalidField("callback_url", "must be a string")
+		}
+		if err := c.webhooks.checkCallbackURL(w.CallbackURL, "callback_url"); err != nil {
+			return workflow{}, err
+		}
+		delete(top, "callback_url")
 	}
 	if _, ok := top["chain"]; !ok {
 		if _, ok := top["group"]; !ok {
-			return nil, nil, invalidField("body", "a workflow is a chain {\"chain\": [...]} or a group {\"group\": [...], \"then\": {...}}")
+			return workflow{}, invalidField("body", "a workflow is a chain {\"chain\": [...]} or a group {\"group\": [...], \"then\": {...}}")
 		}
 	}
-	root, err := p.node(top, "", 1)
-	if err != nil {
-		return nil, nil, err
+	if w.Root, err = p.node(top, "", 1); err != nil {
+		return workflow{}, err
 	}
-	return root, p.steps, nil
+	w.Steps = p.steps
+	return w, nil
 }
 
 // node reads one node whose fields are fields; path is where it sits

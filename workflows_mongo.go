@@ -40,12 +40,13 @@ func (m mongoWorkflows) ensureIndexes(ctx context.Context) error {
 }
 
 type mongoWorkflow struct {
-	ID        string              `bson:"_id"`
-	Owner     string              `bson:"owner"`
-	CreatedAt time.Time           `bson:"created_at"`
-	Root      *mongoWorkflowNode  `bson:"root"`
-	Steps     []mongoWorkflowStep `bson:"steps"`
-	Cancelled *mongoRevocation    `bson:"cancelled,omitempty"`
+	ID          string              `bson:"_id"`
+	Owner       string              `bson:"owner"`
+	CreatedAt   time.Time           `bson:"created_at"`
+	Root        *mongoWorkflowNode  `bson:"root"`
+	Steps       []mongoWorkflowStep `bson:"steps"`
+	Cancelled   *mongoRevocation    `bson:"cancelled,omitempty"`
+	CallbackURL string              `bson:"callback_url,omitempty"`
 }
 
 type mongoWorkflowNode struct {
@@ -105,7 +106,7 @@ func (m *mongoWorkflowNode) node() *workflowNode {
 }
 
 func (m mongoWorkflows) createWorkflow(ctx context.Context, w workflow) error {
-	doc := mongoWorkflow{ID: w.ID, Owner: w.Owner, CreatedAt: mongoTime(w.CreatedAt), Root: newMongoWorkflowNode(w.Root)}
+	doc := mongoWorkflow{ID: w.ID, Owner: w.Owner, CreatedAt: mongoTime(w.CreatedAt), Root: newMongoWorkflowNode(w.Root), CallbackURL: w.CallbackURL}
 	for _, s := range w.Steps {
 		doc.Steps = append(doc.Steps, mongoWorkflowStep{TaskID: s.TaskID, Type: s.Type, Args: string(s.Args), Priority: s.Priority,
 			ConcurrencyKey: s.ConcurrencyKey, Path: s.Path})
@@ -129,7 +130,7 @@ func (m mongoWorkflows) getWorkflow(ctx context.Context, id string) (workflow, e
 	if err != nil {
 		return workflow{}, fmt.Errorf("mongodb: get workflow %s: %w", id, err)
 	}
-	w := workflow{ID: doc.ID, Owner: doc.Owner, CreatedAt: doc.CreatedAt.UTC(), Root: doc.Root.node()}
+	w := workflow{ID: doc.ID, Owner: doc.Owner, CreatedAt: doc.CreatedAt.UTC(), Root: doc.Root.node(), CallbackURL: doc.CallbackURL}
 	for _, s := range doc.Steps {
 		w.Steps = append(w.Steps, workflowStep{TaskID: s.TaskID, Type: s.Type, Args: []byte(s.Args), Priority: s.Priority,
 			ConcurrencyKey: s.ConcurrencyKey, Path: s.Path})

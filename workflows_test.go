@@ -21,11 +21,12 @@ import (
 func parsedWorkflow(t *testing.T, body string) workflow {
 	t.Helper()
 	specs := taskSpecs{registry: tasks.NewRegistry(tasks.Config{}), horizon: time.Hour, now: time.Now}
-	root, steps, err := specs.parseWorkflow(json.RawMessage(body))
+	w, err := specs.parseWorkflow(json.RawMessage(body))
 	if err != nil {
 		t.Fatalf("parse %s: %v", body, err)
 	}
-	return workflow{ID: "wf", Root: root, Steps: steps}
+	w.ID = "wf"
+	return w
 }
 
 const heavy = `{"type": "process_heavy_task", "args": {"data": "x"}}`
@@ -646,5 +647,57 @@ func TestFailedWorkflowStepIsNotRunAlone(t *testing.T) {
 	}
 	if runs.count(failed) != 1 {
 		t.Errorf("the failed step ran %d times", runs.count(failed))
+	}
+}
+
+// TestWorkflowWebhook: a workflow with a callback_url has its final
+// state POSTed there once, signed, when its last step ends, and shows
+// how the delivery went.
+func TestWorkflowWebhook(t *testing.T) {
+	for name, env := range backendModes {
+		t.Run(name, func(t *testing.T) {
+			rcv := newWebhookReceiver(t, http.StatusNoContent)
+			e := env(t)
+			e["WEBHOOK_SECRET"], e["WEBHOOK_ALLOW_HOSTS"], e["HEAVY_TASK_DELAY"] = "wf-secret", "127.0.0.1", "1ms"
+			base := startErrand(t, e)
+			step := `{"type": "process_heavy_task", "args": {"data": "w", "iterations": 1}}`
+			acc := submitWorkflow(t, base, `{"chain": [`+step+`, {"group": [`+step+`, {"type": "process_heavy_task", "args": {"data": "x", "iterations": 1000}, "priority": "low"}]}, `+step+`],
+				"callback_url": "`+rcv.URL+`/wf"}`)
+			// The second member runs for a while (HEAVY_TASK_DELAY × 1000):
+			// cancel it, so the last step never runs and the workflow ends
+			// REVOKED.
+			waitForStatus(t, base, acc.Steps[2].TaskID, stateProgress, 20*time.Second)
+			if code := apiCall(t, "POST", base+"/api/workflows/"+acc.WorkflowID+"/cancel", "", nil, nil).StatusCode; code != http.StatusOK {
+				t.Fatalf("cancel: %d", code)
+			}
+			var wf workflowJSON
+			waitFor(t, 30*time.Second, "the workflow's webhook delivered", func() bool {
+				wf = workflowJSON{}
+				apiCall(t, "GET", base+"/api/workflows/"+acc.WorkflowID, "", nil, &wf)
+				return wf.Webhook != nil && wf.Webhook.Status == stateSuccess
+			})
+			if wf.Status != stateRevoked || wf.CallbackURL != rcv.URL+"/wf" || wf.Webhook.DeliveryID != acc.WorkflowID+".webhook" {
+				t.Errorf("workflow %s, callback %q, delivery %+v", wf.Status, wf.CallbackURL, wf.Webhook)
+			}
+			time.Sleep(500 * time.Millisecond) // a second delivery, if one were queued, would come by now
+			calls := rcv.received()
+			if len(calls) != 1 {
+				t.Fatalf("receiver got %d calls, want 1", len(calls))
+			}
+			c := calls[0]
+			if !verifyWebhook("wf-secret", c.header.Get("Errand-Signature"), c.body, time.Now()) {
+				t.Error("the signature does not verify")
+			}
+			if ev := c.header.Get("Errand-Event"); ev != "workflow.revoked" {
+				t.Errorf("Errand-Event %q, want workflow.revoked", ev)
+			}
+			var sent workflowJSON
+			if err := json.Unmarshal(c.body, &sent); err != nil || sent.WorkflowID != acc.WorkflowID || sent.Status != stateRevoked || len(sent.Steps) != 4 {
+				t.Errorf("body %s (%v), want the workflow's final state", c.body, err)
+			}
+			if code := apiCall(t, "POST", base+"/api/workflows", `{"chain": [`+step+`], "callback_url": "http://10.0.0.1/x"}`, nil, nil).StatusCode; code != http.StatusUnprocessableEntity {
+				t.Errorf("a callback to a private address: %d, want 422", code)
+			}
+		})
 	}
 }

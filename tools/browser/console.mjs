@@ -148,11 +148,37 @@ try {
   await page.screenshot({ path: shots + "/console-overview.png" });
   seen.overview = { failures: await page.locator('section[aria-labelledby="failures"] table tbody tr').count() };
 
+  // A workflow, drawn as its steps: submitted through the API, followed on
+  // its page (which draws itself again until the workflow ends); a step
+  // leads to its task's page, which leads back.
+  const heavy = (data, iterations) => ({ type: "process_heavy_task", args: { data, iterations } });
+  const submitted = await page.evaluate(async (body) => {
+    const answer = await fetch("/api/workflows", { method: "POST", headers: { "Content-Type": "application/json" }, body });
+    return answer.json();
+  }, JSON.stringify({ chain: [heavy("w1", 1), { group: [heavy("w2", 1), heavy("w3", 3)], then: heavy("w4", 1) }] }));
+  await page.goto(base + "/ui/workflows/" + encodeURIComponent(submitted.workflow_id));
+  await page.locator("section.workflow:not([data-reload])").waitFor();
+  await page.screenshot({ path: shots + "/console-workflow.png" });
+  seen.workflow = {
+    id: submitted.workflow_id,
+    state: await page.locator(".facts .state").first().innerText(),
+    steps: await page.locator(".flow-task .flow-path").allInnerTexts(),
+    states: await page.locator(".flow-task .state").allInnerTexts(),
+    groups: await page.locator(".flow-group").count(),
+  };
+  await page.locator(".flow-task").first().click();
+  await page.locator("#task").waitFor();
+  seen.workflow.stepPage = page.url();
+  seen.workflow.back = await page.getByRole("link", { name: submitted.workflow_id }).getAttribute("href");
+
   // A phone's width: the pages stay usable.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(base + "/ui/tasks/" + encodeURIComponent(watched));
   await page.screenshot({ path: shots + "/console-phone.png", fullPage: true });
   seen.phone = { scrollWidth: await page.evaluate(() => document.documentElement.scrollWidth) };
+  await page.goto(base + "/ui/workflows/" + encodeURIComponent(submitted.workflow_id));
+  await page.screenshot({ path: shots + "/console-workflow-phone.png", fullPage: true });
+  seen.phone.workflowScrollWidth = await page.evaluate(() => document.documentElement.scrollWidth);
 
   console.log(JSON.stringify({ ...seen, outside, errors }));
 } finally {

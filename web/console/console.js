@@ -10,6 +10,12 @@ document.addEventListener("submit", (e) => {
 
 const finalStates = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
 
+// A page of something still running (a workflow) marked data-reload is
+// drawn again by the server every so often, until it has ended.
+for (const el of document.querySelectorAll("[data-reload]")) {
+  setTimeout(() => location.reload(), Number(el.dataset.reload) || 2000);
+}
+
 // followTask updates a task page from the task's event stream; when the
 // task ends, it redraws the page's task section from the server, so the
 // result, the timeline and the actions are the server's own.
