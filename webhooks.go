@@ -263,6 +263,22 @@ func (s *webhookSender) report(ctx context.Context, args webhookArgs) (body []by
 	return body, rec.Owner, "task." + strings.ToLower(rec.Status), nil
 }
 
+// newWebhookDelivery is the message and the PENDING status of the
+// delivery of subject's webhook (a task's or a workflow's id), which
+// continues ctx's trace.
+func newWebhookDelivery(ctx context.Context, tr *tracing, args webhookArgs, subject string, now time.Time) (taskMessage, taskStatus, error) {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return taskMessage{}, taskStatus{}, fmt.Errorf("encode webhook of %s: %w", subject, err)
+	}
+	msg := taskMessage{ID: webhookDeliveryID(subject), Type: webhookTaskType, Args: raw, Priority: "normal", EnqueuedAt: now,
+		Owner: webhookOwner, Trace: propagation.MapCarrier{}}
+	tr.propagator.Inject(ctx, propagation.MapCarrier(msg.Trace))
+	pending := taskStatus{TaskID: msg.ID, Status: statePending, TaskType: msg.Type, Owner: msg.Owner, TraceID: traceID(ctx),
+		UpdatedAt: now, Args: raw, Priority: msg.Priority, CreatedAt: &now}
+	return msg, pending, nil
+}
+
 // queueWebhook queues the delivery of a finished task's webhook, if it has
 // a callback URL; the worker acks the task only once the broker has the
 // delivery. A task finished twice (redelivered after its ack was lost)
@@ -275,17 +291,11 @@ func (p *workerPool) queueWebhook(ctx context.Context, j job, rec taskRecord) er
 	if callback == "" {
 		return nil
 	}
-	args, err := json.Marshal(webhookArgs{URL: callback, TaskID: rec.TaskID})
+	msg, pending, err := newWebhookDelivery(ctx, p.tracing, webhookArgs{URL: callback, TaskID: rec.TaskID}, rec.TaskID, p.now())
 	if err != nil {
-		return fmt.Errorf("encode webhook of %s: %w", rec.TaskID, err)
+		return err
 	}
-	now := p.now()
-	msg := taskMessage{ID: webhookDeliveryID(rec.TaskID), Type: webhookTaskType, Args: args, Priority: "normal", EnqueuedAt: now,
-		Owner: webhookOwner, Trace: propagation.MapCarrier{}}
-	// The delivery continues the task's trace.
-	p.tracing.propagator.Inject(ctx, propagation.MapCarrier(msg.Trace))
-	p.putStatus(ctx, j, taskStatus{TaskID: msg.ID, Status: statePending, TaskType: msg.Type, Owner: msg.Owner, TraceID: traceID(ctx),
-		UpdatedAt: now, Args: args, Priority: msg.Priority, CreatedAt: &now}, 0)
+	p.putStatus(ctx, j, pending, 0)
 	if err := p.queue.publish(ctx, msg); err != nil {
 		return fmt.Errorf("queue webhook of %s: %w", rec.TaskID, err)
 	}

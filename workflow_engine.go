@@ -281,18 +281,13 @@ func (e *workflowEngine) endIfComplete(ctx context.Context, w workflow, by strin
 	if err != nil || len(fresh)+len(held) == 0 {
 		return err
 	}
-	args, err := json.Marshal(webhookArgs{URL: w.CallbackURL, WorkflowID: w.ID})
+	msg, pending, err := newWebhookDelivery(ctx, e.tracing, webhookArgs{URL: w.CallbackURL, WorkflowID: w.ID}, w.ID, e.now())
 	if err != nil {
-		return fmt.Errorf("encode webhook of workflow %s: %w", w.ID, err)
+		return err
 	}
-	now := e.now()
-	msg := taskMessage{ID: webhookDeliveryID(w.ID), Type: webhookTaskType, Args: args, Priority: "normal", EnqueuedAt: now,
-		Owner: webhookOwner, Trace: propagation.MapCarrier{}}
-	e.tracing.propagator.Inject(ctx, propagation.MapCarrier(msg.Trace))
 	putCtx, cancel := context.WithTimeout(ctx, statusOpTimeout)
 	defer cancel()
-	if err := e.statuses.put(putCtx, taskStatus{TaskID: msg.ID, Status: statePending, TaskType: msg.Type, Owner: msg.Owner,
-		TraceID: traceID(ctx), UpdatedAt: now, Args: args, Priority: msg.Priority, CreatedAt: &now}, 0); err != nil {
+	if err := e.statuses.put(putCtx, pending, 0); err != nil {
 		e.log.Warn("status of a workflow's webhook not stored", "workflow_id", w.ID, "error", err)
 	}
 	if err := e.publisher.publish(ctx, msg); err != nil {
