@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -563,5 +565,44 @@ func TestMatchNginxLocation(t *testing.T) {
 		if got := loc.modifier + " " + loc.path; !ok || got != want {
 			t.Errorf("matchNginxLocation(%s) = %q, %v; want %q", path, got, ok, want)
 		}
+	}
+}
+
+// TestScaleOutRedisIsTheSentinelTestsTopology: the scale-out profile runs
+// what errand's TestRedisSentinelFailover runs on loopback: a primary, a
+// replica of it and three Sentinels, which monitor it under one name with
+// a quorum of 2; and the REDIS_URL .env.example shows for the profile
+// names those Sentinels and that primary.
+func TestScaleOutRedisIsTheSentinelTestsTopology(t *testing.T) {
+	cfg := repoConfig()
+	p, err := loadProject(context.Background(), cfg.composeFile, cfg.envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica, ok := p.Services["redis-replica"]
+	if !ok || !strings.Contains(strings.Join(replica.Command, " "), "--replicaof redis 6379") || !slices.Contains(replica.Profiles, "scale-out") {
+		t.Errorf("redis-replica: %v, profiles %v; want a replica of redis:6379 in the scale-out profile", replica.Command, replica.Profiles)
+	}
+	var sentinels []string
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("redis-sentinel-%d", i)
+		s, ok := p.Services[name]
+		if !ok || !slices.Contains(s.Profiles, "scale-out") || len(s.Configs) != 1 || s.Configs[0].Source != "redis-sentinel" {
+			t.Errorf("%s: want it in the scale-out profile, with the redis-sentinel config", name)
+			continue
+		}
+		sentinels = append(sentinels, name+":26379")
+	}
+	conf := p.Configs["redis-sentinel"].Content
+	if !strings.Contains(conf, "sentinel monitor errand redis 6379 2\n") || !strings.Contains(conf, "sentinel auth-pass errand ") {
+		t.Errorf("the Sentinels' configuration does not monitor redis:6379 as errand with a quorum of 2 and its password:\n%s", conf)
+	}
+	env, err := os.ReadFile(cfg.envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("REDIS_URL=redis://%s/0?master_name=errand&password=change-me-redis-password&addr=%s&addr=%s", sentinels[0], sentinels[1], sentinels[2])
+	if len(sentinels) != 3 || !strings.Contains(string(env), want) {
+		t.Errorf("%s does not show the scale-out REDIS_URL %s", cfg.envFile, want)
 	}
 }
