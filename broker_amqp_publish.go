@@ -179,7 +179,7 @@ func (b *amqpBroker) publishOnce(ctx context.Context, queue, id string, msg amqp
 	}
 	acked, err := confirm.WaitContext(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: wait for confirm of %s: %w", errBrokerUnavailable, id, err)
+		return fmt.Errorf("%w: %w: wait for confirm of %s: %w", errBrokerUnavailable, errPublishUnconfirmed, id, err)
 	}
 	if !acked {
 		return fmt.Errorf("%w: broker nacked %s", errBrokerUnavailable, id)

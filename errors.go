@@ -33,6 +33,22 @@ var (
 	errRevoked = errors.New("task cancelled")
 )
 
+// errPublishUnconfirmed marks a publish that reached the broker but whose
+// confirm never came (its wait timed out, or the connection dropped
+// under it): the message may be on the queue, or not.
+var errPublishUnconfirmed = errors.New("publish not confirmed")
+
+// unconfirmedError is a submit whose publish was not confirmed: not a
+// refusal, since the task may run. The answer names the task, its status
+// stays, and its Idempotency-Key stays bound to it.
+type unconfirmedError struct {
+	taskID string
+	err    error
+}
+
+func (e *unconfirmedError) Error() string { return e.err.Error() }
+func (e *unconfirmedError) Unwrap() error { return e.err }
+
 // revokedError is errRevoked with the cancel's who and when.
 type revokedError struct{ rev revocation }
 
@@ -74,15 +90,23 @@ type errorBody struct {
 	Detail    string `json:"detail"`
 	Field     string `json:"field,omitempty"`
 	RequestID string `json:"request_id"`
+	// TaskID names the task of a submit whose outcome is unknown
+	// ("unconfirmed"): it may run; follow it rather than submit again.
+	TaskID string `json:"task_id,omitempty"`
 }
 
 // errorStatus maps an error to its answer. It is the only place that does:
 // internal errors become a generic 500 whose details go to the log only.
 func errorStatus(err error) (int, errorBody) {
 	var ae *apiError
+	var uc *unconfirmedError
 	switch {
 	case errors.As(err, &ae):
 		return ae.status, errorBody{Error: ae.code, Detail: ae.message, Field: ae.field}
+	case errors.As(err, &uc):
+		return http.StatusServiceUnavailable, errorBody{Error: "unconfirmed", TaskID: uc.taskID,
+			Detail: "the broker did not confirm the task in time, so it may run or not: follow it at /api/tasks/" + uc.taskID +
+				" rather than submit it again; a retry with the same Idempotency-Key answers with this task and queues no other"}
 	case errors.Is(err, errInvalidID):
 		return http.StatusBadRequest, errorBody{Error: "invalid_id", Detail: "invalid id: want a 24-character hexadecimal ObjectId"}
 	case errors.Is(err, errNotFound), errors.Is(err, errStatusNotFound):

@@ -115,6 +115,9 @@ func TestNetworkFaults(t *testing.T) {
 		if code != http.StatusServiceUnavailable || body.Error == "" || body.RequestID == "" {
 			t.Errorf("submit under a network fault answered %d %+v, want 202, or 503 with a JSON error and request id", code, body)
 		}
+		if (body.Error == "unconfirmed") != (body.TaskID != "") {
+			t.Errorf("a 503 %q names task %q: an unconfirmed submit must name its task, a refusal none", body.Error, body.TaskID)
+		}
 	}
 
 	t.Run("latency", func(t *testing.T) {
@@ -200,10 +203,13 @@ func TestNetworkFaults(t *testing.T) {
 	})
 }
 
-// submitAnswer is what a submit answers: the 202's body, or the error.
+// submitAnswer is what a submit answers: the 202's body, or the error
+// (whose task_id names the task of an unconfirmed submit).
 type submitAnswer struct {
-	taskAccepted
-	errorBody
+	TaskID    string `json:"task_id"`
+	Status    string `json:"status"`
+	Error     string `json:"error"`
+	RequestID string `json:"request_id"`
 }
 
 func rawSubmit(t *testing.T, base, body string) (int, submitAnswer) {

@@ -244,3 +244,64 @@ func TestScheduledTaskSurvivesRestarts(t *testing.T) {
 	}
 	assertOneResultEach(t, env, []string{acc.TaskID})
 }
+
+// TestUnconfirmedSubmitIsNotARefusal: a submit whose publish RabbitMQ
+// took but did not confirm in time (its memory alarm, set to block every
+// publisher, holds the message) answers 503 "unconfirmed" naming the
+// task, which stays queryable; a retry with the same Idempotency-Key
+// answers with that task and publishes no other; once the broker takes
+// its messages again, the task runs, once. A definite refusal (no broker
+// to connect to) names no task, and leaves none.
+func TestUnconfirmedSubmitIsNotARefusal(t *testing.T) {
+	env := realStack(t)
+	env["PUBLISH_TIMEOUT"], env["HEAVY_TASK_DELAY"] = "1s", "1ms"
+	base := startErrand(t, env)
+	submit := func(key string) (int, submitAnswer) {
+		var a submitAnswer
+		ans := apiCall(t, "POST", base+"/api/tasks", `{"type": "process_heavy_task", "args": {"data": "doubt", "iterations": 1}}`,
+			map[string]string{"Idempotency-Key": key}, &a)
+		return ans.StatusCode, a
+	}
+
+	rabbitmqctl(t, "set_vm_memory_high_watermark", "0")
+	alarmOn := true
+	lift := func() {
+		if alarmOn {
+			rabbitmqctl(t, "set_vm_memory_high_watermark", "0.4")
+			alarmOn = false
+		}
+	}
+	t.Cleanup(lift)
+	code, first := submit("order-1")
+	if code != http.StatusServiceUnavailable || first.Error != "unconfirmed" || first.TaskID == "" {
+		t.Fatalf("submit while the broker holds publishes: %d %+v, want 503 unconfirmed naming the task", code, first)
+	}
+	var task taskJSON
+	if c := apiCall(t, "GET", base+"/api/tasks/"+first.TaskID, "", nil, &task).StatusCode; c != http.StatusOK || task.Status != statePending {
+		t.Errorf("the unconfirmed task: %d %s, want it there, PENDING", c, task.Status)
+	}
+	code, again := submit("order-1")
+	if code != http.StatusAccepted || again.TaskID != first.TaskID {
+		t.Errorf("retry with the key: %d %+v, want 202 with task %s", code, again, first.TaskID)
+	}
+	lift()
+	waitForStatus(t, base, first.TaskID, stateSuccess, 30*time.Second)
+	time.Sleep(500 * time.Millisecond) // a second copy, had the retry published one, would have run by now
+	var list taskListJSON
+	apiCall(t, "GET", base+"/api/tasks?type=process_heavy_task", "", nil, &list)
+	if len(list.Tasks) != 1 || list.Tasks[0].Attempts != 1 {
+		t.Errorf("tasks after the broker let go: %+v, want the one task, run once", list.Tasks)
+	}
+
+	dead := withEnv(env, "AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")
+	refuser := startErrand(t, withEnv(dead, "ROLE", "api"))
+	var refused submitAnswer
+	ans := apiCall(t, "POST", refuser+"/api/tasks", `{"type": "process_heavy_task", "args": {"data": "no", "iterations": 1}}`, nil, &refused)
+	if ans.StatusCode != http.StatusServiceUnavailable || refused.Error != "unavailable" || refused.TaskID != "" {
+		t.Errorf("submit with no broker: %d %+v, want 503 unavailable naming no task", ans.StatusCode, refused)
+	}
+	apiCall(t, "GET", base+"/api/tasks?type=process_heavy_task", "", nil, &list)
+	if len(list.Tasks) != 1 {
+		t.Errorf("%d tasks after the refused submit, want still 1", len(list.Tasks))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -119,7 +120,9 @@ func (s taskSubmitter) submit(ctx context.Context, spec taskSpec, idempotencyKey
 	}
 	msg.ID = claim.taskID
 	state, err := s.enqueue(ctx, msg)
-	s.settleKey(ctx, claim, err == nil)
+	// A task whose publish was not confirmed keeps its key: a retry with
+	// it gets this task, which may be queued, rather than a second one.
+	s.settleKey(ctx, claim, err == nil || errors.Is(err, errPublishUnconfirmed))
 	if err != nil {
 		return submission{}, err
 	}
@@ -228,6 +231,13 @@ func (s taskSubmitter) enqueue(ctx context.Context, msg taskMessage) (string, er
 		err = s.publisher.publish(ctx, msg)
 	}
 	s.metrics.observePublish(ctx, msg.Type, msg.Priority, delay > 0, publishStart, err)
+	if errors.Is(err, errPublishUnconfirmed) {
+		// The broker may have the message: its status stays, so the task
+		// can be followed, and is not said to be refused.
+		span.SetStatus(codes.Error, err.Error())
+		s.log.WarnContext(ctx, "publish not confirmed; the task may run", "task_id", msg.ID, "error", err)
+		return "", &unconfirmedError{taskID: msg.ID, err: fmt.Errorf("queue %s %s: %w", msg.Type, msg.ID, err)}
+	}
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		s.removePending(ctx, msg.ID, msg.Owner)

@@ -224,6 +224,7 @@ func handleSubmitBatch(specs taskSpecs, sub taskSubmitter, maxBody int64) handle
 			answer.Failed++
 			_, body := errorStatus(err)
 			answer.Tasks[i].Error = &body
+			answer.Tasks[i].TaskID = body.TaskID
 		}
 		if answer.Accepted == 0 {
 			return errs[slices.IndexFunc(errs, func(err error) bool { return err != nil })]

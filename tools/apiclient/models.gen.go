@@ -132,6 +132,7 @@ type Error struct {
 	Error     string  `json:"error"`
 	Field     *string `json:"field,omitempty"`
 	RequestId string  `json:"request_id"`
+	TaskId    *string `json:"task_id,omitempty"`
 }
 
 // Item defines model for Item.
