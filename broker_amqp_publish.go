@@ -181,7 +181,18 @@ func (b *amqpBroker) publishOnce(ctx context.Context, queue, id string, msg amqp
 	if err != nil {
 		return fmt.Errorf("%w: %w: wait for confirm of %s: %w", errBrokerUnavailable, errPublishUnconfirmed, id, err)
 	}
+	if !acked && c.ch.IsClosed() {
+		// amqp091 resolves the confirms still awaited on a channel that
+		// closed as nacks: the broker may have the message.
+		b.dropPublisher(p)
+		return fmt.Errorf("%w: %w: channel closed awaiting the confirm of %s", errBrokerUnavailable, errPublishUnconfirmed, id)
+	}
 	if !acked {
+		// A definite refusal. RabbitMQ 3.10 goes on nacking, on the same
+		// channel, every publish to a quorum queue whose leader's node
+		// died, although another member leads it by then; a publisher
+		// opened afresh finds the new leader.
+		b.dropPublisher(p)
 		return fmt.Errorf("%w: broker nacked %s", errBrokerUnavailable, id)
 	}
 	if c.wasReturned(id) {

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// rabbitNode is a RabbitMQ node a test started beside the machine's own,
+// with its own name, ports and directories, run as the rabbitmq user
+// (Debian's rabbitmq-server drops to it), so it shares the machine's
+// Erlang cookie and can cluster.
+type rabbitNode struct {
+	name string // errand-…@localhost
+	port int    // AMQP
+	env  []string
+}
+
+func (n rabbitNode) url() string { return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", n.port) }
+
+// ctl runs rabbitmqctl against the node.
+func (n rabbitNode) ctl(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", append([]string{"-n", n.name}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl -n %s %v: %v\n%s", n.name, args, err, out)
+	}
+	return string(out)
+}
+
+// start starts the node (again, after a kill: its data directory makes it
+// a member of its cluster still) and waits until it runs.
+func (n rabbitNode) start(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command("rabbitmq-server", "-detached")
+	cmd.Env = append(os.Environ(), n.env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("start RabbitMQ node %s: %v\n%s", n.name, err, out)
+	}
+	// A detached node takes a moment to be reachable at all, and
+	// await_startup gives up on a node it cannot reach.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, err := exec.Command("rabbitmqctl", "-n", n.name, "await_startup", "--timeout", "90").CombinedOutput()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("RabbitMQ node %s did not start: %v\n%s", n.name, err, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// kill SIGKILLs the node's Erlang VM.
+func (n rabbitNode) kill(t testing.TB) {
+	t.Helper()
+	pid, err := strconv.Atoi(strings.Trim(strings.TrimSpace(n.ctl(t, "eval", "os:getpid().")), `"`))
+	if err != nil {
+		t.Fatalf("pid of %s: %v", n.name, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("SIGKILL %s (pid %d): %v", n.name, pid, err)
+	}
+	waitFor(t, 30*time.Second, n.name+" to stop answering", func() bool {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+}
+
+// startRabbitCluster starts size RabbitMQ nodes on loopback and joins them
+// into one cluster; they are stopped and removed when the test ends.
+func startRabbitCluster(t *testing.T, size int) []rabbitNode {
+	t.Helper()
+	needsServices(t)
+	owner, err := user.Lookup("rabbitmq")
+	if err != nil {
+		t.Fatalf("the rabbitmq user (Debian's rabbitmq-server package) is needed: %v", err)
+	}
+	uid, _ := strconv.Atoi(owner.Uid)
+	gid, _ := strconv.Atoi(owner.Gid)
+	root, err := os.MkdirTemp("", "errand-rabbit-cluster-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newRandomID(4)
+	var nodes []rabbitNode
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			_ = exec.Command("rabbitmqctl", "-n", n.name, "stop").Run()
+		}
+		os.RemoveAll(root)
+	})
+	for i := range size {
+		dir := filepath.Join(root, strconv.Itoa(i))
+		port, dist := freePort(t), freePort(t)
+		files := map[string]string{
+			"enabled_plugins": "[].\n",
+			"rabbitmq.conf":   fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\n", port),
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, content := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, p := range []string{root, dir, filepath.Join(dir, "enabled_plugins"), filepath.Join(dir, "rabbitmq.conf")} {
+			if err := os.Chown(p, uid, gid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := rabbitNode{name: fmt.Sprintf("errand-%s-%d@localhost", id, i), port: port, env: []string{
+			"RABBITMQ_NODENAME=" + fmt.Sprintf("errand-%s-%d@localhost", id, i),
+			"RABBITMQ_NODE_PORT=" + strconv.Itoa(port), "RABBITMQ_DIST_PORT=" + strconv.Itoa(dist),
+			"RABBITMQ_MNESIA_BASE=" + filepath.Join(dir, "mnesia"), "RABBITMQ_LOG_BASE=" + filepath.Join(dir, "log"),
+			"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(dir, "enabled_plugins"),
+			"RABBITMQ_CONFIG_FILE=" + filepath.Join(dir, "rabbitmq"), "RABBITMQ_PID_FILE=" + filepath.Join(dir, "pid"),
+		}}
+		nodes = append(nodes, n)
+		n.start(t)
+	}
+	for _, n := range nodes[1:] {
+		n.ctl(t, "stop_app")
+		n.ctl(t, "join_cluster", nodes[0].name)
+		n.ctl(t, "start_app")
+	}
+	status := nodes[0].ctl(t, "cluster_status", "--formatter", "json")
+	var cs struct {
+		Running []string `json:"running_nodes"`
+	}
+	if err := json.Unmarshal([]byte(status[strings.Index(status, "{"):]), &cs); err != nil || len(cs.Running) != size {
+		t.Fatalf("cluster of %d: running %v (%v)\n%s", size, cs.Running, err, status)
+	}
+	return nodes
+}
+
+func freePort(t testing.TB) int {
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	p, _ := strconv.Atoi(port)
+	return p
+}
+
+// queueLeader is the node that leads a quorum queue.
+func queueLeader(t testing.TB, via rabbitNode, queue string) string {
+	t.Helper()
+	for _, line := range strings.Split(via.ctl(t, "-q", "list_queues", "name", "leader"), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == queue {
+			return f[1]
+		}
+	}
+	t.Fatalf("no leader of %s among the queues of %s", queue, via.name)
+	return ""
+}
+
+// TestRabbitClusterLeaderLoss: errand on a three-node RabbitMQ cluster
+// with quorum queues, under a steady load of submits: the node that leads
+// the work queue (the one errand is connected to) is SIGKILLed, then
+// started again. errand moves to a live node; submits answer 202 or a
+// JSON 503 meanwhile, never hang; every submit answered 202 ends SUCCESS
+// with exactly one result, and every one answered "unconfirmed" ran at
+// most once. The windows are printed.
+func TestRabbitClusterLeaderLoss(t *testing.T) {
+	nodes := startRabbitCluster(t, 3)
+	env := realStack(t)
+	urls := make([]string, len(nodes))
+	for i, n := range nodes {
+		urls[i] = n.url()
+	}
+	env["AMQP_URL"], env["QUEUE_TYPE"] = strings.Join(urls, ","), "quorum"
+	env["HEAVY_TASK_DELAY"], env["WORKERS"], env["PUBLISH_TIMEOUT"] = "10ms", "8", "3s"
+	base := startErrand(t, env)
+
+	var mu sync.Mutex
+	var outcomes []loadSubmit
+	var unconfirmed []string
+	stop, loadDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		client := &http.Client{Timeout: 20 * time.Second}
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			o := loadSubmit{at: time.Now()}
+			resp, err := client.Post(base+"/api/async/process", "application/json", strings.NewReader(fmt.Sprintf(`{"data": "leader %d", "iterations": 1}`, i)))
+			var a submitAnswer
+			if err == nil {
+				_ = json.NewDecoder(resp.Body).Decode(&a)
+				resp.Body.Close()
+				o.status, o.taskID = resp.StatusCode, a.TaskID
+			}
+			o.answered = time.Now()
+			mu.Lock()
+			outcomes = append(outcomes, o)
+			if a.Error == "unconfirmed" {
+				unconfirmed = append(unconfirmed, a.TaskID)
+			}
+			mu.Unlock()
+		}
+	}()
+	acceptedSince := func(t0 time.Time) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, o := range outcomes {
+			if o.at.After(t0) && o.status == http.StatusAccepted {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 30*time.Second, "submits accepted on the cluster", func() bool { return acceptedSince(time.Time{}) >= 50 })
+
+	leaderName := queueLeader(t, nodes[0], env["QUEUE_NAME"])
+	var leader rabbitNode
+	for _, n := range nodes {
+		if n.name == leaderName {
+			leader = n
+		}
+	}
+	if leader.name == "" {
+		t.Fatalf("the work queue's leader %s is none of the test's nodes", leaderName)
+	}
+	killedAt := time.Now()
+	leader.kill(t)
+	waitFor(t, 60*time.Second, "submits accepted again after the leader's loss", func() bool { return acceptedSince(killedAt) >= 50 })
+	leader.start(t)
+	restartedAt := time.Now()
+	waitFor(t, 60*time.Second, "submits accepted after the node's return", func() bool { return acceptedSince(restartedAt) >= 50 })
+	close(stop)
+	<-loadDone
+
+	var accepted []string
+	refused, other := 0, 0
+	var window time.Duration
+	var firstAfterKill time.Time
+	lastAccepted := outcomes[0].answered
+	for _, o := range outcomes {
+		switch o.status {
+		case http.StatusAccepted:
+			if firstAfterKill.IsZero() && o.at.After(killedAt) {
+				firstAfterKill = o.answered
+			}
+			accepted = append(accepted, o.taskID)
+			window = max(window, o.answered.Sub(lastAccepted))
+			lastAccepted = o.answered
+		case http.StatusServiceUnavailable:
+			refused++
+		default:
+			other++
+			t.Errorf("a submit %s after the kill answered %d, want 202 or a JSON 503", o.at.Sub(killedAt), o.status)
+		}
+	}
+	t.Logf("%d submits: %d accepted, %d answered 503 (%d of them unconfirmed); the work queue's leader %s was SIGKILLed, and the first submit after it was accepted %s later; the longest time without a 202 was %s; the node was started again and rejoined under the load",
+		len(outcomes), len(accepted), refused, len(unconfirmed), leaderName, firstAfterKill.Sub(killedAt).Round(time.Millisecond),
+		window.Round(time.Millisecond))
+	for _, id := range accepted {
+		waitForStatus(t, base, id, stateSuccess, 90*time.Second)
+	}
+	results := testMongo(t).Database(env["MONGODB_DATABASE"]).Collection("task_results")
+	for _, id := range append(accepted, unconfirmed...) {
+		n, err := results.CountDocuments(context.Background(), bson.D{{Key: "task_id", Value: id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 1 || (n == 0 && !slices.Contains(unconfirmed, id)) {
+			t.Errorf("task %s has %d result documents", id, n)
+		}
+	}
+}
