@@ -19,9 +19,10 @@ const publisherChannels = 4
 
 // amqpPublisher is one publishing connection with confirming channels.
 type amqpPublisher struct {
-	conn  *amqp.Connection
-	chans []*confirmChannel
-	next  atomic.Uint32
+	conn   *amqp.Connection
+	chans  []*confirmChannel
+	next   atomic.Uint32
+	opened time.Time
 
 	mu       sync.Mutex
 	declared map[string]time.Time // delay queues declared on this connection, and when
@@ -192,7 +193,7 @@ func (b *amqpBroker) publishOnce(ctx context.Context, queue, id string, msg amqp
 		// channel, every publish to a quorum queue whose leader's node
 		// died, although another member leads it by then; a publisher
 		// opened afresh finds the new leader.
-		b.dropPublisher(p)
+		b.retirePublisher(p)
 		return fmt.Errorf("%w: broker nacked %s", errBrokerUnavailable, id)
 	}
 	if c.wasReturned(id) {
@@ -231,7 +232,7 @@ func (b *amqpBroker) openPublisher() (*amqpPublisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &amqpPublisher{conn: conn, declared: map[string]time.Time{}}
+	p := &amqpPublisher{conn: conn, declared: map[string]time.Time{}, opened: time.Now()}
 	for i := range publisherChannels {
 		ch, err := conn.Channel()
 		if err == nil && i == 0 {
@@ -315,6 +316,29 @@ func (b *amqpBroker) forgetDeclared(queue string) {
 	p.mu.Lock()
 	delete(p.declared, queue)
 	p.mu.Unlock()
+}
+
+// publisherMinAge is how long a publisher serves before a nack retires
+// it: a broker that refuses every message (a queue at its length limit)
+// must not make each publish dial anew.
+const publisherMinAge = 250 * time.Millisecond
+
+// retirePublisher stops handing out p, which a nack has put in doubt,
+// and closes it once the publishes in flight on it have had their
+// confirms (a close would turn them into nacks).
+func (b *amqpBroker) retirePublisher(p *amqpPublisher) {
+	if time.Since(p.opened) < publisherMinAge {
+		return
+	}
+	b.mu.Lock()
+	retired := b.pub == p
+	if retired {
+		b.pub = nil
+	}
+	b.mu.Unlock()
+	if retired {
+		time.AfterFunc(b.publishTimeout, func() { p.conn.Close() })
+	}
 }
 
 func (b *amqpBroker) dropPublisher(p *amqpPublisher) {

@@ -29,6 +29,7 @@ type rabbitNode struct {
 	name string // errand-…@localhost
 	port int    // AMQP
 	env  []string
+	dir  string // its configuration, data and logs
 }
 
 func (n rabbitNode) url() string { return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", n.port) }
@@ -56,14 +57,35 @@ func (n rabbitNode) start(t testing.TB) {
 	// await_startup gives up on a node it cannot reach.
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		out, err := exec.Command("rabbitmqctl", "-n", n.name, "await_startup", "--timeout", "90").CombinedOutput()
+		out, err := exec.Command("rabbitmqctl", "-n", n.name, "await_startup", "--timeout", "10").CombinedOutput()
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("RabbitMQ node %s did not start: %v\n%s", n.name, err, out)
+			logs, _ := filepath.Glob(filepath.Join(n.dir, "log", "*"))
+			var tails []string
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				tails = append(tails, l+":\n"+tail(string(b), 30))
+			}
+			t.Fatalf("RabbitMQ node %s did not start: %v\n%s\n%s", n.name, err, out, strings.Join(tails, "\n"))
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// stop stops the node, SIGKILLing its VM if it does not stop in time.
+func (n rabbitNode) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pid, err := exec.CommandContext(ctx, "rabbitmqctl", "-n", n.name, "eval", "os:getpid().").Output()
+	if err != nil {
+		return // not running
+	}
+	if exec.CommandContext(ctx, "rabbitmqctl", "-n", n.name, "stop").Run() != nil {
+		if p, err := strconv.Atoi(strings.Trim(strings.TrimSpace(string(pid)), `"`)); err == nil {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
 	}
 }
 
@@ -105,7 +127,7 @@ func startRabbitCluster(t *testing.T, size int) []rabbitNode {
 	var nodes []rabbitNode
 	t.Cleanup(func() {
 		for _, n := range nodes {
-			_ = exec.Command("rabbitmqctl", "-n", n.name, "stop").Run()
+			n.stop()
 		}
 		os.RemoveAll(root)
 	})
@@ -129,7 +151,7 @@ func startRabbitCluster(t *testing.T, size int) []rabbitNode {
 				t.Fatal(err)
 			}
 		}
-		n := rabbitNode{name: fmt.Sprintf("errand-%s-%d@localhost", id, i), port: port, env: []string{
+		n := rabbitNode{name: fmt.Sprintf("errand-%s-%d@localhost", id, i), port: port, dir: dir, env: []string{
 			"RABBITMQ_NODENAME=" + fmt.Sprintf("errand-%s-%d@localhost", id, i),
 			"RABBITMQ_NODE_PORT=" + strconv.Itoa(port), "RABBITMQ_DIST_PORT=" + strconv.Itoa(dist),
 			"RABBITMQ_MNESIA_BASE=" + filepath.Join(dir, "mnesia"), "RABBITMQ_LOG_BASE=" + filepath.Join(dir, "log"),
@@ -148,7 +170,7 @@ func startRabbitCluster(t *testing.T, size int) []rabbitNode {
 	var cs struct {
 		Running []string `json:"running_nodes"`
 	}
-	if err := json.Unmarshal([]byte(status[strings.Index(status, "{"):]), &cs); err != nil || len(cs.Running) != size {
+	if err := json.Unmarshal([]byte(status[max(0, strings.Index(status, "{")):]), &cs); err != nil || len(cs.Running) != size {
 		t.Fatalf("cluster of %d: running %v (%v)\n%s", size, cs.Running, err, status)
 	}
 	return nodes
@@ -194,6 +216,10 @@ func TestRabbitClusterLeaderLoss(t *testing.T) {
 	var outcomes []loadSubmit
 	var unconfirmed []string
 	stop, loadDone := make(chan struct{}), make(chan struct{})
+	var stopOnce sync.Once
+	stopLoad := func() { stopOnce.Do(func() { close(stop) }); <-loadDone }
+	// A test that fails midway stops its load too.
+	t.Cleanup(stopLoad)
 	go func() {
 		defer close(loadDone)
 		client := &http.Client{Timeout: 20 * time.Second}
@@ -249,8 +275,7 @@ func TestRabbitClusterLeaderLoss(t *testing.T) {
 	leader.start(t)
 	restartedAt := time.Now()
 	waitFor(t, 60*time.Second, "submits accepted after the node's return", func() bool { return acceptedSince(restartedAt) >= 50 })
-	close(stop)
-	<-loadDone
+	stopLoad()
 
 	var accepted []string
 	refused, other := 0, 0
@@ -276,8 +301,10 @@ func TestRabbitClusterLeaderLoss(t *testing.T) {
 	t.Logf("%d submits: %d accepted, %d answered 503 (%d of them unconfirmed); the work queue's leader %s was SIGKILLed, and the first submit after it was accepted %s later; the longest time without a 202 was %s; the node was started again and rejoined under the load",
 		len(outcomes), len(accepted), refused, len(unconfirmed), leaderName, firstAfterKill.Sub(killedAt).Round(time.Millisecond),
 		window.Round(time.Millisecond))
+	// One deadline for them all: hundreds of tasks one after another.
+	deadline := time.Now().Add(90 * time.Second)
 	for _, id := range accepted {
-		waitForStatus(t, base, id, stateSuccess, 90*time.Second)
+		waitForStatus(t, base, id, stateSuccess, max(time.Until(deadline), time.Second))
 	}
 	results := testMongo(t).Database(env["MONGODB_DATABASE"]).Collection("task_results")
 	for _, id := range append(accepted, unconfirmed...) {

@@ -249,8 +249,9 @@ func TestScheduledTaskSurvivesRestarts(t *testing.T) {
 // took but did not confirm in time (its memory alarm, set to block every
 // publisher, holds the message) answers 503 "unconfirmed" naming the
 // task, which stays queryable; a retry with the same Idempotency-Key
-// answers with that task and publishes no other; once the broker takes
-// its messages again, the task runs, once. A definite refusal (no broker
+// answers with that task, unconfirmed still, and publishes no other; once
+// the broker takes its messages again, the task runs, once, and a retry
+// with the key answers 202 with it. A definite refusal (no broker
 // to connect to) names no task, and leaves none.
 func TestUnconfirmedSubmitIsNotARefusal(t *testing.T) {
 	env := realStack(t)
@@ -281,11 +282,14 @@ func TestUnconfirmedSubmitIsNotARefusal(t *testing.T) {
 		t.Errorf("the unconfirmed task: %d %s, want it there, PENDING", c, task.Status)
 	}
 	code, again := submit("order-1")
-	if code != http.StatusAccepted || again.TaskID != first.TaskID {
-		t.Errorf("retry with the key: %d %+v, want 202 with task %s", code, again, first.TaskID)
+	if code != http.StatusServiceUnavailable || again.Error != "unconfirmed" || again.TaskID != first.TaskID {
+		t.Errorf("retry with the key while unconfirmed: %d %+v, want 503 unconfirmed naming task %s", code, again, first.TaskID)
 	}
 	lift()
 	waitForStatus(t, base, first.TaskID, stateSuccess, 30*time.Second)
+	if code, last := submit("order-1"); code != http.StatusAccepted || last.TaskID != first.TaskID {
+		t.Errorf("retry with the key once the task ran: %d %+v, want 202 with task %s", code, last, first.TaskID)
+	}
 	time.Sleep(500 * time.Millisecond) // a second copy, had the retry published one, would have run by now
 	var list taskListJSON
 	apiCall(t, "GET", base+"/api/tasks?type=process_heavy_task", "", nil, &list)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -116,13 +117,20 @@ func (s taskSubmitter) submit(ctx context.Context, spec taskSpec, idempotencyKey
 		return submission{}, err
 	}
 	if claim.replay {
-		return s.replay(ctx, claim.taskID), nil
+		sub := s.replay(ctx, claim.taskID)
+		if claim.unconfirmed && stateRank(sub.status) == 0 {
+			// Whether it was queued is still unknown: say so again, rather
+			// than 202, which only a confirm earns.
+			return submission{}, &unconfirmedError{taskID: claim.taskID,
+				err: fmt.Errorf("%w: the publish of %s, for an earlier request with this key", errPublishUnconfirmed, claim.taskID)}
+		}
+		return sub, nil
 	}
 	msg.ID = claim.taskID
 	state, err := s.enqueue(ctx, msg)
 	// A task whose publish was not confirmed keeps its key: a retry with
 	// it gets this task, which may be queued, rather than a second one.
-	s.settleKey(ctx, claim, err == nil || errors.Is(err, errPublishUnconfirmed))
+	s.settleKey(ctx, claim, err)
 	if err != nil {
 		return submission{}, err
 	}
@@ -143,7 +151,7 @@ func (s taskSubmitter) claimKey(ctx context.Context, owner, idempotencyKey, fing
 	sum := sha256.Sum256([]byte(owner + "\x00" + idempotencyKey))
 	key := hex.EncodeToString(sum[:])
 	newID := newUUID()
-	mine := keyReservation{taskID: newID, fingerprint: fingerprint, at: s.now()}
+	mine := keyReservation{taskID: newID, fingerprint: fingerprint, state: keyReserved, at: s.now()}
 	existing, err := s.keys.reserveKey(ctx, key, mine.encode(), s.keyTTL)
 	for {
 		if err != nil {
@@ -156,11 +164,11 @@ func (s taskSubmitter) claimKey(ctx context.Context, owner, idempotencyKey, fing
 		if !ok || r.fingerprint != fingerprint {
 			return keyClaim{}, errIdempotencyMismatch
 		}
-		if r.published {
-			return keyClaim{key: key, taskID: r.taskID, replay: true}, nil
+		if r.state != keyReserved {
+			return keyClaim{key: key, taskID: r.taskID, replay: true, unconfirmed: r.state == keyUnconfirmed}, nil
 		}
 		if s.now().Sub(r.at) > s.keyTakeoverAfter {
-			taken := keyReservation{taskID: r.taskID, fingerprint: fingerprint, at: s.now()}
+			taken := keyReservation{taskID: r.taskID, fingerprint: fingerprint, state: keyReserved, at: s.now()}
 			swapped, err := s.keys.swapKey(ctx, key, existing, taken.encode())
 			if err != nil {
 				return keyClaim{}, fmt.Errorf("%w: idempotency key: %w", errStatusUnavailable, err)
@@ -257,9 +265,10 @@ func (s taskSubmitter) removePending(ctx context.Context, id, owner string) {
 	}
 }
 
-// settleKey records the claim's outcome: published, or released for a
-// retry of the request when the task was not queued.
-func (s taskSubmitter) settleKey(ctx context.Context, c keyClaim, published bool) {
+// settleKey records the outcome of the claim's publish (err): published;
+// unconfirmed, when the task may be queued; or else released, for a
+// retry of the request, since the task was not queued.
+func (s taskSubmitter) settleKey(ctx context.Context, c keyClaim, err error) {
 	if c.key == "" || c.replay {
 		return
 	}
@@ -268,15 +277,18 @@ func (s taskSubmitter) settleKey(ctx context.Context, c keyClaim, published bool
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusOpTimeout)
 	defer cancel()
 	next := ""
-	if published {
+	if err == nil || errors.Is(err, errPublishUnconfirmed) {
 		r, _ := decodeReservation(c.value)
-		r.published = true
+		r.state = keyPublished
+		if err != nil {
+			r.state = keyUnconfirmed
+		}
 		next = r.encode()
 	}
-	if _, err := s.keys.swapKey(ctx, c.key, c.value, next); err != nil {
+	if _, swapErr := s.keys.swapKey(ctx, c.key, c.value, next); swapErr != nil {
 		// A reservation left unpublished is taken over by the next request
 		// with the key, so this costs at most a duplicate message.
-		s.log.WarnContext(ctx, "idempotency key not updated", "task_id", c.taskID, "published", published, "error", err)
+		s.log.WarnContext(ctx, "idempotency key not updated", "task_id", c.taskID, "outcome", cmp.Or(next, "released"), "error", swapErr)
 	}
 }
 
@@ -301,28 +313,39 @@ func newUUID() string {
 type keyReservation struct {
 	taskID      string
 	fingerprint string
-	published   bool
+	state       keyState
 	at          time.Time
 }
 
+// keyState is where a reservation's task stands.
+type keyState string
+
+const (
+	keyReserved  keyState = "reserved"  // being published
+	keyPublished keyState = "published" // confirmed by the broker
+	// keyUnconfirmed: published, but the broker's confirm never came, so
+	// the task may be queued or not; the key stays with it.
+	keyUnconfirmed keyState = "unconfirmed"
+)
+
 func (r keyReservation) encode() string {
-	state := "reserved"
-	if r.published {
-		state = "published"
-	}
-	return fmt.Sprintf("%s %s %s %d", r.taskID, r.fingerprint, state, r.at.UnixMilli())
+	return fmt.Sprintf("%s %s %s %d", r.taskID, r.fingerprint, r.state, r.at.UnixMilli())
 }
 
 func decodeReservation(v string) (keyReservation, bool) {
 	f := strings.Fields(v)
-	if len(f) != 4 || (f[2] != "reserved" && f[2] != "published") {
+	if len(f) != 4 {
+		return keyReservation{}, false
+	}
+	state := keyState(f[2])
+	if state != keyReserved && state != keyPublished && state != keyUnconfirmed {
 		return keyReservation{}, false
 	}
 	ms, err := strconv.ParseInt(f[3], 10, 64)
 	if err != nil {
 		return keyReservation{}, false
 	}
-	return keyReservation{taskID: f[0], fingerprint: f[1], published: f[2] == "published", at: time.UnixMilli(ms)}, true
+	return keyReservation{taskID: f[0], fingerprint: f[1], state: state, at: time.UnixMilli(ms)}, true
 }
 
 // keyClaim is what claimKey decided.
@@ -331,6 +354,8 @@ type keyClaim struct {
 	taskID string
 	// replay: the task was queued by an earlier request; answer with it.
 	replay bool
+	// unconfirmed: that request's publish was not confirmed.
+	unconfirmed bool
 	// value is the reservation this request holds and must publish under.
 	value string
 }

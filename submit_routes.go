@@ -227,6 +227,12 @@ func handleSubmitBatch(specs taskSpecs, sub taskSubmitter, maxBody int64) handle
 			answer.Tasks[i].TaskID = body.TaskID
 		}
 		if answer.Accepted == 0 {
+			// Tasks that may run after all (unconfirmed) are named line by
+			// line: the client must not send them again as new ones.
+			if slices.ContainsFunc(answer.Tasks, func(o batchOutcomeJSON) bool { return o.TaskID != "" }) {
+				writeJSON(w, http.StatusServiceUnavailable, answer)
+				return nil
+			}
 			return errs[slices.IndexFunc(errs, func(err error) bool { return err != nil })]
 		}
 		addAccessLogAttrs(r.Context(), "batch_accepted", answer.Accepted, "batch_failed", answer.Failed)

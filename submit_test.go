@@ -81,7 +81,7 @@ func TestIdempotencyKeyTakeover(t *testing.T) {
 
 	crashedID := newUUID()
 	stale := keyReservation{taskID: crashedID, fingerprint: idempotencyFingerprint(specOf(t, tasks.HeavyTaskName, tasks.HeavyArgs{Data: "retried", Iterations: 2})),
-		at: time.Now().Add(-time.Minute)}
+		state: keyReserved, at: time.Now().Add(-time.Minute)}
 	sum := sha256.Sum256([]byte("\x00" + "crash-1"))
 	rdb := testRedis(t)
 	ctx := context.Background()

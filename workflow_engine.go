@@ -138,6 +138,11 @@ func (e *workflowEngine) submit(ctx context.Context, w workflow) (workflow, erro
 		if !existed {
 			e.undoSubmit(ctx, w)
 		}
+		if errors.Is(err, errPublishUnconfirmed) {
+			// Withdrawn: a start that reaches the queue after all finds no
+			// workflow, and starts nothing.
+			return workflow{}, fmt.Errorf("%w: the start of workflow %s was not confirmed; the workflow is withdrawn", errBrokerUnavailable, w.ID)
+		}
 		return workflow{}, err
 	}
 	return w, nil

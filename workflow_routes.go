@@ -101,7 +101,7 @@ func (wr workflowRoutes) handleSubmitWorkflow() handlerFunc {
 		}
 		wf.ID, wf.Owner, wf.CreatedAt = claim.taskID, taskOwner(ctx), wr.now().UTC().Truncate(time.Millisecond)
 		wf, err = wr.engine.submit(ctx, wf)
-		wr.submitter.settleKey(ctx, claim, err == nil)
+		wr.submitter.settleKey(ctx, claim, err)
 		if err != nil {
 			return err
 		}
