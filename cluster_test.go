@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -212,52 +211,8 @@ func TestRabbitClusterLeaderLoss(t *testing.T) {
 	env["HEAVY_TASK_DELAY"], env["WORKERS"], env["PUBLISH_TIMEOUT"] = "10ms", "8", "3s"
 	base := startErrand(t, env)
 
-	var mu sync.Mutex
-	var outcomes []loadSubmit
-	var unconfirmed []string
-	stop, loadDone := make(chan struct{}), make(chan struct{})
-	var stopOnce sync.Once
-	stopLoad := func() { stopOnce.Do(func() { close(stop) }); <-loadDone }
-	// A test that fails midway stops its load too.
-	t.Cleanup(stopLoad)
-	go func() {
-		defer close(loadDone)
-		client := &http.Client{Timeout: 20 * time.Second}
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			o := loadSubmit{at: time.Now()}
-			resp, err := client.Post(base+"/api/async/process", "application/json", strings.NewReader(fmt.Sprintf(`{"data": "leader %d", "iterations": 1}`, i)))
-			var a submitAnswer
-			if err == nil {
-				_ = json.NewDecoder(resp.Body).Decode(&a)
-				resp.Body.Close()
-				o.status, o.taskID = resp.StatusCode, a.TaskID
-			}
-			o.answered = time.Now()
-			mu.Lock()
-			outcomes = append(outcomes, o)
-			if a.Error == "unconfirmed" {
-				unconfirmed = append(unconfirmed, a.TaskID)
-			}
-			mu.Unlock()
-		}
-	}()
-	acceptedSince := func(t0 time.Time) int {
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, o := range outcomes {
-			if o.at.After(t0) && o.status == http.StatusAccepted {
-				n++
-			}
-		}
-		return n
-	}
-	waitFor(t, 30*time.Second, "submits accepted on the cluster", func() bool { return acceptedSince(time.Time{}) >= 50 })
+	load := startSubmitLoad(t, base, "leader")
+	waitFor(t, 30*time.Second, "submits accepted on the cluster", func() bool { return load.acceptedSince(time.Time{}) >= 50 })
 
 	leaderName := queueLeader(t, nodes[0], env["QUEUE_NAME"])
 	var leader rabbitNode
@@ -271,48 +226,34 @@ func TestRabbitClusterLeaderLoss(t *testing.T) {
 	}
 	killedAt := time.Now()
 	leader.kill(t)
-	waitFor(t, 60*time.Second, "submits accepted again after the leader's loss", func() bool { return acceptedSince(killedAt) >= 50 })
+	waitFor(t, 60*time.Second, "submits accepted again after the leader's loss", func() bool { return load.acceptedSince(killedAt) >= 50 })
 	leader.start(t)
 	restartedAt := time.Now()
-	waitFor(t, 60*time.Second, "submits accepted after the node's return", func() bool { return acceptedSince(restartedAt) >= 50 })
-	stopLoad()
-
-	var accepted []string
-	refused, other := 0, 0
-	var window time.Duration
+	waitFor(t, 60*time.Second, "submits accepted after the node's return", func() bool { return load.acceptedSince(restartedAt) >= 50 })
+	outcomes := load.finish()
+	sum := summarize(t, outcomes, killedAt)
 	var firstAfterKill time.Time
-	lastAccepted := outcomes[0].answered
 	for _, o := range outcomes {
-		switch o.status {
-		case http.StatusAccepted:
-			if firstAfterKill.IsZero() && o.at.After(killedAt) {
-				firstAfterKill = o.answered
-			}
-			accepted = append(accepted, o.taskID)
-			window = max(window, o.answered.Sub(lastAccepted))
-			lastAccepted = o.answered
-		case http.StatusServiceUnavailable:
-			refused++
-		default:
-			other++
-			t.Errorf("a submit %s after the kill answered %d, want 202 or a JSON 503", o.at.Sub(killedAt), o.status)
+		if o.status == http.StatusAccepted && o.at.After(killedAt) {
+			firstAfterKill = o.answered
+			break
 		}
 	}
 	t.Logf("%d submits: %d accepted, %d answered 503 (%d of them unconfirmed); the work queue's leader %s was SIGKILLed, and the first submit after it was accepted %s later; the longest time without a 202 was %s; the node was started again and rejoined under the load",
-		len(outcomes), len(accepted), refused, len(unconfirmed), leaderName, firstAfterKill.Sub(killedAt).Round(time.Millisecond),
-		window.Round(time.Millisecond))
+		len(outcomes), len(sum.accepted), sum.refused, len(sum.unconfirmed), leaderName, firstAfterKill.Sub(killedAt).Round(time.Millisecond),
+		sum.window.Round(time.Millisecond))
 	// One deadline for them all: hundreds of tasks one after another.
 	deadline := time.Now().Add(90 * time.Second)
-	for _, id := range accepted {
+	for _, id := range sum.accepted {
 		waitForStatus(t, base, id, stateSuccess, max(time.Until(deadline), time.Second))
 	}
 	results := testMongo(t).Database(env["MONGODB_DATABASE"]).Collection("task_results")
-	for _, id := range append(accepted, unconfirmed...) {
+	for _, id := range append(sum.accepted, sum.unconfirmed...) {
 		n, err := results.CountDocuments(context.Background(), bson.D{{Key: "task_id", Value: id}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n > 1 || (n == 0 && !slices.Contains(unconfirmed, id)) {
+		if n > 1 || (n == 0 && !slices.Contains(sum.unconfirmed, id)) {
 			t.Errorf("task %s has %d result documents", id, n)
 		}
 	}

@@ -74,6 +74,106 @@ type loadSubmit struct {
 	at, answered time.Time
 	status       int
 	taskID       string
+	errorCode    string // of an error answer
+}
+
+// submitLoad posts a process_heavy_task to an errand every 20 ms, one at
+// a time, and keeps what each answered, until it is stopped (at the
+// latest when the test ends).
+type submitLoad struct {
+	mu       sync.Mutex
+	outcomes []loadSubmit
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
+}
+
+func startSubmitLoad(t *testing.T, base, tag string) *submitLoad {
+	l := &submitLoad{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		client := &http.Client{Timeout: 20 * time.Second}
+		for i := 0; ; i++ {
+			select {
+			case <-l.stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			o := loadSubmit{at: time.Now()}
+			resp, err := client.Post(base+"/api/async/process", "application/json", strings.NewReader(fmt.Sprintf(`{"data": "%s %d", "iterations": 1}`, tag, i)))
+			if err == nil {
+				var a submitAnswer
+				_ = json.NewDecoder(resp.Body).Decode(&a)
+				resp.Body.Close()
+				o.status, o.taskID, o.errorCode = resp.StatusCode, a.TaskID, a.Error
+			}
+			o.answered = time.Now()
+			l.mu.Lock()
+			l.outcomes = append(l.outcomes, o)
+			l.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { l.finish() })
+	return l
+}
+
+// acceptedSince counts the submits sent after t0 that were answered 202.
+func (l *submitLoad) acceptedSince(t0 time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, o := range l.outcomes {
+		if o.at.After(t0) && o.status == http.StatusAccepted {
+			n++
+		}
+	}
+	return n
+}
+
+// finish stops the load and returns every submit's outcome.
+func (l *submitLoad) finish() []loadSubmit {
+	l.once.Do(func() { close(l.stop) })
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.outcomes
+}
+
+// loadSummary is what a load's submits came to around a failure at
+// failedAt.
+type loadSummary struct {
+	accepted    []string // task ids answered 202
+	unconfirmed []string // task ids answered 503 unconfirmed
+	refused     int      // answered 503 (unconfirmed ones too)
+	// window is the longest time without a submit answered 202 (one
+	// submit at a time: one that waits holds up the next).
+	window time.Duration
+}
+
+// summarize sums outcomes up, failing the test for any answer but 202 or
+// a JSON 503.
+func summarize(t *testing.T, outcomes []loadSubmit, failedAt time.Time) loadSummary {
+	var s loadSummary
+	if len(outcomes) == 0 {
+		t.Fatal("the load made no submit")
+	}
+	lastAccepted := outcomes[0].answered
+	for _, o := range outcomes {
+		switch o.status {
+		case http.StatusAccepted:
+			s.accepted = append(s.accepted, o.taskID)
+			s.window = max(s.window, o.answered.Sub(lastAccepted))
+			lastAccepted = o.answered
+		case http.StatusServiceUnavailable:
+			s.refused++
+			if o.errorCode == "unconfirmed" {
+				s.unconfirmed = append(s.unconfirmed, o.taskID)
+			}
+		default:
+			t.Errorf("a submit %s after the failure answered %d, want 202 or a JSON 503", o.at.Sub(failedAt), o.status)
+		}
+	}
+	return s
 }
 
 // TestRedisSentinelFailover: with REDIS_URL naming three Sentinels, errand
@@ -112,34 +212,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	env["HEAVY_TASK_DELAY"], env["WORKERS"] = "10ms", "8"
 	base := startErrand(t, env)
 
-	var mu sync.Mutex
-	var outcomes []loadSubmit
-	stop := make(chan struct{})
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		client := &http.Client{Timeout: 15 * time.Second}
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			body := fmt.Sprintf(`{"data": "failover %d", "iterations": 1}`, i)
-			o := loadSubmit{at: time.Now()}
-			resp, err := client.Post(base+"/api/async/process", "application/json", strings.NewReader(body))
-			if err == nil {
-				var acc taskAccepted
-				_ = json.NewDecoder(resp.Body).Decode(&acc)
-				resp.Body.Close()
-				o.status, o.taskID = resp.StatusCode, acc.TaskID
-			}
-			o.answered = time.Now()
-			mu.Lock()
-			outcomes = append(outcomes, o)
-			mu.Unlock()
-		}
-	}()
+	load := startSubmitLoad(t, base, "failover")
 	time.Sleep(2 * time.Second)
 	if err := primary.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -150,42 +223,12 @@ func TestRedisSentinelFailover(t *testing.T) {
 		return err == nil && addr[0]+":"+addr[1] == replica.addr
 	})
 	promotedAt := time.Now()
-	waitFor(t, 30*time.Second, "submits accepted again after the failover", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		after := 0
-		for _, o := range outcomes {
-			if o.at.After(promotedAt) && o.status == http.StatusAccepted {
-				after++
-			}
-		}
-		return after >= 50
-	})
-	close(stop)
-	<-loadDone
-
-	var accepted []string
-	refused := 0
-	// The window: the longest time without a submit answered 202, around
-	// the kill (the load sends one submit at a time, so a submit that
-	// waits on the dead primary holds up the next).
-	var window time.Duration
-	lastAccepted := outcomes[0].answered
-	for _, o := range outcomes {
-		switch o.status {
-		case http.StatusAccepted:
-			accepted = append(accepted, o.taskID)
-			window = max(window, o.answered.Sub(lastAccepted))
-			lastAccepted = o.answered
-		case http.StatusServiceUnavailable:
-			refused++
-		default:
-			t.Errorf("a submit %s after the kill answered %d, want 202 or a clear 503", o.at.Sub(killedAt), o.status)
-		}
-	}
+	waitFor(t, 30*time.Second, "submits accepted again after the failover", func() bool { return load.acceptedSince(promotedAt) >= 50 })
+	outcomes := load.finish()
+	sum := summarize(t, outcomes, killedAt)
 	t.Logf("%d submits: %d accepted, %d answered 503; the Sentinels promoted the replica %s after the kill; no submit was accepted for %s",
-		len(outcomes), len(accepted), refused, promotedAt.Sub(killedAt).Round(time.Millisecond), window.Round(time.Millisecond))
-	for _, id := range accepted {
+		len(outcomes), len(sum.accepted), sum.refused, promotedAt.Sub(killedAt).Round(time.Millisecond), sum.window.Round(time.Millisecond))
+	for _, id := range sum.accepted {
 		waitForStatus(t, base, id, stateSuccess, 60*time.Second)
 	}
 }
