@@ -55,7 +55,7 @@ func (a consoleAPI) call(ctx context.Context, method, target string, body, out a
 		if err := json.Unmarshal(answer.body.Bytes(), &e); err != nil {
 			return answer.status, fmt.Errorf("%s %s answered %d: %s", method, target, answer.status, answer.body.Bytes())
 		}
-		return answer.status, &apiError{status: answer.status, code: e.Error, message: e.Detail, field: e.Field}
+		return answer.status, &apiError{status: answer.status, code: e.Error, message: e.Detail, field: e.Field, taskID: e.TaskID}
 	}
 	if out != nil {
 		if err := json.Unmarshal(answer.body.Bytes(), out); err != nil {
@@ -63,6 +63,16 @@ func (a consoleAPI) call(ctx context.Context, method, target string, body, out a
 		}
 	}
 	return answer.status, nil
+}
+
+// unconfirmedTask is the task an unconfirmed submit named, if err is
+// one: the console opens it rather than show an error, since it may run.
+func unconfirmedTask(err error) string {
+	var ae *apiError
+	if errors.As(err, &ae) && ae.code == "unconfirmed" {
+		return ae.taskID
+	}
+	return ""
 }
 
 // apiMessage is what a person is told of an API error: its message when

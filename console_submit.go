@@ -122,6 +122,10 @@ func (c *console) submitTask(w http.ResponseWriter, r *http.Request) error {
 			http.Redirect(w, r, "/ui/tasks/"+url.PathEscape(answer.TaskID)+"?done=submit", http.StatusSeeOther)
 			return nil
 		}
+		if id := unconfirmedTask(err); id != "" {
+			http.Redirect(w, r, "/ui/tasks/"+url.PathEscape(id)+"?done=unconfirmed", http.StatusSeeOther)
+			return nil
+		}
 		if !isStatus(err, http.StatusBadRequest, http.StatusUnprocessableEntity) {
 			return err
 		}

@@ -25,6 +25,9 @@ type taskView struct {
 	Timeline  []timelineEntry
 	Files     []fileLink
 	Done      string
+	// DoneInDoubt: the action's outcome is not known (an unconfirmed
+	// submit).
+	DoneInDoubt bool
 }
 
 type timelineEntry struct {
@@ -44,6 +47,8 @@ var taskDone = map[string]string{
 	"cancel":  "Cancelled.",
 	"retry":   "Queued again: this is the new task, with the failed one's arguments.",
 	"requeue": "Requeued from the dead letters: this is the new task, with the dead one's arguments.",
+	"unconfirmed": "The broker did not confirm this task in time: it may run, or may never have been queued. " +
+		"It stays PENDING until a worker takes it up; submit it again only if it never does.",
 }
 
 // showTask is a task's page: what was asked, where it stands, its
@@ -54,7 +59,8 @@ func (c *console) showTask(w http.ResponseWriter, r *http.Request) error {
 	if _, err := c.api.call(r.Context(), http.MethodGet, "/api/tasks/"+url.PathEscape(r.PathValue("task_id")), nil, &t); err != nil {
 		return err
 	}
-	p := taskView{Task: t, Final: stateRank(t.Status) == 2, CanRetry: t.Status == stateFailure, Done: taskDone[r.URL.Query().Get("done")]}
+	done := r.URL.Query().Get("done")
+	p := taskView{Task: t, Final: stateRank(t.Status) == 2, CanRetry: t.Status == stateFailure, Done: taskDone[done], DoneInDoubt: done == "unconfirmed"}
 	p.CanCancel = !p.Final
 	if p.Percent = progressPercent(t.Progress); t.Status == stateSuccess {
 		p.Percent = 100
@@ -151,6 +157,10 @@ func (c *console) cancelTask(w http.ResponseWriter, r *http.Request) error {
 func (c *console) retryTask(w http.ResponseWriter, r *http.Request) error {
 	var answer retryAccepted
 	if _, err := c.api.call(r.Context(), http.MethodPost, "/api/tasks/"+url.PathEscape(r.PathValue("task_id"))+"/retry", nil, &answer); err != nil {
+		if id := unconfirmedTask(err); id != "" {
+			http.Redirect(w, r, "/ui/tasks/"+url.PathEscape(id)+"?done=unconfirmed", http.StatusSeeOther)
+			return nil
+		}
 		return err
 	}
 	http.Redirect(w, r, "/ui/tasks/"+url.PathEscape(answer.TaskID)+"?done=retry", http.StatusSeeOther)

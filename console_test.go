@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -469,5 +471,30 @@ func TestConsoleWorkflowPage(t *testing.T) {
 	task := f.browse(t, "GET", "/ui/tasks/"+own.Steps[0].TaskID, nil, nil).Body.String()
 	if !strings.Contains(task, `href="/ui/workflows/`+own.WorkflowID+`"`) {
 		t.Error("a step's task page does not link to its workflow")
+	}
+}
+
+// unconfirmingPublisher takes every task but never confirms one in time.
+type unconfirmingPublisher struct{ taskPublisher }
+
+func (unconfirmingPublisher) publish(context.Context, taskMessage) error {
+	return fmt.Errorf("%w: %w: wait for confirm: deadline exceeded", errBrokerUnavailable, errPublishUnconfirmed)
+}
+
+// TestConsoleOpensAnUnconfirmedTask: a submit from the form whose publish
+// was not confirmed opens the task it named, saying it may run, rather
+// than an error page.
+func TestConsoleOpensAnUnconfirmedTask(t *testing.T) {
+	f := newHandlerFixture(t, func(p *apiParts) { p.publisher = unconfirmingPublisher{p.publisher} })
+	cf := &consoleFixture{handlerFixture: f, cookies: map[string]*http.Cookie{}}
+	form := url.Values{"csrf": {cf.csrf(t)}, "type": {"process_heavy_task"}, "priority": {"normal"}, "arg.data": {"x"}, "arg.iterations": {"1"}}
+	rec := cf.browse(t, "POST", "/ui/submit", form, nil)
+	loc := rec.Header().Get("Location")
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/tasks/") || !strings.HasSuffix(loc, "?done=unconfirmed") {
+		t.Fatalf("unconfirmed submit from the form: %d to %q, want 303 to the task it named (body %s)", rec.Code, loc, rec.Body)
+	}
+	page := cf.browse(t, "GET", loc, nil, nil).Body.String()
+	if !strings.Contains(page, `class="notice warn"`) || !strings.Contains(page, "may run") || !strings.Contains(page, ">PENDING<") {
+		t.Errorf("the task's page does not say it may run, PENDING:\n%s", page)
 	}
 }

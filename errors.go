@@ -63,6 +63,9 @@ type apiError struct {
 	code    string
 	message string
 	field   string
+	// taskID names the task of an answer about one that may run (an
+	// unconfirmed submit, as the console reads it back).
+	taskID string
 }
 
 func (e *apiError) Error() string { return e.message }
@@ -102,7 +105,7 @@ func errorStatus(err error) (int, errorBody) {
 	var uc *unconfirmedError
 	switch {
 	case errors.As(err, &ae):
-		return ae.status, errorBody{Error: ae.code, Detail: ae.message, Field: ae.field}
+		return ae.status, errorBody{Error: ae.code, Detail: ae.message, Field: ae.field, TaskID: ae.taskID}
 	case errors.As(err, &uc):
 		return http.StatusServiceUnavailable, errorBody{Error: "unconfirmed", TaskID: uc.taskID,
 			Detail: "the broker did not confirm the task in time, so it may run or not: follow it at /api/tasks/" + uc.taskID +
