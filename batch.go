@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"sync"
 )
 
@@ -118,4 +119,22 @@ func (b *batcher[Req, Resp]) loop() {
 func (b *batcher[Req, Resp]) close() {
 	close(b.stop)
 	b.serving.Wait()
+}
+
+// forEachLimit calls f(0) to f(n-1), at most limit at once, and joins
+// their errors.
+func forEachLimit(n, limit int, f func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, limit)
+	for i := range n {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

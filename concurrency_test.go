@@ -322,11 +322,7 @@ func TestKilledWorkersKeySlotEndsWithItsLease(t *testing.T) {
 	first := startChild(t, workerEnv)
 
 	long := submitGenericTask(t, api, `{"type": "process_heavy_task", "args": {"data": "long", "iterations": 30}, "concurrency_key": "k"}`)
-	waitFor(t, 30*time.Second, "the long task running", func() bool {
-		var task taskJSON
-		apiCall(t, "GET", api+"/api/tasks/"+long, "", nil, &task)
-		return task.Status == stateProgress
-	})
+	waitForStatus(t, api, long, stateProgress, 30*time.Second)
 	next := submitGenericTask(t, api, `{"type": "process_heavy_task", "args": {"data": "next", "iterations": 1}, "concurrency_key": "k"}`)
 	time.Sleep(500 * time.Millisecond) // the next task parked behind it
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -432,11 +428,7 @@ func TestCancelledParkedTaskNeverRuns(t *testing.T) {
 			e["MAX_RUNNING_PER_KEY"], e["HEAVY_TASK_DELAY"] = "1", "100ms"
 			base := startErrand(t, e)
 			long := submitGenericTask(t, base, `{"type": "process_heavy_task", "args": {"data": "long", "iterations": 50}, "concurrency_key": "k"}`)
-			waitFor(t, 20*time.Second, "the long task running", func() bool {
-				var task taskJSON
-				apiCall(t, "GET", base+"/api/tasks/"+long, "", nil, &task)
-				return task.Status == stateProgress
-			})
+			waitForStatus(t, base, long, stateProgress, 20*time.Second)
 			parked := submitGenericTask(t, base, `{"type": "process_heavy_task", "args": {"data": "parked", "iterations": 1}, "concurrency_key": "k"}`)
 			waitFor(t, 10*time.Second, "the second task parked", func() bool {
 				v, _ := sampleValue(scrape(t, base), "errand_tasks_parked_total", map[string]string{"task_type": tasks.HeavyTaskName})

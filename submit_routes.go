@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"errand/tasks"
@@ -203,19 +202,12 @@ func handleSubmitBatch(specs taskSpecs, sub taskSubmitter, maxBody int64) handle
 		}
 		answer := batchAnswer{Tasks: make([]batchOutcomeJSON, len(plan))}
 		errs := make([]error, len(plan))
-		var wg sync.WaitGroup
-		slots := make(chan struct{}, batchSubmitters)
-		for i, p := range plan {
-			wg.Add(1)
-			slots <- struct{}{}
-			go func() {
-				defer func() { <-slots; wg.Done() }()
-				res, err := sub.submit(r.Context(), p.spec, p.key)
-				answer.Tasks[i] = batchOutcomeJSON{Index: i, TaskID: res.id, Status: res.status, Accepted: err == nil}
-				errs[i] = err
-			}()
-		}
-		wg.Wait()
+		_ = forEachLimit(len(plan), batchSubmitters, func(i int) error {
+			res, err := sub.submit(r.Context(), plan[i].spec, plan[i].key)
+			answer.Tasks[i] = batchOutcomeJSON{Index: i, TaskID: res.id, Status: res.status, Accepted: err == nil}
+			errs[i] = err
+			return nil
+		})
 		for i, err := range errs {
 			if err == nil {
 				answer.Accepted++

@@ -113,7 +113,7 @@ func (p *workerPool) skipDuplicateStep(ctx context.Context, j job) bool {
 	var runs bool
 	err := untilDone(ctx, j, "claiming the workflow step's run", func() error {
 		var err error
-		runs, err = p.workflows.store.claimRun(ctx, ref.ID, ref.Step, ref.Copy)
+		runs, err = p.workflows.claimRun(ctx, *ref)
 		return err
 	})
 	switch {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -182,6 +181,12 @@ func (e *workflowEngine) undoSubmit(ctx context.Context, w workflow) {
 	if err := e.store.deleteWorkflow(ctx, w.ID); err != nil {
 		e.log.Error("unqueued workflow not deleted", "workflow_id", w.ID, "error", err)
 	}
+}
+
+// claimRun reports whether the copy of a step ref names is the one that
+// runs (see workflowRef.Copy).
+func (e *workflowEngine) claimRun(ctx context.Context, ref workflowRef) (bool, error) {
+	return e.store.claimRun(ctx, ref.ID, ref.Step, ref.Copy)
 }
 
 // stepEnded records how the step msg ran ended (rec) and starts what
@@ -372,153 +377,4 @@ func (e *workflowEngine) skipStep(ctx context.Context, w workflow, step int, why
 		e.log.Warn("status of a step that will not run not stored; its record is", "task_id", s.TaskID, "error", err)
 	}
 	return e.store.recordEnd(ctx, w.ID, step, saved.Status)
-}
-
-// workflowStepNotAlone refuses to run a step of a workflow again as a
-// task of its own: it would run without what the step before handed it,
-// and its workflow would not follow.
-func workflowStepNotAlone(workflowID string) error {
-	return &apiError{status: http.StatusConflict, code: "workflow_step",
-		message: fmt.Sprintf("this task is a step of workflow %s, and runs only within it: submit the workflow again", workflowID)}
-}
-
-// errWorkflowEnded refuses to cancel a workflow whose steps have all
-// ended.
-var errWorkflowEnded = &apiError{status: 409, code: "already_finished", message: "every step of the workflow has ended; only an unfinished workflow can be cancelled"}
-
-// cancel cancels workflow w for rev: a step not started yet ends REVOKED
-// at once and never starts; one queued or running is cancelled as POST
-// /api/tasks/{id}/cancel cancels a task.
-func (e *workflowEngine) cancel(ctx context.Context, w workflow, rev revocation) (workflow, error) {
-	ended, err := e.store.ended(ctx, w.ID)
-	if err != nil {
-		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
-	}
-	if len(ended) == len(w.Steps) {
-		return workflow{}, errWorkflowEnded
-	}
-	if w, err = e.store.cancelWorkflow(ctx, w.ID, rev); err != nil {
-		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
-	}
-	var open []int
-	for i := range w.Steps {
-		if ended[i] == "" {
-			open = append(open, i)
-		}
-	}
-	// A cancel that failed half-way is finished by the next one: the
-	// claims it made are found again.
-	fresh, held, err := e.store.claimSteps(ctx, w.ID, open, workflowCancelClaim)
-	if err != nil {
-		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
-	}
-	mine := slices.Sorted(slices.Values(append(fresh, held...)))
-	var errs []error
-	for _, s := range open {
-		if _, ok := slices.BinarySearch(mine, s); ok {
-			errs = append(errs, e.skipStep(ctx, w, s, "cancelled with its workflow", &rev))
-		} else {
-			errs = append(errs, e.cancelStarted(ctx, w, s, rev))
-		}
-	}
-	if err := errors.Join(append(errs, e.endIfComplete(ctx, w, workflowCancelClaim, nil))...); err != nil {
-		return workflow{}, fmt.Errorf("%w: %w", errStoreUnavailable, err)
-	}
-	return w, nil
-}
-
-// workflowCancelClaim is the holder of the steps a cancel claimed.
-const workflowCancelClaim = "cancel"
-
-// cancelStarted cancels a step already started: the cancel is recorded
-// first, so no worker runs it from then on; one waiting in the queue
-// ends REVOKED at once, one running when its worker stops it.
-func (e *workflowEngine) cancelStarted(ctx context.Context, w workflow, step int, rev revocation) error {
-	s := w.Steps[step]
-	if err := e.revocations.revoke(ctx, s.TaskID, rev); err != nil {
-		return fmt.Errorf("record the cancel of %s: %w", s.TaskID, err)
-	}
-	st, err := e.statuses.get(ctx, s.TaskID)
-	if err != nil || st.final() || st.Status == stateProgress {
-		return nil // its worker ends it
-	}
-	rec := revokedRecord(st, rev)
-	rec.Error = "cancelled with its workflow"
-	saved, err := e.results.saveResult(ctx, rec)
-	if err != nil {
-		return fmt.Errorf("record %s REVOKED: %w", s.TaskID, err)
-	}
-	if err := e.statuses.put(ctx, saved.status(), e.resultTTL); err != nil {
-		e.log.Warn("status of a cancelled step not stored; its record is", "task_id", s.TaskID, "error", err)
-	}
-	// Its message, when a worker takes it, records the same end; this one
-	// does not wait for that (or for a message a dead claimer never sent).
-	return e.store.recordEnd(ctx, w.ID, step, saved.Status)
-}
-
-// workflowReaders bounds the step statuses one answer reads at once.
-const workflowReaders = 16
-
-// describe is wf with the status of each of its steps.
-func (e *workflowEngine) describe(ctx context.Context, wf workflow) (workflowJSON, error) {
-	statuses := make([]taskStatus, len(wf.Steps))
-	err := forEachLimit(len(wf.Steps), workflowReaders, func(i int) error {
-		st, err := e.reader.status(ctx, wf.Steps[i].TaskID)
-		if errors.Is(err, errStatusNotFound) || errors.Is(err, errNotFound) {
-			// Expired with the results of finished tasks.
-			st, err = taskStatus{TaskID: wf.Steps[i].TaskID, Status: statePending}, nil
-		}
-		statuses[i] = st
-		return err
-	})
-	if err != nil {
-		return workflowJSON{}, err
-	}
-	out := workflowJSON{WorkflowID: wf.ID, CreatedAt: wf.CreatedAt, Cancelled: wf.Cancelled, Steps: make([]workflowStepJSON, len(wf.Steps))}
-	states := make(map[int]string, len(wf.Steps))
-	for i, s := range wf.Steps {
-		st := statuses[i]
-		step := workflowStepJSON{Path: s.Path, TaskID: s.TaskID, Type: s.Type, Status: st.Status, Progress: st.Progress, Result: st.Result,
-			Error: st.Error, StartedAt: st.StartedAt}
-		if st.final() {
-			finished := st.UpdatedAt
-			step.FinishedAt = &finished
-			if out.FinishedAt == nil || finished.After(*out.FinishedAt) {
-				out.FinishedAt = &finished
-			}
-		}
-		if st.StartedAt != nil && (out.StartedAt == nil || st.StartedAt.Before(*out.StartedAt)) {
-			out.StartedAt = st.StartedAt
-		}
-		out.Steps[i] = step
-		states[i] = st.Status
-	}
-	out.Status = wf.state(states)
-	if stateRank(out.Status) < 2 {
-		out.FinishedAt = nil
-	}
-	out.Flow = flowJSON(wf, wf.Root, out.Steps)
-	if wf.CallbackURL != "" {
-		out.CallbackURL = wf.CallbackURL
-		out.Webhook = e.reader.webhookOf(ctx, taskStatus{TaskID: wf.ID, CallbackURL: wf.CallbackURL, Status: out.Status})
-	}
-	return out, nil
-}
-
-// forEachLimit calls f(0) to f(n-1), at most limit at once, and joins
-// their errors.
-func forEachLimit(n, limit int, f func(i int) error) error {
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	slots := make(chan struct{}, limit)
-	for i := range n {
-		wg.Add(1)
-		slots <- struct{}{}
-		go func() {
-			defer func() { <-slots; wg.Done() }()
-			errs[i] = f(i)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }

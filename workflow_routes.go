@@ -172,24 +172,3 @@ func (wr workflowRoutes) handleCancelWorkflow() handlerFunc {
 		return nil
 	}
 }
-
-// flowJSON is n's part of a workflow's flow.
-func flowJSON(wf workflow, n *workflowNode, steps []workflowStepJSON) map[string]any {
-	switch n.Kind {
-	case nodeTask:
-		s := steps[n.Step]
-		return map[string]any{"path": s.Path, "task_id": s.TaskID, "type": s.Type, "status": s.Status}
-	}
-	children := make([]any, len(n.Children))
-	for i, c := range n.Children {
-		children[i] = flowJSON(wf, c, steps)
-	}
-	out := map[string]any{n.Kind: children}
-	if n.Then != nil {
-		out["then"] = flowJSON(wf, n.Then, steps)
-		if n.ThenOnFailure {
-			out["then_on_failure"] = true
-		}
-	}
-	return out
-}
