@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strings"
@@ -68,6 +69,9 @@ func newAMQPBroker(urls, queue, queueType string, publishTimeout time.Duration, 
 		consumers:      map[*amqp.Connection]struct{}{},
 		envelopeHold:   envelopeHoldLimit,
 	}
+	// Each process starts at a node of its own, so a cluster's nodes share
+	// the connections, and losing one node moves only its share.
+	b.preferred.Store(uint32(rand.IntN(max(1, len(b.urls)))))
 	b.envelopes = newEnvelopePublisher(queueType == queueClassic, b.publishEnvelope)
 	return b
 }
@@ -84,10 +88,10 @@ func splitList(list string) []string {
 	return urls
 }
 
-// dial connects to the node that answered last, else to the next one that
-// answers: with a cluster's nodes in AMQP_URL, errand follows whichever is
+// dial connects to the node that answered last (at first one picked at
+// random), else to the next one that answers: with a cluster's nodes in AMQP_URL, errand follows whichever is
 // up, and its quorum queues are reachable from any of them.
-func (b *amqpBroker) dial(purpose string) (*amqp.Connection, error) {
+func (b *amqpBroker) dial(purpose string) (conn *amqp.Connection, node int, err error) {
 	host, _ := os.Hostname()
 	dial := amqp.DefaultDial(min(b.publishTimeout, 5*time.Second))
 	cfg := amqp.Config{
@@ -115,11 +119,11 @@ func (b *amqpBroker) dial(purpose string) (*amqp.Connection, error) {
 				b.log.Info("connected to another rabbitmq node", "url", redactURL(b.urls[n]), "purpose", purpose)
 				b.preferred.Store(uint32(n))
 			}
-			return conn, nil
+			return conn, n, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", redactURL(b.urls[n]), err))
 	}
-	return nil, fmt.Errorf("dial rabbitmq: %w", errors.Join(errs...))
+	return nil, 0, fmt.Errorf("dial rabbitmq: %w", errors.Join(errs...))
 }
 
 // redialPause is how long publishes fail fast after a failed dial, so a

@@ -44,7 +44,7 @@ func (b *amqpBroker) consume(ctx context.Context, prefetch int, out chan<- deliv
 // of ctx it leaves it open for the acks of tasks still running (close
 // closes it).
 func (b *amqpBroker) consumeSession(ctx context.Context, prefetch int, out chan<- delivery) error {
-	conn, err := b.dial("consumer")
+	conn, _, err := b.dial("consumer")
 	if err != nil {
 		return err
 	}

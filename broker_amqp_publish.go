@@ -20,6 +20,7 @@ const publisherChannels = 4
 // amqpPublisher is one publishing connection with confirming channels.
 type amqpPublisher struct {
 	conn   *amqp.Connection
+	node   int // its URL's index in AMQP_URL
 	chans  []*confirmChannel
 	next   atomic.Uint32
 	opened time.Time
@@ -180,6 +181,9 @@ func (b *amqpBroker) publishOnce(ctx context.Context, queue, id string, msg amqp
 	}
 	acked, err := confirm.WaitContext(ctx)
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			b.leaveSilentNode(p)
+		}
 		return fmt.Errorf("%w: %w: wait for confirm of %s: %w", errBrokerUnavailable, errPublishUnconfirmed, id, err)
 	}
 	if !acked && c.ch.IsClosed() {
@@ -228,11 +232,11 @@ func (b *amqpBroker) publisher() (*amqpPublisher, error) {
 }
 
 func (b *amqpBroker) openPublisher() (*amqpPublisher, error) {
-	conn, err := b.dial("publisher")
+	conn, node, err := b.dial("publisher")
 	if err != nil {
 		return nil, err
 	}
-	p := &amqpPublisher{conn: conn, declared: map[string]time.Time{}, opened: time.Now()}
+	p := &amqpPublisher{conn: conn, node: node, declared: map[string]time.Time{}, opened: time.Now()}
 	for i := range publisherChannels {
 		ch, err := conn.Channel()
 		if err == nil && i == 0 {
@@ -339,6 +343,20 @@ func (b *amqpBroker) retirePublisher(p *amqpPublisher) {
 	if retired {
 		time.AfterFunc(b.publishTimeout, func() { p.conn.Close() })
 	}
+}
+
+// leaveSilentNode moves publishing off a cluster node that did not
+// confirm in time: a node cut off from its cluster goes on taking
+// publishes it cannot replicate until it notices (RabbitMQ's
+// net_ticktime, a minute by default) and pauses. The next publish dials
+// the next node in AMQP_URL. With one node there is nowhere to go, and
+// the publisher stays.
+func (b *amqpBroker) leaveSilentNode(p *amqpPublisher) {
+	if len(b.urls) < 2 {
+		return
+	}
+	b.preferred.CompareAndSwap(uint32(p.node), uint32((p.node+1)%len(b.urls)))
+	b.retirePublisher(p)
 }
 
 func (b *amqpBroker) dropPublisher(p *amqpPublisher) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -31,5 +32,34 @@ func TestBrokerFailsOverToAnotherNode(t *testing.T) {
 	err := none.publish(context.Background(), taskMessage{ID: "nowhere", Type: "t", Args: []byte(`{}`), EnqueuedAt: time.Now()})
 	if err == nil || strings.Count(err.Error(), "amqp://guest:xxxxx@127.0.0.1:") != 2 {
 		t.Errorf("publish with every node down: %v, want an error naming both nodes", err)
+	}
+}
+
+// TestBrokerLeavesANodeThatDoesNotConfirm: a node that takes a publish and
+// never confirms it (a node cut off from its cluster does that until it
+// notices) answers unconfirmed, and the next publish goes to the next
+// node in AMQP_URL.
+func TestBrokerLeavesANodeThatDoesNotConfirm(t *testing.T) {
+	env := realStack(t)
+	network := newToxicNetwork(t)
+	silent := network.via(t, env)["AMQP_URL"]
+	b := newAMQPBroker(silent+","+services.amqpURL, env["QUEUE_NAME"], queueQuorum, time.Second, slog.New(slog.DiscardHandler))
+	t.Cleanup(b.close)
+	b.preferred.Store(0) // the node behind the proxy first, whatever newAMQPBroker picked
+	ctx := context.Background()
+	if err := b.publish(ctx, taskMessage{ID: "first", Type: "t", Args: []byte(`{}`), EnqueuedAt: time.Now()}); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	restore := network.add(t, "rabbitmq", "timeout", `{"timeout": 0}`)
+	defer restore()
+	err := b.publish(ctx, taskMessage{ID: "held", Type: "t", Args: []byte(`{}`), EnqueuedAt: time.Now()})
+	if !errors.Is(err, errPublishUnconfirmed) {
+		t.Fatalf("publish through a node that never confirms: %v, want unconfirmed", err)
+	}
+	if err := b.publish(ctx, taskMessage{ID: "after", Type: "t", Args: []byte(`{}`), EnqueuedAt: time.Now()}); err != nil {
+		t.Fatalf("the publish after an unconfirmed one: %v, want it confirmed by the other node", err)
+	}
+	if got := b.preferred.Load(); got != 1 {
+		t.Errorf("preferred node = %d, want 1", got)
 	}
 }
