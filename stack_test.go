@@ -47,25 +47,9 @@ func TestStackScaleOut(t *testing.T) {
 	// no worker declares the queue again once it is gone).
 	names := realStack(t)
 	dir := t.TempDir()
-	base := freeStackPorts(t)
-	// The test's own settings only: a STACK_* knob left in the caller's
-	// environment (say, a Prometheus port) must not leak into this stack.
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "STACK_") {
-			env = append(env, kv)
-		}
-	}
-	env = append(env,
-		"STACK_BASE_PORT="+strconv.Itoa(base),
-		"STACK_QUEUE="+names["QUEUE_NAME"],
-		"STACK_DB="+names["MONGODB_DATABASE"],
-		"STACK_REDIS_PREFIX="+names["REDIS_KEY_PREFIX"],
-		"STACK_HEAVY_TASK_DELAY=1ms",
-		"STACK_DRAIN_TIMEOUT=5s",
-		"STACK_AMQP_URL="+services.amqpURL,
-		"STACK_REDIS_URL="+services.redisURL,
-	)
+	base := freeStackPorts(t, false)
+	env := stackTestEnv(names, base, "STACK_HEAVY_TASK_DELAY=1ms", "STACK_DRAIN_TIMEOUT=5s",
+		"STACK_AMQP_URL="+services.amqpURL, "STACK_REDIS_URL="+services.redisURL)
 	t.Cleanup(func() {
 		if out, err := runStack(env, 90*time.Second, "down", "--dir", dir); err != nil {
 			t.Errorf("scripts/stack down: %v\n%s", err, out)
@@ -363,14 +347,36 @@ func requireNginx(t *testing.T) {
 	}
 }
 
+// stackTestEnv is the environment of a test's scripts/stack: the test's
+// own names and ports and the settings given, and none of the caller's
+// STACK_* knobs (say, a Prometheus port), which must not leak into it.
+func stackTestEnv(names map[string]string, base int, settings ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "STACK_") {
+			env = append(env, kv)
+		}
+	}
+	return append(append(env,
+		"STACK_BASE_PORT="+strconv.Itoa(base),
+		"STACK_QUEUE="+names["QUEUE_NAME"],
+		"STACK_DB="+names["MONGODB_DATABASE"],
+		"STACK_REDIS_PREFIX="+names["REDIS_KEY_PREFIX"],
+	), settings...)
+}
+
 // freeStackPorts returns a base port whose whole scripts/stack layout is
 // free: base (nginx), base+1..3 (apis), base+11..13 (workers), base+20
-// (Prometheus), base+30 (mongowire). Bases come from below Linux's
-// ephemeral range, so no outgoing connection takes a port between this
-// check and the stack's listen.
-func freeStackPorts(t *testing.T) int {
+// (Prometheus), base+30 (mongowire), and with ha scripts/ha's brokers
+// from base+40. Bases come from below Linux's ephemeral range, so no
+// outgoing connection takes a port between this check and the stack's
+// listen.
+func freeStackPorts(t *testing.T, ha bool) int {
 	t.Helper()
 	offsets := []int{0, 1, 2, 3, 11, 12, 13, 20, 30}
+	if ha {
+		offsets = append(offsets, 40, 41, 42, 50, 51, 52, 60, 61, 65, 66, 67)
+	}
 	for range 50 {
 		base := 20000 + rand.IntN(12000)
 		free := true
@@ -388,6 +394,15 @@ func freeStackPorts(t *testing.T) int {
 	}
 	t.Fatal("no free block of ports for the stack in 50 tries")
 	return 0
+}
+
+// portAnswers says whether something accepts connections on a loopback port.
+func portAnswers(port int) bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
 }
 
 // runStack runs scripts/stack with env and returns its combined output.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -569,7 +570,7 @@ func TestMatchNginxLocation(t *testing.T) {
 }
 
 // TestScaleOutRedisIsTheSentinelTestsTopology: the scale-out profile runs
-// what errand's TestRedisSentinelFailover runs on loopback: a primary, a
+// what scripts/ha runs on loopback for errand's TestHighAvailabilityDrills: a primary, a
 // replica of it and three Sentinels, which monitor it under one name with
 // a quorum of 2; and the REDIS_URL .env.example shows for the profile
 // names those Sentinels and that primary.
@@ -593,6 +594,13 @@ func TestScaleOutRedisIsTheSentinelTestsTopology(t *testing.T) {
 		}
 		sentinels = append(sentinels, name+":26379")
 	}
+	script, err := os.ReadFile(filepath.Join(repoRoot, "scripts", "ha"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^sentinel monitor errand \S+ .+ 2$`).Match(script) || !strings.Contains(string(script), "replicaof 127.0.0.1") {
+		t.Errorf("scripts/ha no longer runs a replica and Sentinels monitoring errand with a quorum of 2: keep it and the profile alike")
+	}
 	conf := p.Configs["redis-sentinel"].Content
 	if !strings.Contains(conf, "sentinel monitor errand redis 6379 2\n") || !strings.Contains(conf, "sentinel auth-pass errand ") {
 		t.Errorf("the Sentinels' configuration does not monitor redis:6379 as errand with a quorum of 2 and its password:\n%s", conf)
@@ -604,5 +612,38 @@ func TestScaleOutRedisIsTheSentinelTestsTopology(t *testing.T) {
 	want := fmt.Sprintf("REDIS_URL=redis://%s/0?master_name=errand&password=change-me-redis-password&addr=%s&addr=%s", sentinels[0], sentinels[1], sentinels[2])
 	if len(sentinels) != 3 || !strings.Contains(string(env), want) {
 		t.Errorf("%s does not show the scale-out REDIS_URL %s", cfg.envFile, want)
+	}
+}
+
+// TestRabbitMQNodesPauseInAMinority: every RabbitMQ node of the compose
+// file handles a partition as scripts/ha's nodes do in errand's
+// TestHighAvailabilityDrills (pause_minority), so the drill's figures
+// describe the deployment.
+func TestRabbitMQNodesPauseInAMinority(t *testing.T) {
+	cfg := repoConfig()
+	p, err := loadProject(context.Background(), cfg.composeFile, cfg.envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "cluster_partition_handling = pause_minority\n"
+	script, err := os.ReadFile(filepath.Join(repoRoot, "scripts", "ha"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(script), want) {
+		t.Fatalf("scripts/ha no longer configures %q: keep the compose file and the drill's nodes alike", want)
+	}
+	if got := p.Configs["rabbitmq-partitions"].Content; got != want {
+		t.Errorf("config rabbitmq-partitions = %q, want %q", got, want)
+	}
+	for _, name := range []string{"rabbitmq", "rabbitmq-2", "rabbitmq-3"} {
+		s, ok := p.Services[name]
+		mounted := false
+		for _, c := range s.Configs {
+			mounted = mounted || (c.Source == "rabbitmq-partitions" && strings.HasPrefix(c.Target, "/etc/rabbitmq/conf.d/"))
+		}
+		if !ok || !mounted {
+			t.Errorf("%s does not mount rabbitmq-partitions in /etc/rabbitmq/conf.d/", name)
+		}
 	}
 }
