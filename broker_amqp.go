@@ -69,8 +69,8 @@ func newAMQPBroker(urls, queue, queueType string, publishTimeout time.Duration, 
 		consumers:      map[*amqp.Connection]struct{}{},
 		envelopeHold:   envelopeHoldLimit,
 	}
-	// Each process starts at a node of its own, so a cluster's nodes share
-	// the connections, and losing one node moves only its share.
+	// Each process starts at a node picked at random, so a cluster's nodes
+	// share the connections, and losing one node moves only its share.
 	b.preferred.Store(uint32(rand.IntN(max(1, len(b.urls)))))
 	b.envelopes = newEnvelopePublisher(queueType == queueClassic, b.publishEnvelope)
 	return b
@@ -89,8 +89,9 @@ func splitList(list string) []string {
 }
 
 // dial connects to the node that answered last (at first one picked at
-// random), else to the next one that answers: with a cluster's nodes in AMQP_URL, errand follows whichever is
-// up, and its quorum queues are reachable from any of them.
+// random), else to the next one that answers: with a cluster's nodes in
+// AMQP_URL, errand follows whichever is up, and its quorum queues are
+// reachable from any of them.
 func (b *amqpBroker) dial(purpose string) (conn *amqp.Connection, node int, err error) {
 	host, _ := os.Hostname()
 	dial := amqp.DefaultDial(min(b.publishTimeout, 5*time.Second))

@@ -19,11 +19,15 @@ const publisherChannels = 4
 
 // amqpPublisher is one publishing connection with confirming channels.
 type amqpPublisher struct {
-	conn   *amqp.Connection
-	node   int // its URL's index in AMQP_URL
-	chans  []*confirmChannel
-	next   atomic.Uint32
-	opened time.Time
+	conn *amqp.Connection
+	node int // its URL's index in AMQP_URL
+	// blocked is set while the broker holds the connection's publishes
+	// (connection.blocked: a memory or disk alarm, which holds every
+	// node's publishers alike).
+	blocked atomic.Bool
+	chans   []*confirmChannel
+	next    atomic.Uint32
+	opened  time.Time
 
 	mu       sync.Mutex
 	declared map[string]time.Time // delay queues declared on this connection, and when
@@ -138,7 +142,7 @@ func (b *amqpBroker) publishDead(ctx context.Context, body []byte, id, reason st
 // waits, within the publish timeout, for its confirm. declare, when not
 // nil, declares the queue first on the publishing channel.
 func (b *amqpBroker) publishTo(ctx context.Context, queue, id string, msg amqp.Publishing, declare func(*amqp.Channel) error) error {
-	ctx, cancel := context.WithTimeout(ctx, b.publishTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, b.publishTimeout, errConfirmTimeout)
 	defer cancel()
 	err := b.publishOnce(ctx, queue, id, msg, declare)
 	if errors.Is(err, errUnroutable) && declare != nil {
@@ -149,6 +153,10 @@ func (b *amqpBroker) publishTo(ctx context.Context, queue, id string, msg amqp.P
 	}
 	return err
 }
+
+// errConfirmTimeout ends a publish whose confirm took PUBLISH_TIMEOUT (not
+// the caller's own deadline).
+var errConfirmTimeout = errors.New("no confirm within PUBLISH_TIMEOUT")
 
 // errUnroutable is a message the broker returned: its queue is missing.
 var errUnroutable = errors.New("unroutable")
@@ -181,7 +189,7 @@ func (b *amqpBroker) publishOnce(ctx context.Context, queue, id string, msg amqp
 	}
 	acked, err := confirm.WaitContext(ctx)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		if errors.Is(context.Cause(ctx), errConfirmTimeout) {
 			b.leaveSilentNode(p)
 		}
 		return fmt.Errorf("%w: %w: wait for confirm of %s: %w", errBrokerUnavailable, errPublishUnconfirmed, id, err)
@@ -237,6 +245,12 @@ func (b *amqpBroker) openPublisher() (*amqpPublisher, error) {
 		return nil, err
 	}
 	p := &amqpPublisher{conn: conn, node: node, declared: map[string]time.Time{}, opened: time.Now()}
+	blocking := conn.NotifyBlocked(make(chan amqp.Blocking, 1))
+	go func() {
+		for state := range blocking {
+			p.blocked.Store(state.Active)
+		}
+	}()
 	for i := range publisherChannels {
 		ch, err := conn.Channel()
 		if err == nil && i == 0 {
@@ -327,12 +341,13 @@ func (b *amqpBroker) forgetDeclared(queue string) {
 // must not make each publish dial anew.
 const publisherMinAge = 250 * time.Millisecond
 
-// retirePublisher stops handing out p, which a nack has put in doubt,
-// and closes it once the publishes in flight on it have had their
-// confirms (a close would turn them into nacks).
-func (b *amqpBroker) retirePublisher(p *amqpPublisher) {
+// retirePublisher stops handing out p, which a nack or a missing confirm
+// has put in doubt, and closes it once the publishes in flight on it have
+// had their confirms (a close would turn them into nacks). It reports
+// whether it did.
+func (b *amqpBroker) retirePublisher(p *amqpPublisher) bool {
 	if time.Since(p.opened) < publisherMinAge {
-		return
+		return false
 	}
 	b.mu.Lock()
 	retired := b.pub == p
@@ -341,22 +356,28 @@ func (b *amqpBroker) retirePublisher(p *amqpPublisher) {
 	}
 	b.mu.Unlock()
 	if retired {
-		time.AfterFunc(b.publishTimeout, func() { p.conn.Close() })
+		// A node that does not answer must not hold the close forever.
+		time.AfterFunc(b.publishTimeout, func() { _ = p.conn.CloseDeadline(time.Now().Add(b.publishTimeout)) })
 	}
+	return retired
 }
 
 // leaveSilentNode moves publishing off a cluster node that did not
-// confirm in time: a node cut off from its cluster goes on taking
-// publishes it cannot replicate until it notices (RabbitMQ's
-// net_ticktime, a minute by default) and pauses. The next publish dials
-// the next node in AMQP_URL. With one node there is nowhere to go, and
-// the publisher stays.
+// confirm in time: a node cut off from its cluster takes publishes it
+// cannot replicate until it notices (RabbitMQ's net_ticktime, a minute by
+// default) and, under pause_minority, pauses. The next publish dials the
+// next node in AMQP_URL. With one node there is nowhere to go, and while
+// the broker says it blocks publishers (an alarm, on every node alike)
+// moving gains nothing: the publisher stays.
 func (b *amqpBroker) leaveSilentNode(p *amqpPublisher) {
-	if len(b.urls) < 2 {
+	if len(b.urls) < 2 || p.blocked.Load() || !b.retirePublisher(p) {
 		return
 	}
-	b.preferred.CompareAndSwap(uint32(p.node), uint32((p.node+1)%len(b.urls)))
-	b.retirePublisher(p)
+	next := (p.node + 1) % len(b.urls)
+	if b.preferred.CompareAndSwap(uint32(p.node), uint32(next)) {
+		b.log.Warn("rabbitmq node did not confirm in time; publishing moves to the next node",
+			"url", redactURL(b.urls[p.node]), "next", redactURL(b.urls[next]))
+	}
 }
 
 func (b *amqpBroker) dropPublisher(p *amqpPublisher) {

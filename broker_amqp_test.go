@@ -17,6 +17,7 @@ func TestBrokerFailsOverToAnotherNode(t *testing.T) {
 	dead := "amqp://guest:guest@" + freeAddr(t) + "/"
 	b := newAMQPBroker(dead+", "+services.amqpURL, env["QUEUE_NAME"], queueClassic, 5*time.Second, slog.New(slog.DiscardHandler))
 	t.Cleanup(b.close)
+	b.preferred.Store(0) // the dead node first, whatever newAMQPBroker picked
 	if err := b.publish(context.Background(), taskMessage{ID: "via-second-node", Type: "t", Args: []byte(`{}`), EnqueuedAt: time.Now()}); err != nil {
 		t.Fatalf("publish with the first node down: %v", err)
 	}
@@ -35,15 +36,16 @@ func TestBrokerFailsOverToAnotherNode(t *testing.T) {
 	}
 }
 
-// TestBrokerLeavesANodeThatDoesNotConfirm: a node that takes a publish and
-// never confirms it (a node cut off from its cluster does that until it
-// notices) answers unconfirmed, and the next publish goes to the next
-// node in AMQP_URL.
+// TestBrokerLeavesANodeThatDoesNotConfirm: a publish to a node that does
+// not confirm it within PUBLISH_TIMEOUT (here a Toxiproxy holds the
+// connection's traffic both ways; a node cut off from its cluster takes
+// the publish and does not confirm it until it notices) answers
+// unconfirmed, and the next publish goes to the next node in AMQP_URL.
 func TestBrokerLeavesANodeThatDoesNotConfirm(t *testing.T) {
 	env := realStack(t)
 	network := newToxicNetwork(t)
 	silent := network.via(t, env)["AMQP_URL"]
-	b := newAMQPBroker(silent+","+services.amqpURL, env["QUEUE_NAME"], queueQuorum, time.Second, slog.New(slog.DiscardHandler))
+	b := newAMQPBroker(silent+","+services.amqpURL, env["QUEUE_NAME"], queueQuorum, 3*time.Second, slog.New(slog.DiscardHandler))
 	t.Cleanup(b.close)
 	b.preferred.Store(0) // the node behind the proxy first, whatever newAMQPBroker picked
 	ctx := context.Background()
@@ -61,5 +63,29 @@ func TestBrokerLeavesANodeThatDoesNotConfirm(t *testing.T) {
 	}
 	if got := b.preferred.Load(); got != 1 {
 		t.Errorf("preferred node = %d, want 1", got)
+	}
+}
+
+// TestBrokerWithOneNodeKeepsItsPublisher: with one node in AMQP_URL, or
+// while the broker blocks publishers (an alarm holds every node's), a
+// missing confirm leaves the publisher where it is: there is nowhere
+// better to go.
+func TestBrokerWithOneNodeKeepsItsPublisher(t *testing.T) {
+	for name, tc := range map[string]struct {
+		urls    string
+		blocked bool
+	}{
+		"one node":         {urls: "amqp://a/"},
+		"blocked, 2 nodes": {urls: "amqp://a/,amqp://b/", blocked: true},
+	} {
+		b := newAMQPBroker(tc.urls, "q", queueQuorum, time.Second, slog.New(slog.DiscardHandler))
+		b.preferred.Store(0)
+		p := &amqpPublisher{opened: time.Now().Add(-time.Minute)}
+		p.blocked.Store(tc.blocked)
+		b.pub = p
+		b.leaveSilentNode(p)
+		if b.pub != p || b.preferred.Load() != 0 {
+			t.Errorf("%s: publisher kept %v, preferred node %d; want it kept, node 0", name, b.pub == p, b.preferred.Load())
+		}
 	}
 }
