@@ -13,24 +13,45 @@ import (
 // loadSubmit is one submit of a load, as the client saw it.
 type loadSubmit struct {
 	at, answered time.Time
+	key, body    string // its Idempotency-Key and request body
 	status       int
 	taskID       string
 	errorCode    string // of an error answer
 }
 
 // submitLoad posts a process_heavy_task to an errand every 20 ms, one at
-// a time, and keeps what each answered, until it is stopped (at the
-// latest when the test ends).
+// a time, each with an Idempotency-Key of its own, and keeps what each
+// answered, until it is stopped (at the latest when the test ends).
 type submitLoad struct {
 	mu       sync.Mutex
 	outcomes []loadSubmit
 	stop     chan struct{}
 	done     chan struct{}
 	once     sync.Once
+	run      string // in every key, so two loads never share one
+}
+
+// postSubmit posts one guide submit with an Idempotency-Key and reads the
+// answer: status 0 when none came.
+func postSubmit(client *http.Client, base, key, body string) (status int, taskID, errorCode string) {
+	req, err := http.NewRequest(http.MethodPost, base+"/api/async/process", strings.NewReader(body))
+	if err != nil {
+		return 0, "", err.Error()
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err.Error()
+	}
+	defer resp.Body.Close()
+	var a submitAnswer
+	_ = json.NewDecoder(resp.Body).Decode(&a)
+	return resp.StatusCode, a.TaskID, a.Error
 }
 
 func startSubmitLoad(t *testing.T, base, tag string) *submitLoad {
-	l := &submitLoad{stop: make(chan struct{}), done: make(chan struct{})}
+	l := &submitLoad{stop: make(chan struct{}), done: make(chan struct{}), run: newRandomID(4)}
 	go func() {
 		defer close(l.done)
 		client := &http.Client{Timeout: 20 * time.Second}
@@ -40,14 +61,8 @@ func startSubmitLoad(t *testing.T, base, tag string) *submitLoad {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			o := loadSubmit{at: time.Now()}
-			resp, err := client.Post(base+"/api/async/process", "application/json", strings.NewReader(fmt.Sprintf(`{"data": "%s %d", "iterations": 1}`, tag, i)))
-			if err == nil {
-				var a submitAnswer
-				_ = json.NewDecoder(resp.Body).Decode(&a)
-				resp.Body.Close()
-				o.status, o.taskID, o.errorCode = resp.StatusCode, a.TaskID, a.Error
-			}
+			o := loadSubmit{at: time.Now(), key: fmt.Sprintf("%s-%s-%d", tag, l.run, i), body: fmt.Sprintf(`{"data": "%s %d", "iterations": 1}`, tag, i)}
+			o.status, o.taskID, o.errorCode = postSubmit(client, base, o.key, o.body)
 			o.answered = time.Now()
 			l.mu.Lock()
 			l.outcomes = append(l.outcomes, o)
@@ -126,6 +141,9 @@ func summarize(t *testing.T, outcomes []loadSubmit, failedAt time.Time) loadSumm
 			s.window = max(s.window, o.answered.Sub(lastAccepted))
 			lastAccepted = o.answered
 		case http.StatusServiceUnavailable:
+			if o.errorCode == "" {
+				t.Errorf("a submit %s after the failure answered 503 without errand's JSON error", o.at.Sub(failedAt))
+			}
 			s.refused++
 			if o.errorCode == "unconfirmed" {
 				s.unconfirmed = append(s.unconfirmed, o.taskID)

@@ -617,8 +617,10 @@ func TestScaleOutRedisIsTheSentinelTestsTopology(t *testing.T) {
 
 // TestRabbitMQNodesPauseInAMinority: every RabbitMQ node of the compose
 // file handles a partition as scripts/ha's nodes do in errand's
-// TestHighAvailabilityDrills (pause_minority), so the drill's figures
-// describe the deployment.
+// TestHighAvailabilityDrills (pause_minority). Their timings differ on
+// purpose: the drill's nodes notice a partition after 10 s and its
+// Sentinels call a primary down after 1 s, the compose file's after
+// RabbitMQ's default 60 s and 5 s.
 func TestRabbitMQNodesPauseInAMinority(t *testing.T) {
 	cfg := repoConfig()
 	p, err := loadProject(context.Background(), cfg.composeFile, cfg.envFile)
