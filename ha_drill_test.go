@@ -58,25 +58,10 @@ func TestHighAvailabilityDrills(t *testing.T) {
 	base := freeStackPorts(t, true)
 	env := stackTestEnv(names, base, "STACK_HA=1", "STACK_PROMETHEUS=0", "STACK_HEAVY_TASK_DELAY=10ms",
 		"STACK_DRAIN_TIMEOUT=5s", "PUBLISH_TIMEOUT=3s")
-	t.Cleanup(func() {
-		if out, err := runStack(env, 3*time.Minute, "down", "--dir", dir); err != nil {
-			t.Errorf("scripts/stack down: %v\n%s", err, out)
-		}
-	})
-	if out, err := runStack(env, 4*time.Minute, "up", "--dir", dir); err != nil {
-		dumpStackLogs(t, dir)
-		t.Fatalf("scripts/stack up: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			dumpStackLogs(t, dir)
-		}
-	})
-	state := readStackEnv(t, dir)
+	state := upTestStack(t, env, dir, 4*time.Minute)
 	if state["QUEUE_TYPE"] != "quorum" || strings.Count(state["AMQP_URL"], "amqp://") != 3 || !strings.Contains(state["REDIS_URL"], "master_name=errand") {
 		t.Fatalf("stack.env: QUEUE_TYPE %q, AMQP_URL %q, REDIS_URL %q; want the HA brokers", state["QUEUE_TYPE"], state["AMQP_URL"], state["REDIS_URL"])
 	}
-	t.Cleanup(func() { dropDatabase(t, state["MONGODB_URI"], state["MONGODB_DATABASE"]) })
 	nginx := state["STACK_URL"]
 	b := haBrokers{t: t, dir: filepath.Join(dir, "ha"), base: base + 40}
 	pids := map[string]int{}
@@ -102,23 +87,19 @@ func TestHighAvailabilityDrills(t *testing.T) {
 		waitForStatus(t, nginx, load.acceptedIDsSince(t0)[49], stateSuccess, 60*time.Second)
 	}
 
-	leader := b.run("leader", names["QUEUE_NAME"])
-	d := drill{name: "RabbitMQ: the work queue's leader (" + leader + ") SIGKILLed", at: time.Now()}
-	b.run("kill", leader)
-	recovered("the leader's loss", d.at)
-	b.run("start", leader)
-	d.restartedAt = time.Now()
-	recovered("the leader's restart", d.restartedAt)
-	drills = append(drills, d)
-
+	// killAndRestart SIGKILLs a node, and starts it again once errand is
+	// back to work without it.
+	killAndRestart := func(node, what string) {
+		d := drill{name: "RabbitMQ: " + what + " (" + node + ") SIGKILLed", at: time.Now()}
+		b.run("kill", node)
+		recovered("the loss of "+node, d.at)
+		b.run("start", node)
+		recovered("the restart of "+node, time.Now())
+		drills = append(drills, d)
+	}
+	killAndRestart(b.run("leader", names["QUEUE_NAME"]), "the work queue's leader")
 	consumerNode, leads := b.nodeWith(names["QUEUE_NAME"], "consumer", workerPids)
-	d = drill{name: "RabbitMQ: a node workers consume through (" + consumerNode + leaderNote(leads) + ") SIGKILLed", at: time.Now()}
-	b.run("kill", consumerNode)
-	recovered("the consumers' node's loss", d.at)
-	b.run("start", consumerNode)
-	d.restartedAt = time.Now()
-	recovered("the consumers' node's restart", d.restartedAt)
-	drills = append(drills, d)
+	killAndRestart(consumerNode, "a node workers consume through"+leaderNote(leads))
 
 	partition := func(node, what string) {
 		d := drill{name: "RabbitMQ: " + what + " (" + node + ") cut off from the other nodes", at: time.Now()}
@@ -126,9 +107,9 @@ func TestHighAvailabilityDrills(t *testing.T) {
 		waitFor(t, 60*time.Second, node+" to pause (pause_minority)", func() bool { return !b.nodeAnswers(node) })
 		recovered("the partition", d.at)
 		b.run("heal", node)
-		d.restartedAt = time.Now()
+		healed := time.Now()
 		waitFor(t, 60*time.Second, node+" to serve again", func() bool { return b.nodeAnswers(node) })
-		recovered("the healing", d.restartedAt)
+		recovered("the healing", healed)
 		drills = append(drills, d)
 	}
 	partition(b.run("leader", names["QUEUE_NAME"]), "the work queue's leader")
@@ -141,8 +122,7 @@ func TestHighAvailabilityDrills(t *testing.T) {
 	lost, d := b.redisFailoverLosingWrites(load, names["REDIS_KEY_PREFIX"])
 	recovered("the Redis failover", d.at)
 	b.run("start", d.restartName)
-	d.restartedAt = time.Now()
-	recovered("the old primary's return", d.restartedAt)
+	recovered("the old primary's return", time.Now())
 	drills = append(drills, d)
 
 	outcomes := load.finish()
@@ -187,7 +167,6 @@ func TestHighAvailabilityDrills(t *testing.T) {
 type drill struct {
 	name        string
 	at          time.Time // the failure
-	restartedAt time.Time // the node back (or the partition healed)
 	restartName string    // what to start again
 
 	refused        int           // submits answered 503 from the failure to the next drill

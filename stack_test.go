@@ -50,29 +50,11 @@ func TestStackScaleOut(t *testing.T) {
 	base := freeStackPorts(t, false)
 	env := stackTestEnv(names, base, "STACK_HEAVY_TASK_DELAY=1ms", "STACK_DRAIN_TIMEOUT=5s",
 		"STACK_AMQP_URL="+services.amqpURL, "STACK_REDIS_URL="+services.redisURL)
-	t.Cleanup(func() {
-		if out, err := runStack(env, 90*time.Second, "down", "--dir", dir); err != nil {
-			t.Errorf("scripts/stack down: %v\n%s", err, out)
-		}
-	})
-	if out, err := runStack(env, 150*time.Second, "up", "--dir", dir); err != nil {
-		dumpStackLogs(t, dir)
-		t.Fatalf("scripts/stack up: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			dumpStackLogs(t, dir)
-		}
-	})
-	state := readStackEnv(t, dir)
+	state := upTestStack(t, env, dir, 150*time.Second)
 	nginx := state["STACK_URL"]
 	if want := fmt.Sprintf("http://127.0.0.1:%d", base); nginx != want {
 		t.Fatalf("stack.env STACK_URL = %q, want %q", nginx, want)
 	}
-	// The database goes through the stack's own MongoDB-wire server while
-	// it still runs: realStack's cleanup reaches the tests' server, which
-	// shares the storage only when both run on the same PostgreSQL.
-	t.Cleanup(func() { dropDatabase(t, state["MONGODB_URI"], state["MONGODB_DATABASE"]) })
 	workerURL := func(n int) string { return fmt.Sprintf("http://127.0.0.1:%d", base+10+n) }
 
 	var (
@@ -345,6 +327,33 @@ func requireNginx(t *testing.T) {
 	if _, lookErr := exec.LookPath("nginx"); lookErr != nil {
 		t.Fatalf("nginx is not installed and could not be installed (apt-get install nginx: %v):\n%s", err, tail(string(out), 20))
 	}
+}
+
+// upTestStack brings a test's scripts/stack up in dir, within timeout, and
+// takes it down when the test ends (its logs in the test's log if the
+// test failed, its database dropped). It returns the stack's stack.env.
+func upTestStack(t *testing.T, env []string, dir string, timeout time.Duration) map[string]string {
+	t.Helper()
+	t.Cleanup(func() {
+		if out, err := runStack(env, 3*time.Minute, "down", "--dir", dir); err != nil {
+			t.Errorf("scripts/stack down: %v\n%s", err, out)
+		}
+	})
+	if out, err := runStack(env, timeout, "up", "--dir", dir); err != nil {
+		dumpStackLogs(t, dir)
+		t.Fatalf("scripts/stack up: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpStackLogs(t, dir)
+		}
+	})
+	state := readStackEnv(t, dir)
+	// The database goes through the stack's own MongoDB-wire server while
+	// it still runs: realStack's cleanup reaches the tests' server, which
+	// shares the storage only when both run on the same PostgreSQL.
+	t.Cleanup(func() { dropDatabase(t, state["MONGODB_URI"], state["MONGODB_DATABASE"]) })
+	return state
 }
 
 // stackTestEnv is the environment of a test's scripts/stack: the test's
