@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -295,11 +296,18 @@ func (s taskSubmitter) settleKey(ctx context.Context, c keyClaim, err error) {
 // newUUID returns a random (version 4) UUID, the form Celery's task ids
 // have.
 func newUUID() string {
-	b := []byte(newRandomID(16))
-	// Set the version (4) and variant (10xx) nibbles in the hex text.
-	b[12] = '4'
-	b[16] = "89ab"[strings.IndexByte("0123456789abcdef", b[16])%4]
-	return fmt.Sprintf("%s-%s-%s-%s-%s", b[0:8], b[8:12], b[12:16], b[16:20], b[20:32])
+	var raw [16]byte
+	_, _ = rand.Read(raw[:])    // crypto/rand.Read never fails on supported platforms
+	raw[6] = raw[6]&0x0f | 0x40 // version 4
+	raw[8] = raw[8]&0x3f | 0x80 // variant 10xx
+	var text [36]byte
+	hex.Encode(text[0:8], raw[0:4])
+	hex.Encode(text[9:13], raw[4:6])
+	hex.Encode(text[14:18], raw[6:8])
+	hex.Encode(text[19:23], raw[8:10])
+	hex.Encode(text[24:36], raw[10:16])
+	text[8], text[13], text[18], text[23] = '-', '-', '-', '-'
+	return string(text[:])
 }
 
 // An Idempotency-Key maps to a keyReservation in the key store: the

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -133,5 +134,22 @@ func TestSubmitWhenBrokerDown(t *testing.T) {
 	var h healthResponse
 	if code := apiCall(t, "GET", base+"/health", "", nil, &h).StatusCode; code != http.StatusServiceUnavailable || h.Services["rabbitmq"] != "disconnected" || h.Services["redis"] != "connected" {
 		t.Errorf("health with the broker down: %d %+v, want 503 naming rabbitmq", code, h)
+	}
+}
+
+// TestNewUUIDIsARandomVersion4UUID: task ids have the form of Celery's
+// (RFC 4122 version 4, variant 10xx), and do not repeat.
+func TestNewUUIDIsARandomVersion4UUID(t *testing.T) {
+	form := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	seen := map[string]bool{}
+	for range 10_000 {
+		id := newUUID()
+		if !form.MatchString(id) {
+			t.Fatalf("newUUID() = %q, not a version 4 UUID", id)
+		}
+		if seen[id] {
+			t.Fatalf("newUUID() repeated %q", id)
+		}
+		seen[id] = true
 	}
 }
