@@ -84,6 +84,7 @@ func (t Type[Args]) definition() (Definition, error) {
 	for _, name := range shape.Required {
 		required[name] = true
 	}
+	plain := plainValue(reflect.TypeFor[Args]())
 	check := func(raw json.RawMessage) (Args, error) {
 		if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
 			raw = json.RawMessage(`{}`)
@@ -100,10 +101,14 @@ func (t Type[Args]) definition() (Definition, error) {
 			return t.Defaults, schemaFieldError(err)
 		}
 		// Each task's arguments start from a copy of the defaults of their
-		// own: a map or a slice among them is never shared.
-		var args Args
-		if err := json.Unmarshal(defaults, &args); err != nil {
-			return t.Defaults, fmt.Errorf("copy the defaults of %s: %w", t.Name, err)
+		// own: a map or a slice among them is never shared. Plain values
+		// copy by assignment; the others through their JSON.
+		args := t.Defaults
+		if !plain {
+			args = *new(Args)
+			if err := json.Unmarshal(defaults, &args); err != nil {
+				return t.Defaults, fmt.Errorf("copy the defaults of %s: %w", t.Name, err)
+			}
 		}
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
@@ -175,6 +180,27 @@ func dropOptionalNulls(raw json.RawMessage, required map[string]bool) (json.RawM
 		return raw, nil
 	}
 	return json.Marshal(fields)
+}
+
+// plainValue reports whether an assignment copies a value of type t as
+// its JSON would: nothing in it refers to memory the copy would share (no
+// maps, slices, pointers or interfaces, at any depth), and every field is
+// one JSON carries (exported, not tagged "-").
+func plainValue(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Map, reflect.Slice, reflect.Pointer, reflect.Interface, reflect.Chan, reflect.Func, reflect.UnsafePointer:
+		return false
+	case reflect.Array:
+		return plainValue(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() || f.Tag.Get("json") == "-" || !plainValue(f.Type) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // argsSchema reflects the JSON Schema of Args: no properties but its own,

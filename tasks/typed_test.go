@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -200,5 +201,34 @@ func TestDefaultsAreNotSharedBetweenTasks(t *testing.T) {
 	}
 	if _, err := def.CheckArgs(json.RawMessage(`{"count": 5.0}`)); !errors.As(err, &fe) || fe.Field != "count" {
 		t.Errorf("count 5.0: %v, want an error on count", err)
+	}
+}
+
+// TestPlainValue: which arguments' defaults copy by assignment.
+func TestPlainValue(t *testing.T) {
+	type inner struct{ N int }
+	for _, tc := range []struct {
+		value any
+		plain bool
+	}{
+		{struct {
+			A string
+			B int
+			C [2]float64
+			D inner
+		}{}, true},
+		{struct{ M map[string]string }{}, false},
+		{struct{ S []string }{}, false},
+		{struct{ P *int }{}, false},
+		{struct{ A any }{}, false},
+		{struct{ D [1][]int }{}, false},
+		{struct{ hidden int }{}, false},
+		{struct {
+			Skipped int `json:"-"`
+		}{}, false},
+	} {
+		if got := plainValue(reflect.TypeOf(tc.value)); got != tc.plain {
+			t.Errorf("plainValue(%T) = %v, want %v", tc.value, got, tc.plain)
+		}
 	}
 }
