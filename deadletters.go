@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 )
@@ -172,7 +173,7 @@ func handleRequeueDeadLetter(dl deadLetterRoutes) handlerFunc {
 			return &apiError{status: http.StatusNotFound, code: "not_found",
 				message: fmt.Sprintf("no dead letter of task %s among the oldest %d", id, deadLetterSweepScan)}
 		}
-		addAccessLogAttrs(ctx, "task_id", requeued.id)
+		addAccessLogAttrs(ctx, slog.String("task_id", requeued.id))
 		w.Header().Set("Location", "/api/tasks/"+requeued.id)
 		writeJSON(w, http.StatusAccepted, retryAccepted{
 			taskAccepted: taskAccepted{TaskID: requeued.id, Status: statePending,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"slices"
@@ -227,7 +228,7 @@ func handleSubmitBatch(specs taskSpecs, sub taskSubmitter, maxBody int64) handle
 			}
 			return errs[slices.IndexFunc(errs, func(err error) bool { return err != nil })]
 		}
-		addAccessLogAttrs(r.Context(), "batch_accepted", answer.Accepted, "batch_failed", answer.Failed)
+		addAccessLogAttrs(r.Context(), slog.Int("batch_accepted", answer.Accepted), slog.Int("batch_failed", answer.Failed))
 		writeJSON(w, http.StatusAccepted, answer)
 		return nil
 	}
@@ -295,7 +296,7 @@ func submitAndAnswer(w http.ResponseWriter, r *http.Request, sub taskSubmitter, 
 	if err != nil {
 		return err
 	}
-	addAccessLogAttrs(r.Context(), "task_id", res.id, "task_type", spec.Type)
+	addAccessLogAttrs(r.Context(), slog.String("task_id", res.id), slog.String("task_type", spec.Type))
 	writeSubmitted(w, res, message(res.id))
 	return nil
 }

@@ -234,7 +234,7 @@ func handleRetryTask(reader taskStatusReader, sub taskSubmitter) handlerFunc {
 			return err
 		}
 		newID := res.id
-		addAccessLogAttrs(r.Context(), "task_id", newID, "task_type", rec.TaskType)
+		addAccessLogAttrs(r.Context(), slog.String("task_id", newID), slog.String("task_type", rec.TaskType))
 		w.Header().Set("Location", "/api/async/status/"+newID)
 		writeJSON(w, http.StatusAccepted, retryAccepted{
 			taskAccepted: taskAccepted{TaskID: newID, Status: statePending,

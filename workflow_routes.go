@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -105,7 +106,7 @@ func (wr workflowRoutes) handleSubmitWorkflow() handlerFunc {
 		if err != nil {
 			return err
 		}
-		addAccessLogAttrs(ctx, "workflow_id", wf.ID, "workflow_steps", len(wf.Steps))
+		addAccessLogAttrs(ctx, slog.String("workflow_id", wf.ID), slog.Int("workflow_steps", len(wf.Steps)))
 		return wr.writeAccepted(w, wf, "Workflow submitted. Use /api/workflows/{workflow_id} to follow it.")
 	}
 }
@@ -163,7 +164,7 @@ func (wr workflowRoutes) handleCancelWorkflow() handlerFunc {
 		if wf, err = wr.engine.cancel(ctx, wf, revocation{By: taskOwner(ctx), At: wr.now()}); err != nil {
 			return err
 		}
-		addAccessLogAttrs(ctx, "workflow_id", wf.ID)
+		addAccessLogAttrs(ctx, slog.String("workflow_id", wf.ID))
 		out, err := wr.engine.describe(ctx, wf)
 		if err != nil {
 			return err
