@@ -81,6 +81,11 @@ func (b haBrokers) checkReplicated(queues ...string) {
 func (b haBrokers) nodeWith(queue, purpose string, pids []int) (node string, leads bool) {
 	b.t.Helper()
 	leader := b.run("leader", queue)
+	// errand names a connection "errand-<purpose> <host> pid <pid>".
+	var names []*regexp.Regexp
+	for _, pid := range pids {
+		names = append(names, regexp.MustCompile(`errand-`+purpose+` \S+ pid `+strconv.Itoa(pid)+`\b`))
+	}
 	var nodes []string
 	for i := 1; i <= 3; i++ {
 		rabbit := "rabbit-" + strconv.Itoa(i)
@@ -96,9 +101,7 @@ func (b haBrokers) nodeWith(queue, purpose string, pids []int) (node string, lea
 			port, props, _ := strings.Cut(line, "\t")
 			n, err := strconv.Atoi(port)
 			r := "rabbit-" + strconv.Itoa(n-b.base+1)
-			ours := slices.ContainsFunc(pids, func(pid int) bool {
-				return regexp.MustCompile(`errand-` + purpose + ` \S+ pid ` + strconv.Itoa(pid) + `\b`).MatchString(props)
-			})
+			ours := slices.ContainsFunc(names, func(name *regexp.Regexp) bool { return name.MatchString(props) })
 			if err == nil && ours && !slices.Contains(nodes, r) {
 				nodes = append(nodes, r)
 			}
