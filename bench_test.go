@@ -74,11 +74,42 @@ func BenchmarkSubmit(b *testing.B) {
 			bk, m := benchStackWithMetrics(b, env(b))
 			sub := quietSubmitter(bk)
 			spec := specOf(b, tasks.HeavyTaskName, tasks.HeavyArgs{Data: "bench", Iterations: 1})
+			b.ReportAllocs()
 			b.SetParallelism(8)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					if _, err := sub.submit(context.Background(), spec, ""); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			if name == "real" {
+				b.ReportMetric(meanTasksPerMessage(m), "tasks/msg")
+			}
+		})
+	}
+}
+
+// BenchmarkPublish measures a task message's publish alone, to the
+// broker's confirm, from as many goroutines as BenchmarkSubmit: the part
+// of a submit after its PENDING status write.
+func BenchmarkPublish(b *testing.B) {
+	for name, env := range backendModes {
+		b.Run(name, func(b *testing.B) {
+			bk, m := benchStackWithMetrics(b, env(b))
+			args, err := json.Marshal(tasks.HeavyArgs{Data: "bench", Iterations: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					msg := taskMessage{ID: newUUID(), Type: tasks.HeavyTaskName, Args: args, Priority: "normal", EnqueuedAt: time.Now()}
+					if err := bk.publisher.publish(context.Background(), msg); err != nil {
 						b.Error(err)
 						return
 					}
@@ -133,6 +164,7 @@ func BenchmarkTaskPath(b *testing.B) {
 			succeeded := m.tasksSucceeded.WithLabelValues(tasks.HeavyTaskName)
 			ctx, stop := context.WithCancel(context.Background())
 			done := make(chan error, 1)
+			b.ReportAllocs()
 			b.ResetTimer()
 			go func() { done <- pool.run(ctx) }()
 			for counterValue(succeeded) < float64(b.N) {
@@ -198,6 +230,7 @@ func BenchmarkSubmitHTTP(b *testing.B) {
 // Redis.
 func BenchmarkStatusPut(b *testing.B) {
 	bk := benchStack(b, realStack(b))
+	b.ReportAllocs()
 	b.SetParallelism(8)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -219,6 +252,7 @@ func BenchmarkStatusGet(b *testing.B) {
 	if err := bk.statuses.put(context.Background(), taskStatus{TaskID: id, Status: stateSuccess}, time.Hour); err != nil {
 		b.Fatal(err)
 	}
+	b.ReportAllocs()
 	b.SetParallelism(32 / max(1, runtime.GOMAXPROCS(0)))
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -235,6 +269,7 @@ func BenchmarkStatusGet(b *testing.B) {
 // from as many goroutines as a busy worker pool has.
 func BenchmarkSaveResult(b *testing.B) {
 	bk := benchStack(b, realStack(b))
+	b.ReportAllocs()
 	b.SetParallelism(32)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -254,6 +289,7 @@ func BenchmarkSaveResult(b *testing.B) {
 // creates and reads of different requests share round trips.
 func BenchmarkItems(b *testing.B) {
 	bk := benchStack(b, realStack(b))
+	b.ReportAllocs()
 	b.SetParallelism(32 / max(1, runtime.GOMAXPROCS(0)))
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

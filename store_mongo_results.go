@@ -74,11 +74,12 @@ func (m mongoTaskRecord) record() taskRecord {
 
 // Result writes are batched (see batcher): under load one InsertMany
 // stores many results, which is what lets the task path go faster than
-// one MongoDB write at a time. Two writers keep one batch filling while
-// the other is in flight; more make smaller batches, and every batch has
-// a fixed cost on the server (docs/performance.md, "Result batches").
+// one MongoDB write at a time. One writer: the next batch fills while one
+// is in flight, and every batch has a fixed cost on the server, so a
+// second writer halves the batches and costs the server more per result
+// (docs/performance.md, "Result batches").
 const (
-	resultWriters  = 2
+	resultWriters  = 1
 	maxResultBatch = 256
 )
 

@@ -17,7 +17,8 @@ The units, from the harness's steps (bench/run.sh):
   e2e_us_per_task       API + worker CPU in the e2e step / tasks done
   api_us_per_item_req   API CPU in the items step / item requests answered
   services_us_per_task  RabbitMQ + Redis + MongoDB-wire + PostgreSQL CPU in
-                        submit + drain / accepted submits
+                        submit + drain / accepted submits, then each of them
+                        alone (rabbitmq_us_per_task, ...)
   client_us_per_submit  k6's CPU in the submit step / accepted submits
   ceiling_share         submits sustained over submit + drain, as a share of
                         the machine's ceiling: NCPU cores / the CPU per task
@@ -30,6 +31,7 @@ import sys
 
 HZ = os.sysconf("SC_CLK_TCK")
 SERVICES = {"beam.smp": "rabbitmq", "erl_child_setup": "rabbitmq", "redis-server": "redis",
+            "redis-check-rdb": "redis",  # Debian's redis-server is a link to it
             "mongo-standin": "mongo-wire", "postgres": "postgres"}
 
 
@@ -122,6 +124,7 @@ def step_cpu(run_dir, step, roots):
             cpu[role] += s
         elif after[pid]["exe"] in SERVICES:
             cpu["services"] += s
+            cpu[SERVICES[after[pid]["exe"]]] += s
     try:
         with open(os.path.join(run_dir, f"{step}.k6times")) as f:
             # bash's `times`, second line: the children's user and system time, "0m1.234s 0m0.567s"
@@ -160,6 +163,8 @@ def units(run_dir, roles):
     per("e2e_us_per_task", ce and ce["api"] + ce["worker"], e2e.get("success"))
     per("api_us_per_item_req", ci and ci["api"], items.get("ok_requests"))
     per("services_us_per_task", both and both["services"], accepted)
+    for service in ("rabbitmq", "redis", "mongo-wire", "postgres"):
+        per(f"{service.replace('-', '_')}_us_per_task", both and both[service], accepted)
     per("client_us_per_submit", cs and cs["client"], accepted)
     wall = (submit.get("wall_s") or 0) + (drain.get("drain_s") or 0)
     if both and accepted and wall:
