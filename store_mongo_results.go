@@ -76,8 +76,10 @@ func (m mongoTaskRecord) record() taskRecord {
 // stores many results, which is what lets the task path go faster than
 // one MongoDB write at a time. One writer: the next batch fills while one
 // is in flight, and every batch has a fixed cost on the server, so a
-// second writer halves the batches and costs the server more per result
-// (docs/performance.md, "Result batches").
+// second writer, splitting the waiting results between two calls, costs
+// the server more per result (docs/performance.md, "Result batches"). A
+// slow insert holds the next batch back; a second writer would be waiting
+// on the same server.
 const (
 	resultWriters  = 1
 	maxResultBatch = 256

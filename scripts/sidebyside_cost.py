@@ -37,13 +37,20 @@ SERVICES = {"beam.smp": "rabbitmq", "erl_child_setup": "rabbitmq", "redis-server
 
 def snapshot(path):
     rows = []
+    me = str(os.getpid())
     for name in os.listdir("/proc"):
-        if not name.isdigit():
+        if not name.isdigit() or name == me:
             continue
         try:
             with open(f"/proc/{name}/stat") as f:
                 stat = f.read()
-            exe = os.path.basename(os.readlink(f"/proc/{name}/exe")).replace(" ", "_")
+            try:
+                exe = os.path.basename(os.readlink(f"/proc/{name}/exe"))
+            except OSError:
+                # Another user's process, unless this runs as root: its
+                # command name (at most 15 characters) instead.
+                exe = stat[stat.index("(") + 1:stat.rindex(")")]
+            exe = exe.replace(" ", "_") or "?"
             with open(f"/proc/{name}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")[:80].strip()
             rss = 0
@@ -111,13 +118,29 @@ def role_of(pid, rows, roots):
     return roots.get(pid)
 
 
-def step_cpu(run_dir, step, roots):
-    """CPU seconds by role and service in one step, and k6's own (from its wrapper's times)."""
-    b, a = os.path.join(run_dir, f"cpu-{step}-before.txt"), os.path.join(run_dir, f"cpu-{step}-after.txt")
+def k6_seconds(run_dir, step):
+    """k6's CPU in a step, from its wrapper's `times`; None if it was not recorded."""
+    try:
+        with open(os.path.join(run_dir, f"{step}.k6times")) as f:
+            # The second line is the children's user and system time: "0m1.234s 0m0.567s".
+            total = 0.0
+            for t in f.read().split("\n")[1].split():
+                m, sec = t.rstrip("s").split("m")
+                total += int(m) * 60 + float(sec)
+            return total
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def step_cpu(run_dir, first, last, roots):
+    """CPU seconds by role and service from the start of step first to
+    the end of step last, and k6's own over the steps between; None if a
+    snapshot is missing."""
+    b, a = os.path.join(run_dir, f"cpu-{first}-before.txt"), os.path.join(run_dir, f"cpu-{last}-after.txt")
     if not (os.path.exists(b) and os.path.exists(a)):
         return None
     before, after = load(b), load(a)
-    cpu = collections.Counter()
+    cpu = collections.defaultdict(float)
     for pid, s in spent(before, after).items():
         role = role_of(pid, after, roots)
         if role:
@@ -125,14 +148,9 @@ def step_cpu(run_dir, step, roots):
         elif after[pid]["exe"] in SERVICES:
             cpu["services"] += s
             cpu[SERVICES[after[pid]["exe"]]] += s
-    try:
-        with open(os.path.join(run_dir, f"{step}.k6times")) as f:
-            # bash's `times`, second line: the children's user and system time, "0m1.234s 0m0.567s"
-            for t in f.read().split("\n")[1].split():
-                m, s = t.rstrip("s").split("m")
-                cpu["client"] += int(m) * 60 + float(s)
-    except (OSError, IndexError, ValueError):
-        pass
+    steps = [first] if first == last else [first, last]
+    k6 = [k6_seconds(run_dir, step) for step in steps]
+    cpu["client"] = None if None in k6 else sum(k6)
     return cpu
 
 
@@ -150,25 +168,30 @@ def units(run_dir, roles):
         role, pid = part.split(":")
         roots[pid] = role
     submit, drain, items, e2e = (summary(run_dir, s) for s in ("submit", "drain", "items", "e2e"))
-    cs, cd, ci, ce = (step_cpu(run_dir, s, roots) for s in ("submit", "drain", "items", "e2e"))
+    cs, ci, ce = (step_cpu(run_dir, s, s, roots) for s in ("submit", "items", "e2e"))
+    # The tasks submitted run during the submit step and the drain after it.
+    both = step_cpu(run_dir, "submit", "drain", roots)
     out = []
+
+    def pick(cpu, key):
+        return None if cpu is None else cpu.get(key, 0.0)
 
     def per(name, seconds, count):
         out.append(f"{name}={seconds / count * 1e6:.0f}" if seconds is not None and count else f"{name}=NA")
 
     accepted = submit.get("ok") or 0
-    both = (cs or collections.Counter()) + (cd or collections.Counter()) if cs and cd else None
-    per("api_us_per_submit", cs and cs["api"], accepted)
-    per("worker_us_per_task", both and both["worker"], accepted)
-    per("e2e_us_per_task", ce and ce["api"] + ce["worker"], e2e.get("success"))
-    per("api_us_per_item_req", ci and ci["api"], items.get("ok_requests"))
-    per("services_us_per_task", both and both["services"], accepted)
+    per("api_us_per_submit", pick(cs, "api"), accepted)
+    per("worker_us_per_task", pick(both, "worker"), accepted)
+    per("e2e_us_per_task", None if ce is None else ce.get("api", 0.0) + ce.get("worker", 0.0), e2e.get("success"))
+    per("api_us_per_item_req", pick(ci, "api"), items.get("ok_requests"))
+    per("services_us_per_task", pick(both, "services"), accepted)
     for service in ("rabbitmq", "redis", "mongo-wire", "postgres"):
-        per(f"{service.replace('-', '_')}_us_per_task", both and both[service], accepted)
-    per("client_us_per_submit", cs and cs["client"], accepted)
+        per(f"{service.replace('-', '_')}_us_per_task", pick(both, service), accepted)
+    per("client_us_per_submit", pick(cs, "client"), accepted)
     wall = (submit.get("wall_s") or 0) + (drain.get("drain_s") or 0)
-    if both and accepted and wall:
-        others = (both["services"] + both["client"]) / accepted
+    client = pick(both, "client")
+    if both is not None and client is not None and accepted and wall:
+        others = (both.get("services", 0.0) + client) / accepted
         out.append(f"ceiling_share={accepted / wall * others / os.cpu_count():.2f}")
     else:
         out.append("ceiling_share=NA")
