@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"time"
@@ -160,7 +159,7 @@ func handleGenerateReport(specs taskSpecs, sub taskSubmitter, maxBody int64, now
 		if err != nil {
 			return err
 		}
-		addAccessLogAttrs(r.Context(), slog.String("task_id", res.id), slog.String("task_type", spec.Type))
+		addAccessLogTask(r.Context(), res.id, spec.Type)
 		if !res.replayed {
 			res.status = "processing" // the guide's word for an accepted report
 		}

@@ -77,6 +77,12 @@ func addAccessLogAttrs(ctx context.Context, attrs ...slog.Attr) {
 	}
 }
 
+// addAccessLogTask names on the access-log line the task a request
+// submitted, retried or cancelled.
+func addAccessLogTask(ctx context.Context, taskID, taskType string) {
+	addAccessLogAttrs(ctx, slog.String("task_id", taskID), slog.String("task_type", taskType))
+}
+
 // validRequestID accepts an incoming X-Request-ID only if it is short and
 // printable, so a client cannot inject into logs.
 func validRequestID(id string) bool {

@@ -296,7 +296,7 @@ func submitAndAnswer(w http.ResponseWriter, r *http.Request, sub taskSubmitter, 
 	if err != nil {
 		return err
 	}
-	addAccessLogAttrs(r.Context(), slog.String("task_id", res.id), slog.String("task_type", spec.Type))
+	addAccessLogTask(r.Context(), res.id, spec.Type)
 	writeSubmitted(w, res, message(res.id))
 	return nil
 }

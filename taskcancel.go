@@ -48,7 +48,7 @@ func handleCancelTask(c taskCanceller) handlerFunc {
 			return fmt.Errorf("%w: record the cancel of %s: %w", errStoreUnavailable, st.TaskID, err)
 		}
 		c.metrics.taskRevoked(st.TaskType)
-		addAccessLogAttrs(ctx, slog.String("task_id", st.TaskID), slog.String("task_type", st.TaskType))
+		addAccessLogTask(ctx, st.TaskID, st.TaskType)
 		if st.Status == stateProgress {
 			writeJSON(w, http.StatusOK, newTaskJSON(st))
 			return nil

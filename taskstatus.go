@@ -234,7 +234,7 @@ func handleRetryTask(reader taskStatusReader, sub taskSubmitter) handlerFunc {
 			return err
 		}
 		newID := res.id
-		addAccessLogAttrs(r.Context(), slog.String("task_id", newID), slog.String("task_type", rec.TaskType))
+		addAccessLogTask(r.Context(), newID, rec.TaskType)
 		w.Header().Set("Location", "/api/async/status/"+newID)
 		writeJSON(w, http.StatusAccepted, retryAccepted{
 			taskAccepted: taskAccepted{TaskID: newID, Status: statePending,
