@@ -283,8 +283,8 @@ func TestImportSurvivesWorkerKill(t *testing.T) {
 }
 
 // TestImportSurvivesMongoOutage: MongoDB stops half way through an
-// import and comes back; the import is retried and stores every row
-// exactly once.
+// import and comes back once the import has failed on it; the import is
+// retried and stores every row exactly once.
 func TestImportSurvivesMongoOutage(t *testing.T) {
 	env, mongo := realStackOnOwnMongo(t)
 	base := startErrand(t, env)
@@ -303,7 +303,14 @@ func TestImportSurvivesMongoOutage(t *testing.T) {
 		t.Fatalf("the import is %s before the outage; the test did not catch it half way", task.Status)
 	}
 	mongo.stop()
-	time.Sleep(2 * time.Second)
+	// MongoDB stays down until a write of the import has failed: a short
+	// outage that falls between its writes is ridden out by the driver's
+	// own retries, and the task's retry would go untested.
+	waitFor(t, 90*time.Second, "the import to fail a write and schedule its retry", func() bool {
+		task = taskJSON{}
+		apiCall(t, "GET", base+"/api/tasks/"+acc.TaskID, "", nil, &task)
+		return task.Status == stateRetry || task.Attempts >= 2 || stateRank(task.Status) == 2
+	})
 	mongo.restart(t)
 	waitFor(t, 120*time.Second, "the import to end", func() bool {
 		task = taskJSON{}
