@@ -11,7 +11,7 @@ import (
 
 // acceptFunc keeps the promises for one task before its 202; nil keeps
 // none (-mode bare).
-type acceptFunc func(ctx context.Context, id string, message []byte) error
+type acceptFunc func(ctx context.Context, task taskMessage) error
 
 // submitBody is the guide's submit: the fields errand's
 // /api/async/process takes.
@@ -26,6 +26,7 @@ type taskMessage struct {
 	ID         string     `json:"id"`
 	Type       string     `json:"type"`
 	Args       submitBody `json:"args"`
+	Priority   string     `json:"priority"`
 	EnqueuedAt time.Time  `json:"enqueued_at"`
 }
 
@@ -42,11 +43,12 @@ func newHandler(accept acceptFunc) http.Handler {
 		}
 		id := newTaskID()
 		if accept != nil {
-			msg, err := json.Marshal(taskMessage{ID: id, Type: "process_heavy_task", Args: body, EnqueuedAt: time.Now().UTC()})
-			if err == nil {
-				err = accept(r.Context(), id, msg)
+			priority := body.Priority
+			if priority == "" {
+				priority = "normal"
 			}
-			if err != nil {
+			task := taskMessage{ID: id, Type: "process_heavy_task", Args: body, Priority: priority, EnqueuedAt: time.Now().UTC()}
+			if err := accept(r.Context(), task); err != nil {
 				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 				return
 			}

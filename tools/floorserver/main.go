@@ -1,6 +1,6 @@
 // Command floorserver answers the guide's POST /api/async/process as
-// cheaply as a server can, to measure the floor under errand's API cost
-// per submit on a given machine:
+// cheaply as errand's stack can, to measure the floor under errand's API
+// cost per submit on a given machine:
 //
 //	-mode bare      decode the body and answer 202 with a new id, nothing else
 //	-mode promises  also keep errand's two promises before the 202: the
@@ -9,12 +9,14 @@
 //	                confirmed, both batched across concurrent requests as
 //	                errand batches them (two loops each; a batch of
 //	                publishes is one message)
+//	-mode drain     serve nothing: consume the queue -mode promises fills
+//	                and ack every message, as a worker would, so RabbitMQ
+//	                delivers as it does for errand
 //
 // It has none of errand's other work: no argument check, no access log,
-// no metrics, no tracing, no idempotency keys, and no worker consumes
-// what it publishes. scripts/floor drives it with the bench harness's k6
-// submit script and reads its CPU from /proc. Only loopback addresses are
-// accepted.
+// no metrics, no tracing, no idempotency keys, no index of a user's
+// tasks. scripts/floor drives it with the bench harness's k6 submit script
+// and reads its CPU from /proc. Only loopback addresses are accepted.
 //
 // It lives in its own Go module so that it stays out of errand's binary.
 package main
@@ -24,12 +26,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -37,7 +39,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "floorserver:", err)
 		os.Exit(1)
 	}
@@ -47,14 +49,14 @@ type config struct {
 	addr, mode, amqpURL, redisURL, queue string
 }
 
-func run(ctx context.Context, args []string) error {
+func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("floorserver", flag.ContinueOnError)
 	var cfg config
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8090", "`address` to listen on (loopback only)")
-	fs.StringVar(&cfg.mode, "mode", "promises", "bare or promises")
-	fs.StringVar(&cfg.amqpURL, "amqp", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ `URL` (promises)")
+	fs.StringVar(&cfg.mode, "mode", "promises", "bare, promises or drain")
+	fs.StringVar(&cfg.amqpURL, "amqp", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ `URL` (promises, drain)")
 	fs.StringVar(&cfg.redisURL, "redis", "redis://127.0.0.1:6379/2", "Redis `URL` (promises)")
-	fs.StringVar(&cfg.queue, "queue", "errand.floor", "durable `queue` to publish to (promises); nothing consumes it")
+	fs.StringVar(&cfg.queue, "queue", "errand.floor", "durable priority `queue` to publish to (promises) or consume (drain)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,53 +65,65 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	if cfg.mode == "drain" {
+		return drain(ctx, cfg.amqpURL, cfg.queue)
+	}
+	if cfg.mode != "bare" && cfg.mode != "promises" {
+		return fmt.Errorf("-mode %q: want bare, promises or drain", cfg.mode)
+	}
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 	}
-	return serve(ctx, ln, cfg)
+	return serve(ctx, ln, cfg, stdout)
 }
 
-// serve answers on ln until ctx ends.
-func serve(ctx context.Context, ln net.Listener, cfg config) error {
+// shutdownTimeout outlasts a batch's own timeout, so the handlers waiting
+// on one are done before the connections close under them.
+const shutdownTimeout = opTimeout + 5*time.Second
+
+// serve answers on ln until ctx ends. It closes ln.
+func serve(ctx context.Context, ln net.Listener, cfg config, stdout io.Writer) error {
 	var accept acceptFunc
-	switch cfg.mode {
-	case "bare":
-	case "promises":
+	if cfg.mode == "promises" {
 		p, err := openPromises(ctx, cfg.amqpURL, cfg.redisURL, cfg.queue)
 		if err != nil {
+			ln.Close()
 			return err
 		}
 		defer p.close()
 		accept = p.accept
-	default:
-		ln.Close()
-		return fmt.Errorf("-mode %q: want bare or promises", cfg.mode)
 	}
 	srv := &http.Server{Handler: newHandler(accept), ReadHeaderTimeout: 5 * time.Second}
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
 	stopped := make(chan error, 1)
 	go func() {
-		<-ctx.Done()
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		<-serveCtx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
 		stopped <- srv.Shutdown(shutdownCtx)
 	}()
-	fmt.Printf("floorserver: %s on http://%s\n", cfg.mode, ln.Addr())
+	fmt.Fprintf(stdout, "floorserver: %s on http://%s\n", cfg.mode, ln.Addr())
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
-	return <-stopped
+	if err := <-stopped; err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	return nil
 }
 
 // checkLoopback refuses a URL whose host is not a loopback address: load
-// tests stay on this machine.
+// tests stay on this machine. The error names the host only, never the
+// URL's credentials.
 func checkLoopback(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%q: %w", raw, err)
+		return errors.New("parse a URL given: not a valid URL")
 	}
 	h := u.Hostname()
-	if h != "localhost" && h != "::1" && !strings.HasPrefix(h, "127.") {
+	if ip := net.ParseIP(h); h != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return fmt.Errorf("%s is not a loopback address", u.Host)
 	}
 	return nil

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -29,7 +32,7 @@ func startServer(t *testing.T, cfg config) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, ln, cfg) }()
+	go func() { done <- serve(ctx, ln, cfg, io.Discard) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -58,8 +61,8 @@ func submit(t *testing.T, base, body string) (int, accepted) {
 }
 
 // TestPromisesKeptBeforeThe202: every accepted task has its PENDING
-// status in Redis and is on the queue, once, whether it travelled alone
-// or in an envelope with others.
+// status in Redis and is on a durable queue as a persistent message,
+// once, whether it travelled alone or in an envelope with others.
 func TestPromisesKeptBeforeThe202(t *testing.T) {
 	queue := fmt.Sprintf("errand.floor.test.%d", time.Now().UnixNano())
 	conn, err := amqp.Dial(testAMQP)
@@ -83,7 +86,7 @@ func TestPromisesKeptBeforeThe202(t *testing.T) {
 			defer wg.Done()
 			code, a := submit(t, base, fmt.Sprintf(`{"data": "task %d", "iterations": 1}`, i))
 			if code != http.StatusAccepted || a.Status != "PENDING" || a.TaskID == "" {
-				t.Errorf("submit %d: %d %+v, want 202 PENDING with a task id", i, code, a)
+				t.Errorf("submit %d: got %d %+v, want 202 PENDING with a task id", i, code, a)
 				return
 			}
 			ids <- a.TaskID
@@ -92,22 +95,33 @@ func TestPromisesKeptBeforeThe202(t *testing.T) {
 	wg.Wait()
 	close(ids)
 
-	opts, _ := redis.ParseURL(testRedis)
+	opts, err := redis.ParseURL(testRedis)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	want := map[string]bool{}
 	for id := range ids {
 		want[id] = true
 		doc, err := rdb.Get(context.Background(), statusKey(id)).Result()
-		if err != nil || !strings.Contains(doc, `"PENDING"`) {
-			t.Errorf("status of %s: %q (%v), want PENDING", id, doc, err)
+		var st pendingStatus
+		if err == nil {
+			err = json.Unmarshal([]byte(doc), &st)
+		}
+		if err != nil || st.Status != "PENDING" || st.TaskID != id || st.TaskType != "process_heavy_task" {
+			t.Errorf("status of %s: got %q (%v), want its PENDING document", id, doc, err)
 		}
 		rdb.Del(context.Background(), statusKey(id))
 	}
 	if len(want) != n {
-		t.Fatalf("%d distinct task ids accepted, want %d", len(want), n)
+		t.Fatalf("got %d distinct task ids accepted, want %d", len(want), n)
 	}
 
+	// Declaring the queue as a transient one fails if it is durable.
+	if _, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{"x-max-priority": int32(maxPriority)}); err != nil {
+		t.Fatalf("the queue is not a durable priority queue: %v", err)
+	}
 	seen := map[string]int{}
 	messages := 0
 	for {
@@ -119,6 +133,9 @@ func TestPromisesKeptBeforeThe202(t *testing.T) {
 			break
 		}
 		messages++
+		if d.DeliveryMode != amqp.Persistent {
+			t.Errorf("message %s: got delivery mode %d, want persistent", d.MessageId, d.DeliveryMode)
+		}
 		for _, m := range queuedTasks(t, d.Body) {
 			seen[m.ID]++
 			if m.Type != "process_heavy_task" || m.Args.Iterations != 1 {
@@ -128,11 +145,11 @@ func TestPromisesKeptBeforeThe202(t *testing.T) {
 	}
 	for id := range want {
 		if seen[id] != 1 {
-			t.Errorf("task %s queued %d times, want once", id, seen[id])
+			t.Errorf("task %s: got it queued %d times, want once", id, seen[id])
 		}
 	}
 	if len(seen) != n {
-		t.Errorf("%d tasks on the queue, want the %d accepted", len(seen), n)
+		t.Errorf("got %d tasks on the queue, want the %d accepted", len(seen), n)
 	}
 	t.Logf("%d tasks in %d messages", n, messages)
 }
@@ -151,26 +168,129 @@ func queuedTasks(t *testing.T, body []byte) []taskMessage {
 	return []taskMessage{one}
 }
 
+// TestNo202BeforeThePromisesAreKept: the answer waits for accept, and
+// a failed accept is a 503, not a 202.
+func TestNo202BeforeThePromisesAreKept(t *testing.T) {
+	release := make(chan error)
+	h := newHandler(func(ctx context.Context, task taskMessage) error { return <-release })
+	answered := make(chan int, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", "/api/async/process", strings.NewReader(`{"data": "x"}`)))
+		answered <- rec.Code
+	}()
+	select {
+	case code := <-answered:
+		t.Fatalf("got %d before the promises were kept", code)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release <- nil
+	if code := <-answered; code != http.StatusAccepted {
+		t.Errorf("got %d once kept, want 202", code)
+	}
+
+	go func() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", "/api/async/process", strings.NewReader(`{"data": "x"}`)))
+		answered <- rec.Code
+	}()
+	release <- errors.New("the broker refused the message")
+	if code := <-answered; code != http.StatusServiceUnavailable {
+		t.Errorf("got %d when a promise failed, want 503", code)
+	}
+}
+
 func TestBareAnswersWithoutServices(t *testing.T) {
 	base := startServer(t, config{mode: "bare"})
 	code, a := submit(t, base, `{"data": "x", "iterations": 2}`)
 	if code != http.StatusAccepted || a.Status != "PENDING" || len(a.TaskID) != 36 {
-		t.Errorf("submit: %d %+v, want 202 PENDING with a UUID", code, a)
+		t.Errorf("submit: got %d %+v, want 202 PENDING with a UUID", code, a)
 	}
 	if code, _ := submit(t, base, `{"data": `); code != http.StatusBadRequest {
-		t.Errorf("malformed body: %d, want 400", code)
+		t.Errorf("malformed body: got %d, want 400", code)
 	}
 }
 
-func TestRefusesWhatIsNotLoopback(t *testing.T) {
-	for _, args := range [][]string{
-		{"-addr", "10.0.0.1:8090"},
-		{"-amqp", "amqp://guest:guest@rabbit.example.com:5672/"},
-		{"-redis", "redis://192.168.1.5:6379/0"},
-		{"-mode", "sideways", "-addr", "127.0.0.1:0"},
+func TestCheckLoopback(t *testing.T) {
+	for raw, ok := range map[string]bool{
+		"http://127.0.0.1:8090":                  true,
+		"http://localhost:8090":                  true,
+		"amqp://guest:guest@[::1]:5672/":         true,
+		"redis://127.0.0.2:6379/2":               true,
+		"http://10.0.0.1:8090":                   false,
+		"amqp://guest:guest@rabbit.example:5672": false,
+		"redis://127.attacker.example:6379/0":    false,
 	} {
-		if err := run(context.Background(), args); err == nil {
-			t.Errorf("run %v: no error", args)
+		if err := checkLoopback(raw); (err == nil) != ok {
+			t.Errorf("checkLoopback(%q): got %v, want ok=%v", raw, err, ok)
 		}
+	}
+}
+
+func TestRunRefusesBadFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-addr", "10.0.0.1:8090"}, "not a loopback address"},
+		{[]string{"-addr", "127.0.0.1:0", "-amqp", "amqp://guest:guest@rabbit.example.com:5672/"}, "not a loopback address"},
+		{[]string{"-addr", "127.0.0.1:0", "-redis", "redis://192.168.1.5:6379/0"}, "not a loopback address"},
+		{[]string{"-addr", "127.0.0.1:0", "-mode", "sideways"}, "want bare, promises or drain"},
+	} {
+		err := run(context.Background(), c.args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("run %v: got %v, want an error saying %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestDrainAcksWhatIsQueued: -mode drain empties the queue the promises
+// fill.
+func TestDrainAcksWhatIsQueued(t *testing.T) {
+	queue := fmt.Sprintf("errand.floor.test.%d", time.Now().UnixNano())
+	conn, err := amqp.Dial(testAMQP)
+	if err != nil {
+		t.Fatalf("RabbitMQ at %s: %v", testAMQP, err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.QueueDelete(queue, false, false, false)
+	base := startServer(t, config{mode: "promises", amqpURL: testAMQP, redisURL: testRedis, queue: queue})
+	opts, err := redis.ParseURL(testRedis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	for i := range 50 {
+		code, a := submit(t, base, fmt.Sprintf(`{"data": "task %d"}`, i))
+		if code != http.StatusAccepted {
+			t.Fatalf("submit %d: got %d, want 202", i, code)
+		}
+		rdb.Del(context.Background(), statusKey(a.TaskID))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	drained := make(chan error, 1)
+	go func() { drained <- drain(ctx, testAMQP, queue) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{"x-max-priority": int32(maxPriority)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Messages == 0 && q.Consumers == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d messages left after 10 s of draining, want none", q.Messages)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-drained; err != nil {
+		t.Errorf("drain: %v", err)
 	}
 }
