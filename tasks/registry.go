@@ -68,6 +68,9 @@ type Definition struct {
 	Schema json.RawMessage
 	// checkArgs validates arguments and returns them with their defaults.
 	checkArgs func(raw json.RawMessage) (json.RawMessage, error)
+	// checkArgsByLibrary is checkArgs without the fast check: the JSON
+	// Schema library decides alone. The fast check must agree with it.
+	checkArgsByLibrary func(raw json.RawMessage) (json.RawMessage, error)
 }
 
 // CheckArgs validates a submit's arguments against the type's schema and

@@ -85,42 +85,26 @@ func (t Type[Args]) definition() (Definition, error) {
 		required[name] = true
 	}
 	plain := plainValue(reflect.TypeFor[Args]())
-	check := func(raw json.RawMessage) (Args, error) {
-		if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
-			raw = json.RawMessage(`{}`)
+	fast := newFastCheck(schema, reflect.TypeFor[Args]())
+	// Each task's arguments start from a copy of the defaults of their
+	// own: a map or a slice among them is never shared. Plain values copy
+	// by assignment; the others through their JSON.
+	fresh := func() (Args, error) {
+		if plain {
+			return t.Defaults, nil
 		}
-		raw, err := dropOptionalNulls(raw, required)
-		if err != nil {
-			return t.Defaults, &FieldError{Reason: "must be a JSON object"}
+		var args Args
+		if err := json.Unmarshal(defaults, &args); err != nil {
+			return t.Defaults, fmt.Errorf("copy the defaults of %s: %w", t.Name, err)
 		}
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-		if err != nil {
-			return t.Defaults, &FieldError{Reason: "must be a JSON object"}
-		}
-		if err := compiled.Validate(doc); err != nil {
-			return t.Defaults, schemaFieldError(err)
-		}
-		// Each task's arguments start from a copy of the defaults of their
-		// own: a map or a slice among them is never shared. Plain values
-		// copy by assignment; the others through their JSON.
-		args := t.Defaults
-		if !plain {
-			args = *new(Args)
-			if err := json.Unmarshal(defaults, &args); err != nil {
-				return t.Defaults, fmt.Errorf("copy the defaults of %s: %w", t.Name, err)
-			}
-		}
+		return args, nil
+	}
+	decode := func(raw json.RawMessage, args *Args) error {
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&args); err != nil {
-			// The schema has passed, so this is a shape it cannot express:
-			// 5.0 for an integer field, say.
-			var typeErr *json.UnmarshalTypeError
-			if errors.As(err, &typeErr) {
-				return t.Defaults, &FieldError{Field: typeErr.Field, Reason: "must be " + article(goJSONType(typeErr.Type.Kind()))}
-			}
-			return t.Defaults, &FieldError{Reason: err.Error()}
-		}
+		return dec.Decode(args)
+	}
+	validated := func(args Args) (Args, error) {
 		if v, ok := any(&args).(argsValidator); ok {
 			if err := v.Validate(); err != nil {
 				var fe *FieldError
@@ -132,20 +116,54 @@ func (t Type[Args]) definition() (Definition, error) {
 		}
 		return args, nil
 	}
-	return Definition{
-		Name:        t.Name,
-		Description: t.Description,
-		Policy:      t.Policy,
-		Schema:      schema,
-		checkArgs: func(raw json.RawMessage) (json.RawMessage, error) {
-			args, err := check(raw)
+	check := func(raw json.RawMessage, useFast bool) (Args, error) {
+		if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+			raw = json.RawMessage(`{}`)
+		}
+		raw, err := dropOptionalNulls(raw, required)
+		if err != nil {
+			return t.Defaults, &FieldError{Reason: "must be a JSON object"}
+		}
+		if fast != nil && useFast {
+			args, err := fresh()
 			if err != nil {
-				return nil, err
+				return t.Defaults, err
 			}
-			return json.Marshal(args)
-		},
+			if decode(raw, &args) == nil && fast.accepts(raw, reflect.ValueOf(&args).Elem()) {
+				return validated(args)
+			}
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+		if err != nil {
+			return t.Defaults, &FieldError{Reason: "must be a JSON object"}
+		}
+		if err := compiled.Validate(doc); err != nil {
+			return t.Defaults, schemaFieldError(err)
+		}
+		args, err := fresh()
+		if err != nil {
+			return t.Defaults, err
+		}
+		if err := decode(raw, &args); err != nil {
+			// The schema has passed, so this is a shape it cannot express:
+			// 5.0 for an integer field, say.
+			var typeErr *json.UnmarshalTypeError
+			if errors.As(err, &typeErr) {
+				return t.Defaults, &FieldError{Field: typeErr.Field, Reason: "must be " + article(goJSONType(typeErr.Type.Kind()))}
+			}
+			return t.Defaults, &FieldError{Reason: err.Error()}
+		}
+		return validated(args)
+	}
+	return Definition{
+		Name:               t.Name,
+		Description:        t.Description,
+		Policy:             t.Policy,
+		Schema:             schema,
+		checkArgs:          func(raw json.RawMessage) (json.RawMessage, error) { return marshalChecked(check(raw, true)) },
+		checkArgsByLibrary: func(raw json.RawMessage) (json.RawMessage, error) { return marshalChecked(check(raw, false)) },
 		Run: func(ctx context.Context, task Task, raw json.RawMessage) (any, error) {
-			args, err := check(raw)
+			args, err := check(raw, true)
 			if err != nil {
 				// A message that bypassed the API cannot run with what it carries.
 				return nil, fmt.Errorf("%w: %v", ErrInvalidArgs, err)
@@ -153,6 +171,14 @@ func (t Type[Args]) definition() (Definition, error) {
 			return t.Run(ctx, task, args)
 		},
 	}, nil
+}
+
+// marshalChecked is checked arguments as the task will get them.
+func marshalChecked[Args any](args Args, err error) (json.RawMessage, error) {
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(args)
 }
 
 // dropOptionalNulls removes the optional fields that are null from the
