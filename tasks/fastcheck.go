@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -102,21 +103,28 @@ func jsonFields(t reflect.Type) map[string]reflect.StructField {
 		if tag == "-" {
 			continue
 		}
-		name, opts, _ := bytes.Cut([]byte(tag), []byte(","))
-		if len(opts) > 0 && string(opts) != "omitempty" && string(opts) != "omitzero" {
+		name, opts, _ := strings.Cut(tag, ",")
+		if opts != "" && opts != "omitempty" && opts != "omitzero" {
 			return nil
 		}
-		if len(name) == 0 {
-			out[sf.Name] = sf
-			continue
+		if name == "" {
+			name = sf.Name
 		}
-		out[string(name)] = sf
+		out[name] = sf
 	}
 	return out
 }
 
+// newFieldRule reads one property's rules for field; false when the
+// property or the field's type is beyond the fast check.
 func newFieldRule(prop map[string]json.RawMessage, field reflect.StructField) (fieldRule, bool) {
 	rule := fieldRule{field: field.Index, minLen: -1, maxLen: -1}
+	if decodesItself(field.Type) {
+		// What was sent and what the field holds may differ (a number
+		// given as a string, a case folded): only the library sees the
+		// former.
+		return rule, false
+	}
 	var typ string
 	if json.Unmarshal(prop["type"], &typ) != nil {
 		return rule, false
@@ -157,6 +165,18 @@ func newFieldRule(prop map[string]json.RawMessage, field reflect.StructField) (f
 	return rule, true
 }
 
+var (
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// decodesItself reports whether t has its own JSON or text decoding.
+func decodesItself(t reflect.Type) bool {
+	p := reflect.PointerTo(t)
+	return t.Implements(jsonUnmarshaler) || p.Implements(jsonUnmarshaler) ||
+		t.Implements(textUnmarshaler) || p.Implements(textUnmarshaler)
+}
+
 // integerBound reads a minimum or maximum that is an integer, written as
 // one; a bound such as 1.5 or 1e3 is the library's to apply.
 func integerBound(raw json.RawMessage) (*int64, bool) {
@@ -175,6 +195,7 @@ func integerBound(raw json.RawMessage) (*int64, bool) {
 // valid under the schema. False means "ask the library", not "invalid".
 func (f *fastCheck) accepts(raw []byte, args reflect.Value) bool {
 	// A null decodes to Go's zero value, which the schema's types refuse.
+	// "null" inside a string only sends the arguments to the library.
 	if bytes.Contains(raw, []byte("null")) {
 		return false
 	}
@@ -205,6 +226,7 @@ func (f *fastCheck) accepts(raw []byte, args reflect.Value) bool {
 	return true
 }
 
+// holds reports whether the field's decoded value v keeps the rule.
 func (r fieldRule) holds(v reflect.Value) bool {
 	switch r.kind {
 	case reflect.String:

@@ -2,8 +2,10 @@ package tasks
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -54,7 +56,7 @@ func assertSameCheck(t *testing.T, d Definition, raw []byte) {
 	// vouches), and which of several wrong fields it names varies from
 	// call to call: refusals agree when both refuse.
 	if !bytes.Equal(got, want) || (gotErr == nil) != (wantErr == nil) {
-		t.Errorf("%s %q: got %s (%v), the library alone %s (%v)", d.Name, raw, got, gotErr, want, wantErr)
+		t.Errorf("%s %q: got %s (%v), want the library's %s (%v)", d.Name, raw, got, gotErr, want, wantErr)
 	}
 }
 
@@ -105,9 +107,50 @@ func TestFastCheckServesTheHeavyTask(t *testing.T) {
 			t.Errorf("fast check vouched for %s", raw)
 		}
 	}
+	if heavy.checkArgsByLibrary == nil {
+		t.Errorf("%s has no check by the library alone for the tests to compare with", HeavyTaskName)
+	}
 	email, _ := r.Lookup(WelcomeEmailName)
 	if newFastCheck(email.Schema, reflect.TypeFor[EmailArgs]()) != nil {
 		t.Errorf("fast check for %s, whose schema has a format", WelcomeEmailName)
+	}
+}
+
+// countString is a number that may come as a string, and lowerFormat a
+// string folded to lower case: fields whose own decoding changes what was
+// sent.
+type (
+	countString int
+	lowerFormat string
+)
+
+func (c *countString) UnmarshalJSON(b []byte) error {
+	n, err := strconv.Atoi(strings.Trim(string(b), `"`))
+	*c = countString(n)
+	return err
+}
+
+func (f *lowerFormat) UnmarshalText(b []byte) error {
+	*f = lowerFormat(strings.ToLower(string(b)))
+	return nil
+}
+
+// TestFastCheckLeavesSelfDecodingFieldsToTheLibrary: the schema judges
+// what was sent, which a field that decodes itself hides from the fast
+// check, so such a type has none.
+func TestFastCheckLeavesSelfDecodingFieldsToTheLibrary(t *testing.T) {
+	type args struct {
+		Count  countString `json:"count" jsonschema:"minimum=1,maximum=5"`
+		Format lowerFormat `json:"format" jsonschema:"enum=jpeg,enum=png"`
+	}
+	d := Declare(Type[args]{Name: "self_decoding", Run: func(context.Context, Task, args) (any, error) { return nil, nil }})
+	if d.checkArgsByLibrary != nil {
+		t.Errorf("a fast check for fields that decode themselves (schema %s)", d.Schema)
+	}
+	for _, raw := range []string{`{"count": "3"}`, `{"format": "JPEG"}`} {
+		if got, err := d.CheckArgs(json.RawMessage(raw)); err == nil {
+			t.Errorf("%s: got %s, want the schema's refusal", raw, got)
+		}
 	}
 }
 

@@ -68,9 +68,18 @@ type Definition struct {
 	Schema json.RawMessage
 	// checkArgs validates arguments and returns them with their defaults.
 	checkArgs func(raw json.RawMessage) (json.RawMessage, error)
-	// checkArgsByLibrary is checkArgs without the fast check: the JSON
-	// Schema library decides alone. The fast check must agree with it.
+	// checkArgsByLibrary, for tests, is checkArgs without the fast check,
+	// on the types that have one: the JSON Schema library decides alone,
+	// and the fast check must agree with it.
 	checkArgsByLibrary func(raw json.RawMessage) (json.RawMessage, error)
+}
+
+// marshalChecked is checked arguments as the task will get them.
+func marshalChecked[Args any](args Args, err error) (json.RawMessage, error) {
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(args)
 }
 
 // CheckArgs validates a submit's arguments against the type's schema and

@@ -155,13 +155,12 @@ func (t Type[Args]) definition() (Definition, error) {
 		}
 		return validated(args)
 	}
-	return Definition{
-		Name:               t.Name,
-		Description:        t.Description,
-		Policy:             t.Policy,
-		Schema:             schema,
-		checkArgs:          func(raw json.RawMessage) (json.RawMessage, error) { return marshalChecked(check(raw, true)) },
-		checkArgsByLibrary: func(raw json.RawMessage) (json.RawMessage, error) { return marshalChecked(check(raw, false)) },
+	d := Definition{
+		Name:        t.Name,
+		Description: t.Description,
+		Policy:      t.Policy,
+		Schema:      schema,
+		checkArgs:   func(raw json.RawMessage) (json.RawMessage, error) { return marshalChecked(check(raw, true)) },
 		Run: func(ctx context.Context, task Task, raw json.RawMessage) (any, error) {
 			args, err := check(raw, true)
 			if err != nil {
@@ -170,15 +169,11 @@ func (t Type[Args]) definition() (Definition, error) {
 			}
 			return t.Run(ctx, task, args)
 		},
-	}, nil
-}
-
-// marshalChecked is checked arguments as the task will get them.
-func marshalChecked[Args any](args Args, err error) (json.RawMessage, error) {
-	if err != nil {
-		return nil, err
 	}
-	return json.Marshal(args)
+	if fast != nil {
+		d.checkArgsByLibrary = func(raw json.RawMessage) (json.RawMessage, error) { return marshalChecked(check(raw, false)) }
+	}
+	return d, nil
 }
 
 // dropOptionalNulls removes the optional fields that are null from the
