@@ -42,6 +42,23 @@ func startServer(t *testing.T, cfg config) string {
 	return "http://" + ln.Addr().String()
 }
 
+// startPromises serves -mode promises on a queue of its own, which it
+// deletes when the test ends, and returns a channel to inspect it.
+func startPromises(t *testing.T) (base, queue string, ch *amqp.Channel) {
+	t.Helper()
+	queue = fmt.Sprintf("errand.floor.test.%d", time.Now().UnixNano())
+	conn, err := amqp.Dial(testAMQP)
+	if err != nil {
+		t.Fatalf("RabbitMQ at %s: %v", testAMQP, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if ch, err = conn.Channel(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.QueueDelete(queue, false, false, false) })
+	return startServer(t, config{mode: "promises", amqpURL: testAMQP, redisURL: testRedis, queue: queue}), queue, ch
+}
+
 type accepted struct {
 	TaskID string `json:"task_id"`
 	Status string `json:"status"`
@@ -64,18 +81,7 @@ func submit(t *testing.T, base, body string) (int, accepted) {
 // status in Redis and is on a durable queue as a persistent message,
 // once, whether it travelled alone or in an envelope with others.
 func TestPromisesKeptBeforeThe202(t *testing.T) {
-	queue := fmt.Sprintf("errand.floor.test.%d", time.Now().UnixNano())
-	conn, err := amqp.Dial(testAMQP)
-	if err != nil {
-		t.Fatalf("RabbitMQ at %s: %v", testAMQP, err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.QueueDelete(queue, false, false, false)
-	base := startServer(t, config{mode: "promises", amqpURL: testAMQP, redisURL: testRedis, queue: queue})
+	base, queue, ch := startPromises(t)
 
 	const n = 200
 	ids := make(chan string, n)
@@ -247,18 +253,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 // TestDrainAcksWhatIsQueued: -mode drain empties the queue the promises
 // fill.
 func TestDrainAcksWhatIsQueued(t *testing.T) {
-	queue := fmt.Sprintf("errand.floor.test.%d", time.Now().UnixNano())
-	conn, err := amqp.Dial(testAMQP)
-	if err != nil {
-		t.Fatalf("RabbitMQ at %s: %v", testAMQP, err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.QueueDelete(queue, false, false, false)
-	base := startServer(t, config{mode: "promises", amqpURL: testAMQP, redisURL: testRedis, queue: queue})
+	base, queue, ch := startPromises(t)
 	opts, err := redis.ParseURL(testRedis)
 	if err != nil {
 		t.Fatal(err)
