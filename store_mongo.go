@@ -175,18 +175,11 @@ func (s *mongoStore) inspectServer(ctx context.Context) error {
 }
 
 // ensureIndexes creates the indexes listings and reports need: results by
-// status, by owner and age, and by user and age; items by owner, and by
-// user and age. A server that cannot build them (FerretDB lacks some
-// index kinds) only makes those listings slower, so failure is reported,
-// not fatal.
+// owner and age, and by user and age; items by owner, and by user and
+// age. A server that cannot build them (FerretDB lacks some index kinds)
+// only makes those listings slower, so failure is reported, not fatal.
 func (s *mongoStore) ensureIndexes(ctx context.Context) error {
 	_, err := s.results.Indexes().CreateOne(ctx, mongo.IndexModel{
-		Keys: bson.D{{Key: "status", Value: 1}, {Key: "completed_at", Value: -1}},
-	})
-	if err != nil {
-		return fmt.Errorf("mongodb: create task_results index: %w", err)
-	}
-	_, err = s.results.Indexes().CreateOne(ctx, mongo.IndexModel{
 		Keys: bson.D{{Key: "owner", Value: 1}, {Key: "created_at", Value: -1}, {Key: "_id", Value: -1}},
 	})
 	if err != nil {
@@ -211,6 +204,30 @@ func (s *mongoStore) ensureIndexes(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("mongodb: create task_results index: %w", err)
+	}
+	return s.dropUnusedIndexes(ctx)
+}
+
+// unusedResultIndexes are indexes earlier versions made on task_results
+// that no query reads any more: every result insert still pays for them.
+var unusedResultIndexes = []string{
+	// Listings went by status before they went by owner.
+	"status_1_completed_at_-1",
+}
+
+// mongoIndexNotFound is the server's code for dropping an index that is
+// not there.
+const mongoIndexNotFound = 27
+
+// dropUnusedIndexes drops unusedResultIndexes where an earlier version
+// made them.
+func (s *mongoStore) dropUnusedIndexes(ctx context.Context) error {
+	for _, name := range unusedResultIndexes {
+		err := s.results.Indexes().DropOne(ctx, name)
+		var serverErr mongo.ServerError
+		if err != nil && !(errors.As(err, &serverErr) && serverErr.HasErrorCode(mongoIndexNotFound)) {
+			return fmt.Errorf("mongodb: drop unused task_results index %s: %w", name, err)
+		}
 	}
 	return nil
 }
