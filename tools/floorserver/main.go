@@ -9,14 +9,17 @@
 //	                confirmed, both batched across concurrent requests as
 //	                errand batches them (two loops each; a batch of
 //	                publishes is one message)
-//	-mode drain     serve nothing: consume the queue -mode promises fills
-//	                and ack every message, as a worker would, so RabbitMQ
-//	                delivers as it does for errand
+//	-mode worker    serve nothing: consume the queue -mode promises fills
+//	                and keep a worker's promises for each task, its result
+//	                stored in MongoDB and its final status written to
+//	                Redis before its message is acked, batched as errand
+//	                batches them
 //
 // It has none of errand's other work: no argument check, no access log,
 // no metrics, no tracing, no idempotency keys, no index of a user's
-// tasks. scripts/floor drives it with the bench harness's k6 submit script
-// and reads its CPU from /proc. Only loopback addresses are accepted.
+// tasks, no check for a cancel. scripts/floor drives it with the bench
+// harness's k6 submit script and reads its CPU from /proc. Only loopback
+// addresses are accepted.
 //
 // It lives in its own Go module so that it stays out of errand's binary.
 package main
@@ -47,29 +50,32 @@ func main() {
 
 type config struct {
 	addr, mode, amqpURL, redisURL, queue string
+	mongoURI, mongoDatabase              string
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("floorserver", flag.ContinueOnError)
 	var cfg config
 	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:8090", "`address` to listen on (loopback only)")
-	fs.StringVar(&cfg.mode, "mode", "promises", "bare, promises or drain")
-	fs.StringVar(&cfg.amqpURL, "amqp", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ `URL` (promises, drain)")
-	fs.StringVar(&cfg.redisURL, "redis", "redis://127.0.0.1:6379/2", "Redis `URL` (promises)")
-	fs.StringVar(&cfg.queue, "queue", "errand.floor", "durable priority `queue` to publish to (promises) or consume (drain)")
+	fs.StringVar(&cfg.mode, "mode", "promises", "bare, promises or worker")
+	fs.StringVar(&cfg.amqpURL, "amqp", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ `URL` (promises, worker)")
+	fs.StringVar(&cfg.redisURL, "redis", "redis://127.0.0.1:6379/2", "Redis `URL` (promises, worker)")
+	fs.StringVar(&cfg.queue, "queue", "errand.floor", "durable priority `queue` to publish to (promises) or consume (worker)")
+	fs.StringVar(&cfg.mongoURI, "mongo", "mongodb://127.0.0.1:27017", "MongoDB `URI` (worker)")
+	fs.StringVar(&cfg.mongoDatabase, "mongo-db", "floor_bench", "MongoDB `database` for the results (worker)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	for _, u := range []string{"http://" + cfg.addr, cfg.amqpURL, cfg.redisURL} {
+	for _, u := range []string{"http://" + cfg.addr, cfg.amqpURL, cfg.redisURL, cfg.mongoURI} {
 		if err := checkLoopback(u); err != nil {
 			return err
 		}
 	}
-	if cfg.mode == "drain" {
-		return drain(ctx, cfg.amqpURL, cfg.queue)
+	if cfg.mode == "worker" {
+		return work(ctx, cfg)
 	}
 	if cfg.mode != "bare" && cfg.mode != "promises" {
-		return fmt.Errorf("-mode %q: want bare, promises or drain", cfg.mode)
+		return fmt.Errorf("-mode %q: want bare, promises or worker", cfg.mode)
 	}
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {

@@ -241,51 +241,12 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{[]string{"-addr", "10.0.0.1:8090"}, "not a loopback address"},
 		{[]string{"-addr", "127.0.0.1:0", "-amqp", "amqp://guest:guest@rabbit.example.com:5672/"}, "not a loopback address"},
 		{[]string{"-addr", "127.0.0.1:0", "-redis", "redis://192.168.1.5:6379/0"}, "not a loopback address"},
-		{[]string{"-addr", "127.0.0.1:0", "-mode", "sideways"}, "want bare, promises or drain"},
+		{[]string{"-mode", "worker", "-mongo", "mongodb://db.example.com:27017"}, "not a loopback address"},
+		{[]string{"-addr", "127.0.0.1:0", "-mode", "sideways"}, "want bare, promises or worker"},
 	} {
 		err := run(context.Background(), c.args, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("run %v: got %v, want an error saying %q", c.args, err, c.want)
 		}
-	}
-}
-
-// TestDrainAcksWhatIsQueued: -mode drain empties the queue the promises
-// fill.
-func TestDrainAcksWhatIsQueued(t *testing.T) {
-	base, queue, ch := startPromises(t)
-	opts, err := redis.ParseURL(testRedis)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opts)
-	defer rdb.Close()
-	for i := range 50 {
-		code, a := submit(t, base, fmt.Sprintf(`{"data": "task %d"}`, i))
-		if code != http.StatusAccepted {
-			t.Fatalf("submit %d: got %d, want 202", i, code)
-		}
-		rdb.Del(context.Background(), statusKey(a.TaskID))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	drained := make(chan error, 1)
-	go func() { drained <- drain(ctx, testAMQP, queue) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{"x-max-priority": int32(maxPriority)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if q.Messages == 0 && q.Consumers == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("got %d messages left after 10 s of draining, want none", q.Messages)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	cancel()
-	if err := <-drained; err != nil {
-		t.Errorf("drain: %v", err)
 	}
 }

@@ -117,7 +117,12 @@ func (p *promises) accept(ctx context.Context, task taskMessage) error {
 
 // writeStatuses writes a batch of statuses in one pipeline.
 func (p *promises) writeStatuses(ctx context.Context, batch []statusWrite) error {
-	pipe := p.redis.Pipeline()
+	return setStatuses(ctx, p.redis, batch)
+}
+
+// setStatuses writes a batch of status documents in one pipeline.
+func setStatuses(ctx context.Context, rdb *redis.Client, batch []statusWrite) error {
+	pipe := rdb.Pipeline()
 	for _, w := range batch {
 		pipe.Set(ctx, statusKey(w.id), w.doc, statusTTL)
 	}
