@@ -20,6 +20,10 @@ type coalescingWriter struct {
 	w io.Writer
 	// onError, when set, runs once after the first failed write.
 	onError func()
+	// linger is how long the flusher waits after a write before the next,
+	// so that what comes meanwhile shares it even when writes do not
+	// crowd; zero writes at once.
+	linger time.Duration
 
 	mu      sync.Mutex
 	ready   *sync.Cond // bytes queued, or closing
@@ -28,6 +32,7 @@ type coalescingWriter struct {
 	spare   []byte
 	err     error // the first write error
 	closing bool
+	closed  chan struct{} // closed by close, to cut a linger short
 	done    chan struct{} // closed when the flusher has stopped
 }
 
@@ -36,8 +41,8 @@ type coalescingWriter struct {
 // without coalescing.
 const maxQueuedBytes = 1 << 20
 
-func newCoalescingWriter(w io.Writer, onError func()) *coalescingWriter {
-	c := &coalescingWriter{w: w, onError: onError, done: make(chan struct{})}
+func newCoalescingWriter(w io.Writer, onError func(), linger time.Duration) *coalescingWriter {
+	c := &coalescingWriter{w: w, onError: onError, linger: linger, closed: make(chan struct{}), done: make(chan struct{})}
 	c.ready = sync.NewCond(&c.mu)
 	c.drained = sync.NewCond(&c.mu)
 	go c.flush()
@@ -78,6 +83,9 @@ func (c *coalescingWriter) flush() {
 		c.drained.Broadcast()
 		c.mu.Unlock()
 		_, err := c.w.Write(buf)
+		if err == nil && c.linger > 0 {
+			c.wait(c.linger)
+		}
 		c.mu.Lock()
 		c.spare = buf[:0]
 		if err != nil {
@@ -92,11 +100,24 @@ func (c *coalescingWriter) flush() {
 	}
 }
 
+// wait sleeps for d, or less if close is called meanwhile.
+func (c *coalescingWriter) wait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.closed:
+	}
+}
+
 // close writes what is queued, waiting at most timeout, and stops the
 // flusher. Later writes fail.
 func (c *coalescingWriter) close(timeout time.Duration) {
 	c.mu.Lock()
-	c.closing = true
+	if !c.closing {
+		c.closing = true
+		close(c.closed)
+	}
 	c.ready.Signal()
 	c.drained.Broadcast()
 	c.mu.Unlock()
@@ -127,7 +148,7 @@ const closeFlushTimeout = 2 * time.Second
 
 func newCoalescingConn(conn net.Conn) *coalescingConn {
 	// The reader side must learn of a failed write too, at once.
-	return &coalescingConn{Conn: conn, out: newCoalescingWriter(conn, func() { conn.Close() })}
+	return &coalescingConn{Conn: conn, out: newCoalescingWriter(conn, func() { conn.Close() }, 0)}
 }
 
 func (c *coalescingConn) Write(p []byte) (int, error) { return c.out.Write(p) }

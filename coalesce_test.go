@@ -120,3 +120,74 @@ func TestCoalescingConnReportsAFailedWrite(t *testing.T) {
 		return err != nil
 	})
 }
+
+// countingWriter records what is written to it and in how many calls.
+type countingWriter struct {
+	mu    sync.Mutex
+	calls int
+	buf   strings.Builder
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.calls++
+	return w.buf.Write(p)
+}
+
+func (w *countingWriter) written() (string, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String(), w.calls
+}
+
+// TestCoalescingWriterLingers: with a linger, lines that come one at a
+// time, never crowding, still share writes: the flusher writes at most
+// once per linger, and every line arrives, in order.
+func TestCoalescingWriterLingers(t *testing.T) {
+	out := &countingWriter{}
+	const linger, lines = 20 * time.Millisecond, 100
+	c := newCoalescingWriter(out, nil, linger)
+	var want strings.Builder
+	start := time.Now()
+	for i := range lines {
+		line := fmt.Sprintf("line %d\n", i)
+		want.WriteString(line)
+		if _, err := c.Write([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	c.close(10 * time.Second)
+	got, calls := out.written()
+	if got != want.String() {
+		t.Fatalf("got %q, want the %d lines in order", got, lines)
+	}
+	// One write per linger while the lines came, one at the start and one
+	// at close.
+	if limit := int(elapsed/linger) + 2; calls > limit {
+		t.Errorf("%d lines over %s took %d writes, want at most %d with a %s linger", lines, elapsed, calls, limit, linger)
+	}
+}
+
+// TestCoalescingWriterCloseCutsTheLingerShort: what is queued while the
+// flusher lingers is written at close, without waiting out the linger.
+func TestCoalescingWriterCloseCutsTheLingerShort(t *testing.T) {
+	out := &countingWriter{}
+	c := newCoalescingWriter(out, nil, time.Hour)
+	if _, err := c.Write([]byte("first ")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the first line to be written", func() bool {
+		got, _ := out.written()
+		return got == "first "
+	})
+	if _, err := c.Write([]byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	c.close(10 * time.Second)
+	if got, _ := out.written(); got != "first last" {
+		t.Fatalf("after close got %q, want %q", got, "first last")
+	}
+}

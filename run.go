@@ -28,9 +28,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	// Under load, log lines share system calls (see coalescingWriter);
-	// the last of them are written before run returns.
-	logOut := newCoalescingWriter(stdout, nil)
+	// Log lines share system calls (see coalescingWriter): those of the
+	// same logLinger go out in one. The last of them are written before
+	// run returns.
+	logOut := newCoalescingWriter(stdout, nil, logLinger)
 	defer logOut.close(5 * time.Second)
 	log, err := newLogger(getenv("LOG_LEVEL"), logOut)
 	if err != nil {
@@ -224,6 +225,13 @@ func newMailer(cfg config, log *slog.Logger) tasks.Mailer {
 	}
 	return tasks.SMTPMailer{Addr: cfg.SMTPAddr, From: cfg.SMTPFrom, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword}
 }
+
+// logLinger is how late a log line may reach stdout: at thousands of
+// tasks a second each line's own write would be a system call per line
+// (two per task in the worker, one per request in the API), and a line
+// that waits this long shares its write with the others of its moment.
+// A process killed outright loses at most this much of its log.
+const logLinger = 10 * time.Millisecond
 
 func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
