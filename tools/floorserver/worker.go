@@ -53,16 +53,11 @@ type heavyValue struct {
 	CompletedAt    string   `json:"completed_at" bson:"completed_at"`
 }
 
-// finalStatus is the SUCCESS status errand writes at a task's end.
+// finalStatus is the SUCCESS status errand writes at a task's end: the
+// PENDING document's fields and the run's.
 type finalStatus struct {
-	TaskID      string     `json:"task_id"`
-	Status      string     `json:"status"`
-	TaskType    string     `json:"task_type"`
+	pendingStatus
 	Attempts    int        `json:"attempts"`
-	UpdatedAt   time.Time  `json:"updated_at"`
-	Args        submitBody `json:"args"`
-	Priority    string     `json:"priority"`
-	CreatedAt   time.Time  `json:"created_at"`
 	StartedAt   time.Time  `json:"started_at"`
 	CompletedAt time.Time  `json:"completed_at"`
 	Result      heavyValue `json:"result"`
@@ -210,8 +205,9 @@ func (w *floorWorker) finish(ctx context.Context, task taskMessage) error {
 		Attempts: 1, CompletedAt: done, Args: task.Args, Priority: task.Priority, CreatedAt: task.EnqueuedAt, StartedAt: started}); err != nil {
 		return fmt.Errorf("store the result of %s: %w", task.ID, err)
 	}
-	status, err := json.Marshal(finalStatus{TaskID: task.ID, Status: "SUCCESS", TaskType: task.Type, Attempts: 1, UpdatedAt: done,
-		Args: task.Args, Priority: task.Priority, CreatedAt: task.EnqueuedAt, StartedAt: started, CompletedAt: done, Result: value})
+	status, err := json.Marshal(finalStatus{pendingStatus: pendingStatus{TaskID: task.ID, Status: "SUCCESS", TaskType: task.Type,
+		UpdatedAt: done, Args: task.Args, Priority: task.Priority, CreatedAt: task.EnqueuedAt},
+		Attempts: 1, StartedAt: started, CompletedAt: done, Result: value})
 	if err != nil {
 		return fmt.Errorf("encode the status of %s: %w", task.ID, err)
 	}
