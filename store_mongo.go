@@ -176,8 +176,9 @@ func (s *mongoStore) inspectServer(ctx context.Context) error {
 
 // ensureIndexes creates the indexes listings and reports need: results by
 // owner and age, and by user and age; items by owner, and by user and
-// age. A server that cannot build them (FerretDB lacks some index kinds)
-// only makes those listings slower, so failure is reported, not fatal.
+// age; then drops those earlier versions made that nothing reads. A
+// server that cannot build them (FerretDB lacks some index kinds) only
+// makes those listings slower, so failure is reported, not fatal.
 func (s *mongoStore) ensureIndexes(ctx context.Context) error {
 	_, err := s.results.Indexes().CreateOne(ctx, mongo.IndexModel{
 		Keys: bson.D{{Key: "owner", Value: 1}, {Key: "created_at", Value: -1}, {Key: "_id", Value: -1}},

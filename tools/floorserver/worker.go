@@ -97,7 +97,11 @@ func work(ctx context.Context, cfg config) error {
 	if err := w.ensureIndexes(ctx); err != nil {
 		return err
 	}
-	w.results = newBatcher(maxResultBatch, []func(context.Context, []resultDoc) error{w.insertResults})
+	var inserters []func(context.Context, []resultDoc) error
+	for range resultWriters {
+		inserters = append(inserters, w.insertResults)
+	}
+	w.results = newBatcher(maxResultBatch, inserters)
 	defer w.results.close()
 	w.statuses = newBatcher(maxStatusBatch, []func(context.Context, []statusWrite) error{w.writeStatuses, w.writeStatuses})
 	defer w.statuses.close()
@@ -117,22 +121,34 @@ func work(ctx context.Context, cfg config) error {
 	if err := ch.Qos(workerPrefetch, 0, false); err != nil {
 		return fmt.Errorf("amqp: set the prefetch: %w", err)
 	}
+	// Deferred in this order, the tasks in flight are cancelled first
+	// (on a failure; on shutdown they already are), then waited for.
+	var running sync.WaitGroup
+	defer running.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	const autoAck, exclusive, noLocal, noWait = false, false, false, false
 	deliveries, err := ch.ConsumeWithContext(ctx, cfg.queue, "", autoAck, exclusive, noLocal, noWait, nil)
 	if err != nil {
 		return fmt.Errorf("amqp: consume %s: %w", cfg.queue, err)
 	}
-	var running sync.WaitGroup
-	defer running.Wait()
 	failed := make(chan error, 1)
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			select {
+			case err := <-failed:
+				return err
+			default:
+				return nil
+			}
 		case err := <-failed:
 			return err
 		case d, ok := <-deliveries:
 			if !ok {
+				if ctx.Err() != nil {
+					return nil // the consumer was closed by the shutdown
+				}
 				return errors.New("amqp: the broker closed the consumer")
 			}
 			running.Add(1)
@@ -163,8 +179,9 @@ func (w *floorWorker) ensureIndexes(ctx context.Context) error {
 }
 
 // process runs one delivery's tasks (one, or a batch of them), stores
-// their results and statuses, and acks it; a delivery it cannot decode is
-// acked unrun (nothing else publishes to the floor's queue).
+// their results and statuses, and acks it. A delivery it cannot decode is
+// acked unrun and its error stops the worker: nothing but -mode promises
+// publishes to the floor's queue, so a measurement with one is void.
 func (w *floorWorker) process(ctx context.Context, d amqp.Delivery) error {
 	tasks, err := decodeTasks(d.Body)
 	if err != nil {

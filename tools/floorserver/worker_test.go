@@ -69,9 +69,9 @@ func startMongoWire(t *testing.T) string {
 	}
 }
 
-// TestWorkerKeepsAWorkersPromises: -mode worker empties the queue the
-// promises fill, and every task it acked has its result in MongoDB and
-// its final status in Redis, as errand's worker leaves them.
+// TestWorkerKeepsAWorkersPromises: -mode worker runs every task the
+// promises queue, acks it, and leaves its result in MongoDB and its final
+// status in Redis, as errand's worker leaves them.
 func TestWorkerKeepsAWorkersPromises(t *testing.T) {
 	mongoURI := startMongoWire(t)
 	base, queue, ch := startPromises(t)
@@ -80,8 +80,16 @@ func TestWorkerKeepsAWorkersPromises(t *testing.T) {
 		t.Fatal(err)
 	}
 	rdb := redis.NewClient(opts)
-	defer rdb.Close()
+	// Cleanups run last first: the client closes after the deletes.
+	t.Cleanup(func() { rdb.Close() })
 	ctx := context.Background()
+	database := fmt.Sprintf("floor_test_%d", time.Now().UnixNano())
+	client, err := mongo.Connect(options.Client().ApplyURI(mongoURI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Disconnect(ctx) })
+	t.Cleanup(func() { client.Database(database).Drop(ctx) })
 	var ids []string
 	for i := range 50 {
 		code, a := submit(t, base, fmt.Sprintf(`{"data": "task %d", "iterations": %d}`, i, 1+i%3))
@@ -91,23 +99,28 @@ func TestWorkerKeepsAWorkersPromises(t *testing.T) {
 		ids = append(ids, a.TaskID)
 		t.Cleanup(func() { rdb.Del(ctx, statusKey(a.TaskID)) })
 	}
-	database := fmt.Sprintf("floor_test_%d", time.Now().UnixNano())
 	workCtx, stop := context.WithCancel(ctx)
 	worked := make(chan error, 1)
 	go func() {
 		worked <- work(workCtx, config{amqpURL: testAMQP, redisURL: testRedis, queue: queue, mongoURI: mongoURI, mongoDatabase: database})
 	}()
+	// The worker writes a task's status after its result and acks after
+	// both: once every status is final, every result is stored.
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{"x-max-priority": int32(maxPriority)})
-		if err != nil {
-			t.Fatal(err)
+	for done := 0; done < len(ids); {
+		select {
+		case err := <-worked:
+			t.Fatalf("work stopped before the tasks were done: %v", err)
+		default:
 		}
-		if q.Messages == 0 && q.Consumers == 1 {
-			break
+		done = 0
+		for _, id := range ids {
+			if raw, err := rdb.Get(ctx, statusKey(id)).Bytes(); err == nil && strings.Contains(string(raw), `"status":"SUCCESS"`) {
+				done++
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("got %d messages left after 30 s of work, want none", q.Messages)
+			t.Fatalf("%d of %d tasks done after 30 s of work", done, len(ids))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -115,14 +128,13 @@ func TestWorkerKeepsAWorkersPromises(t *testing.T) {
 	if err := <-worked; err != nil {
 		t.Fatalf("work: %v", err)
 	}
-
-	client, err := mongo.Connect(options.Client().ApplyURI(mongoURI))
-	if err != nil {
-		t.Fatal(err)
+	// Its connection is closed: what it had not acked is back in the queue.
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, amqp.Table{"x-max-priority": int32(maxPriority)})
+	if err != nil || q.Messages != 0 {
+		t.Errorf("queue after the worker stopped: %d messages (%v), want every task acked", q.Messages, err)
 	}
-	defer client.Disconnect(ctx)
+
 	results := client.Database(database).Collection("task_results")
-	defer client.Database(database).Drop(ctx)
 	for i, id := range ids {
 		want := make([]string, 1+i%3)
 		for n := range want {
@@ -143,8 +155,9 @@ func TestWorkerKeepsAWorkersPromises(t *testing.T) {
 		if err := json.Unmarshal(raw, &st); err != nil {
 			t.Fatal(err)
 		}
-		if st.Status != "SUCCESS" || st.Result.TotalProcessed != len(want) {
-			t.Errorf("status of task %d: %s with %d items, want SUCCESS with %d", i, st.Status, st.Result.TotalProcessed, len(want))
+		if st.Status != "SUCCESS" || st.Result.TotalProcessed != len(want) || st.TaskType != "process_heavy_task" ||
+			st.Args.Data != fmt.Sprintf("task %d", i) || st.CreatedAt.IsZero() || st.CompletedAt.Before(st.StartedAt) {
+			t.Errorf("status of task %d: %+v; want SUCCESS of process_heavy_task with its args, times and %d items", i, st, len(want))
 		}
 	}
 	if n, err := results.CountDocuments(ctx, bson.D{}); err != nil || n != int64(len(ids)) {
