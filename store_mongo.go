@@ -175,13 +175,22 @@ func (s *mongoStore) inspectServer(ctx context.Context) error {
 }
 
 // ensureIndexes creates the indexes listings and reports need: results by
-// owner and age, and by user and age; items by owner, and by user and
-// age; then drops those earlier versions made that nothing reads. A
+// owner and age, by owner, state and age, and by user and age; items by
+// owner, and by user and age; then drops those of earlier versions that
+// these replace. A
 // server that cannot build them (FerretDB lacks some index kinds) only
 // makes those listings slower, so failure is reported, not fatal.
 func (s *mongoStore) ensureIndexes(ctx context.Context) error {
 	_, err := s.results.Indexes().CreateOne(ctx, mongo.IndexModel{
 		Keys: bson.D{{Key: "owner", Value: 1}, {Key: "created_at", Value: -1}, {Key: "_id", Value: -1}},
+	})
+	if err != nil {
+		return fmt.Errorf("mongodb: create task_results index: %w", err)
+	}
+	// A listing of one state (the console's failures, say) reads the
+	// owner's tasks in it newest first, however rare the state is.
+	_, err = s.results.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys: bson.D{{Key: "owner", Value: 1}, {Key: "status", Value: 1}, {Key: "created_at", Value: -1}, {Key: "_id", Value: -1}},
 	})
 	if err != nil {
 		return fmt.Errorf("mongodb: create task_results index: %w", err)
@@ -206,13 +215,13 @@ func (s *mongoStore) ensureIndexes(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("mongodb: create task_results index: %w", err)
 	}
-	return s.dropUnusedIndexes(ctx)
+	return s.dropReplacedIndexes(ctx)
 }
 
-// unusedResultIndexes are indexes earlier versions made on task_results
-// that no query reads any more: every result insert still pays for them.
-var unusedResultIndexes = []string{
-	// Listings went by status before they went by owner.
+// replacedResultIndexes are indexes earlier versions made on task_results
+// that others now serve: every result insert would pay for them too.
+var replacedResultIndexes = []string{
+	// By state across owners; listings filter by owner first.
 	"status_1_completed_at_-1",
 }
 
@@ -220,14 +229,14 @@ var unusedResultIndexes = []string{
 // not there.
 const mongoIndexNotFound = 27
 
-// dropUnusedIndexes drops unusedResultIndexes where an earlier version
-// made them.
-func (s *mongoStore) dropUnusedIndexes(ctx context.Context) error {
-	for _, name := range unusedResultIndexes {
+// dropReplacedIndexes drops replacedResultIndexes where an earlier
+// version made them.
+func (s *mongoStore) dropReplacedIndexes(ctx context.Context) error {
+	for _, name := range replacedResultIndexes {
 		err := s.results.Indexes().DropOne(ctx, name)
 		var serverErr mongo.ServerError
 		if err != nil && !(errors.As(err, &serverErr) && serverErr.HasErrorCode(mongoIndexNotFound)) {
-			return fmt.Errorf("mongodb: drop unused task_results index %s: %w", name, err)
+			return fmt.Errorf("mongodb: drop replaced task_results index %s: %w", name, err)
 		}
 	}
 	return nil

@@ -170,6 +170,7 @@ func work(ctx context.Context, cfg config) error {
 func (w *floorWorker) ensureIndexes(ctx context.Context) error {
 	_, err := w.coll.Indexes().CreateMany(ctx, []mongo.IndexModel{
 		{Keys: bson.D{{Key: "owner", Value: 1}, {Key: "created_at", Value: -1}, {Key: "_id", Value: -1}}},
+		{Keys: bson.D{{Key: "owner", Value: 1}, {Key: "status", Value: 1}, {Key: "created_at", Value: -1}, {Key: "_id", Value: -1}}},
 		{Keys: bson.D{{Key: "args.user_id", Value: 1}, {Key: "created_at", Value: 1}}},
 	})
 	if err != nil {
